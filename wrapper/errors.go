@@ -1,0 +1,217 @@
+package wrapper
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+)
+
+// ErrNotFound matches (errors.Is) an APIError for an unknown request id.
+var ErrNotFound = errors.New("fluxi2i: request not found")
+
+// ErrOutcomeUnknown matches (errors.Is) a SubmitError whose job may or may
+// not have been queued: the request was sent and no answer came back.
+var ErrOutcomeUnknown = errors.New("fluxi2i: submit outcome unknown: the job may have been queued")
+
+// APIError is a non-2xx answer from the API.
+type APIError struct {
+	Op         string // "submit", "status", "stream", "result", "cancel"
+	StatusCode int
+	RequestID  string // the job's request id, when known
+	ErrorType  string // error_type of the body or X-Fal-Error-Type, e.g. "runner_disconnected"
+	Detail     string // the message of the body
+	// Retryable is what the server said (X-Fal-Retryable) or, without that
+	// header, whether the status code is one that retries can help.
+	Retryable bool
+	// Fields are the field errors of a 422 (detail as a list).
+	Fields []FieldError
+	// Body is the raw body, read through the client's size limit.
+	Body []byte
+	// UserTimeout is set for a 504 caused by the start deadline the caller
+	// gave (StartTimeout); it is never retried.
+	UserTimeout bool
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "fluxi2i: %s", e.Op)
+	if e.RequestID != "" {
+		fmt.Fprintf(&b, " of request %s", e.RequestID)
+	}
+	fmt.Fprintf(&b, ": HTTP %d", e.StatusCode)
+	if e.ErrorType != "" {
+		fmt.Fprintf(&b, " (%s)", e.ErrorType)
+	}
+	if len(e.Fields) > 0 {
+		parts := make([]string, len(e.Fields))
+		for i, f := range e.Fields {
+			parts[i] = f.String()
+		}
+		fmt.Fprintf(&b, ": %s", strings.Join(parts, "; "))
+	} else if e.Detail != "" {
+		fmt.Fprintf(&b, ": %s", e.Detail)
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrNotFound) true for a 404.
+func (e *APIError) Is(target error) bool {
+	return target == ErrNotFound && e.StatusCode == http.StatusNotFound
+}
+
+// FieldError is one field the API or the local validation rejected.
+type FieldError struct {
+	Field   string // "strength", or a path such as "body.strength" from the API
+	Message string // what is wrong and what is allowed
+}
+
+func (f FieldError) String() string { return f.Field + ": " + f.Message }
+
+// InputError lists every bad field of an input, found before anything was
+// sent.
+type InputError struct {
+	Fields []FieldError
+}
+
+func (e *InputError) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.String()
+	}
+	return "fluxi2i: invalid input: " + strings.Join(parts, "; ")
+}
+
+// JobError is returned when waiting for a job ends without its result: the
+// context ended, or the job ended without one. RequestID is always set, so
+// the job can be resumed with Wait or fetched with Result.
+type JobError struct {
+	RequestID string
+	// Status is the job's last known status ("" when none was seen).
+	Status string
+	// Cancelled reports that a best-effort Cancel was accepted by the server.
+	Cancelled bool
+	Err       error
+}
+
+func (e *JobError) Error() string {
+	msg := fmt.Sprintf("fluxi2i: request %s", e.RequestID)
+	if e.Status != "" {
+		msg += " (last status " + e.Status + ")"
+	}
+	if e.Cancelled {
+		msg += ", cancelled"
+	}
+	return msg + ": " + e.Err.Error()
+}
+
+func (e *JobError) Unwrap() error { return e.Err }
+
+// SubmitError is a submit that failed after its request may have reached
+// the server; errors.Is(err, ErrOutcomeUnknown) tells when the job may
+// exist. Attempts counts the submit requests sent.
+type SubmitError struct {
+	Attempts int
+	Unknown  bool
+	Err      error
+}
+
+func (e *SubmitError) Error() string {
+	if e.Unknown {
+		return fmt.Sprintf("fluxi2i: submit outcome unknown after %d attempt(s), the job may have been queued and billed: %v", e.Attempts, e.Err)
+	}
+	return fmt.Sprintf("fluxi2i: submit failed after %d attempt(s): %v", e.Attempts, e.Err)
+}
+
+func (e *SubmitError) Unwrap() []error {
+	if e.Unknown {
+		return []error{ErrOutcomeUnknown, e.Err}
+	}
+	return []error{e.Err}
+}
+
+// apiError is the one funnel that turns a non-2xx response into an APIError.
+func apiError(op, id string, resp *http.Response, body []byte) *APIError {
+	e := &APIError{
+		Op:         op,
+		StatusCode: resp.StatusCode,
+		RequestID:  id,
+		ErrorType:  resp.Header.Get("X-Fal-Error-Type"),
+		Body:       body,
+	}
+	if e.RequestID == "" {
+		e.RequestID = resp.Header.Get("X-Fal-Request-Id")
+	}
+	e.UserTimeout = resp.StatusCode == http.StatusGatewayTimeout &&
+		strings.EqualFold(resp.Header.Get("X-Fal-Request-Timeout-Type"), "user")
+	switch strings.ToLower(resp.Header.Get("X-Fal-Retryable")) {
+	case "true":
+		e.Retryable = !e.UserTimeout
+	case "false":
+		e.Retryable = false
+	default:
+		e.Retryable = retryableStatus(resp.StatusCode) && !e.UserTimeout
+	}
+
+	var probe struct {
+		Detail    json.RawMessage `json:"detail"`
+		ErrorType string          `json:"error_type"`
+		Status    string          `json:"status"`
+	}
+	if json.Unmarshal(body, &probe) != nil {
+		e.Detail = strings.TrimSpace(string(truncate(body, 512)))
+		return e
+	}
+	if probe.ErrorType != "" {
+		e.ErrorType = probe.ErrorType
+	}
+	var detail gen.ValidationDetail
+	if len(probe.Detail) > 0 && detail.UnmarshalJSON(probe.Detail) == nil {
+		if s, err := detail.AsValidationDetail1(); err == nil && len(probe.Detail) > 0 && probe.Detail[0] == '"' {
+			e.Detail = s
+		} else if items, err := detail.AsValidationDetail0(); err == nil {
+			for _, it := range items {
+				e.Fields = append(e.Fields, FieldError{Field: locString(it.Loc), Message: it.Msg})
+			}
+		}
+	}
+	if e.Detail == "" && probe.Status != "" {
+		e.Detail = probe.Status // cancel answers {"status": "NOT_FOUND"}
+	}
+	return e
+}
+
+func locString(loc *[]gen.ValidationErrorItem_Loc_Item) string {
+	if loc == nil {
+		return ""
+	}
+	parts := make([]string, 0, len(*loc))
+	for _, item := range *loc {
+		if s, err := item.AsValidationErrorItemLoc0(); err == nil {
+			parts = append(parts, s)
+		} else if n, err := item.AsValidationErrorItemLoc1(); err == nil {
+			parts = append(parts, fmt.Sprint(n))
+		}
+	}
+	return strings.Join(parts, ".")
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+// retryableStatus lists the status codes a retry can help with.
+func retryableStatus(code int) bool {
+	switch code {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusInternalServerError,
+		http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,81 @@
+package wrapper
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// sameOrigin reports whether u has the scheme, host and port of base.
+func sameOrigin(u, base *url.URL) bool {
+	return strings.EqualFold(u.Scheme, base.Scheme) && strings.EqualFold(u.Host, base.Host)
+}
+
+// originBound returns a copy of hc that does not follow a redirect off the
+// configured origin, so the Authorization header cannot follow it there.
+func originBound(hc *http.Client, base *url.URL) *http.Client {
+	cp := *hc
+	next := hc.CheckRedirect
+	cp.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if !sameOrigin(req.URL, base) {
+			return http.ErrUseLastResponse
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &cp
+}
+
+// endpoints are the status, result and cancel URLs of one job.
+type endpoints struct {
+	status, result, cancel string
+}
+
+// appPath is the owner/app part of the model path that status, result and
+// cancel live under.
+const appPath = "/fal-ai/flux-1/requests/"
+
+// endpointsFor builds a job's URLs from the base URL, or takes the ones the
+// server returned when they are on the configured origin (and so will get
+// the credential). A URL on any other origin is ignored.
+func (c *Client) endpointsFor(id string, returned *Queued) endpoints {
+	built := endpoints{
+		status: c.server + appPath + url.PathEscape(id) + "/status",
+		result: c.server + appPath + url.PathEscape(id),
+		cancel: c.server + appPath + url.PathEscape(id) + "/cancel",
+	}
+	if returned == nil {
+		return built
+	}
+	pick := func(raw, fallback string) string {
+		if raw == "" {
+			return fallback
+		}
+		u, err := url.Parse(raw)
+		if err != nil || !sameOrigin(u, c.base) || u.RawQuery != "" || u.User != nil {
+			if raw != fallback {
+				c.log.Debug("fluxi2i: ignoring a job URL off the configured origin", "request_id", id, "url_host", hostOf(raw))
+			}
+			return fallback
+		}
+		return u.String()
+	}
+	return endpoints{
+		status: pick(returned.StatusURL, built.status),
+		result: pick(returned.ResponseURL, built.result),
+		cancel: pick(returned.CancelURL, built.cancel),
+	}
+}
+
+func hostOf(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Host
+	}
+	return ""
+}

@@ -1,0 +1,101 @@
+package queuetest
+
+import (
+	"strconv"
+	"time"
+)
+
+// Op names one of the queue's operations, for Inject.
+type Op string
+
+// The operations faults can be injected into.
+const (
+	OpSubmit Op = "submit"
+	OpStatus Op = "status"
+	OpStream Op = "stream"
+	OpResult Op = "result"
+	OpCancel Op = "cancel"
+)
+
+type faultKind int
+
+const (
+	faultStatus faultKind = iota
+	faultDropBefore
+	faultDropAfter
+	faultTruncate
+	faultGarble
+	faultSlow
+	faultBreakStream
+)
+
+// Fault is one scripted misbehaviour, consumed by one request of the
+// operation it was injected into (see Server.Inject).
+type Fault struct {
+	kind        faultKind
+	code        int
+	retryAfter  string
+	delay       time.Duration
+	userTimeout bool
+	retryable   string
+}
+
+// Fail answers with code and a platform error body (error_type and
+// X-Fal-Error-Type chosen as fal does for that code), without acting.
+func Fail(code int) Fault { return Fault{kind: faultStatus, code: code} }
+
+// RetryAfter adds a Retry-After header of secs seconds to a Fail fault.
+func (f Fault) RetryAfter(secs int) Fault { f.retryAfter = strconv.Itoa(secs); return f }
+
+// RetryAfterValue adds a Retry-After header with a literal value (an HTTP
+// date, say) to a Fail fault.
+func (f Fault) RetryAfterValue(v string) Fault { f.retryAfter = v; return f }
+
+// Retryable adds X-Fal-Retryable: true or false to a Fail fault.
+func (f Fault) Retryable(ok bool) Fault { f.retryable = strconv.FormatBool(ok); return f }
+
+// UserTimeout answers 504 with X-Fal-Request-Timeout-Type: user: the job
+// missed the start deadline the caller set. Clients must not retry it.
+func UserTimeout() Fault { return Fault{kind: faultStatus, code: 504, userTimeout: true} }
+
+// DropBefore closes the connection without acting on the request.
+func DropBefore() Fault { return Fault{kind: faultDropBefore} }
+
+// DropAfter acts on the request (a submit queues the job) and then closes
+// the connection without answering.
+func DropAfter() Fault { return Fault{kind: faultDropAfter} }
+
+// Truncate acts, then sends half of the answer's body under a full
+// Content-Length and closes the connection.
+func Truncate() Fault { return Fault{kind: faultTruncate} }
+
+// Garble acts, then answers 200 with a body that is not valid JSON.
+func Garble() Fault { return Fault{kind: faultGarble} }
+
+// Slow waits d (or until the client gives up) before handling the request.
+func Slow(d time.Duration) Fault { return Fault{kind: faultSlow, delay: d} }
+
+// BreakStream (status stream only) sends the first event, then drops the
+// connection.
+func BreakStream() Fault { return Fault{kind: faultBreakStream} }
+
+// errorTypeFor is the error_type fal sends with a platform error code.
+func errorTypeFor(code int) string {
+	switch code {
+	case 400:
+		return "bad_request"
+	case 408, 504:
+		return "request_timeout"
+	case 429:
+		return "rate_limited"
+	case 499:
+		return "client_cancelled"
+	case 500:
+		return "internal_error"
+	case 502:
+		return "runner_incomplete_response"
+	case 503:
+		return "runner_scheduling_failure"
+	}
+	return ""
+}

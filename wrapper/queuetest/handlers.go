@@ -1,0 +1,450 @@
+package queuetest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/specvalidate"
+)
+
+func (s *Server) routes() *http.ServeMux {
+	m := http.NewServeMux()
+	p := s.cfg.basePath
+	m.HandleFunc("POST "+p+"/fal-ai/flux-1/dev/image-to-image", s.api(OpSubmit, s.submit))
+	m.HandleFunc("GET "+p+"/fal-ai/flux-1/requests/{id}/status", s.api(OpStatus, s.status))
+	m.HandleFunc("GET "+p+"/fal-ai/flux-1/requests/{id}/status/stream", s.apiStream)
+	m.HandleFunc("GET "+p+"/fal-ai/flux-1/requests/{id}", s.api(OpResult, s.result))
+	m.HandleFunc("PUT "+p+"/fal-ai/flux-1/requests/{id}/cancel", s.api(OpCancel, s.cancel))
+	m.HandleFunc("GET /files/{id}/{name}", s.file)
+	return m
+}
+
+// answer is what an operation replies; the fault machinery may mangle it.
+type answer struct {
+	code   int
+	header http.Header
+	body   []byte
+}
+
+func jsonAnswer(code int, v any) answer {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return answer{code: code, header: http.Header{"Content-Type": {"application/json"}}, body: b}
+}
+
+func platformError(code int, detail string) answer {
+	a := jsonAnswer(code, gen.PlatformError{Detail: &detail, ErrorType: ptr(errorTypeFor(code))})
+	if t := errorTypeFor(code); t != "" {
+		a.header.Set("X-Fal-Error-Type", t)
+	} else {
+		a.body, _ = json.Marshal(gen.PlatformError{Detail: &detail})
+	}
+	return a
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// admit counts the request, checks its credential and validates it against
+// the spec. It writes the refusal and returns false when the request must
+// not be served.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) ([]byte, bool) {
+	switch op {
+	case OpSubmit:
+		s.stats.submits.Add(1)
+	case OpStatus:
+		s.stats.status.Add(1)
+	case OpStream:
+		s.stats.stream.Add(1)
+	case OpResult:
+		s.stats.result.Add(1)
+	case OpCancel:
+		s.stats.cancel.Add(1)
+	}
+	if !s.authorized(r) {
+		s.stats.unauthorized.Add(1)
+		write(w, platformError(http.StatusUnauthorized, "Invalid or missing credentials"))
+		return nil, false
+	}
+	var body []byte
+	if r.Body != nil {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, false
+		}
+		body = b
+	}
+	if _, err := s.validator.Request(r.Context(), r, body); err != nil {
+		s.stats.violations.Add(1)
+		s.mu.Lock()
+		s.violations = append(s.violations, err.Error())
+		s.mu.Unlock()
+		if op == OpSubmit {
+			write(w, validationAnswer(err))
+		} else {
+			write(w, platformError(http.StatusBadRequest, err.Error()))
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	scheme, cred, ok := strings.Cut(h, " ")
+	if !ok || cred == "" || (!strings.EqualFold(scheme, "Bearer") && !strings.EqualFold(scheme, "Key")) {
+		return false
+	}
+	return s.cfg.apiKey == "" || cred == s.cfg.apiKey
+}
+
+// validationAnswer is fal's 422: one detail entry per bad field.
+func validationAnswer(err error) answer {
+	var items []map[string]any
+	for _, fe := range specvalidate.FieldErrors(err) {
+		loc := []string{"body"}
+		if strings.HasPrefix(fe.Location, "/") {
+			loc = append(loc, strings.Split(strings.TrimPrefix(fe.Location, "/"), "/")...)
+		} else if fe.Location != "" {
+			loc = []string{fe.Location}
+		}
+		items = append(items, map[string]any{"loc": loc, "msg": fe.Reason, "type": "value_error"})
+	}
+	if len(items) == 0 {
+		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": err.Error()})
+	}
+	return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": items})
+}
+
+// api wraps one JSON operation with admission and faults.
+func (s *Server) api(op Op, act func(r *http.Request, body []byte) answer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, ok := s.admit(w, r, op)
+		if !ok {
+			return
+		}
+		f := s.popFault(op)
+		if f != nil {
+			switch f.kind {
+			case faultSlow:
+				t := time.NewTimer(f.delay)
+				select {
+				case <-t.C:
+				case <-r.Context().Done():
+					t.Stop()
+					return
+				}
+			case faultDropBefore:
+				drop(w)
+				return
+			case faultStatus:
+				write(w, faultAnswer(f))
+				return
+			}
+		}
+		a := act(r, body)
+		if f != nil {
+			switch f.kind {
+			case faultDropAfter:
+				drop(w)
+				return
+			case faultTruncate:
+				w.Header().Set(specvalidate.FaultHeader, "truncated")
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Content-Length", strconv.Itoa(len(a.body)))
+				w.WriteHeader(a.code)
+				w.Write(a.body[:len(a.body)/2])
+				panic(http.ErrAbortHandler)
+			case faultGarble:
+				a = answer{code: http.StatusOK, header: http.Header{"Content-Type": {"application/json"}}, body: []byte(`{"status": "IN_QUEUE", "request_id": `)}
+				a.header.Set(specvalidate.FaultHeader, "garbled")
+			}
+		}
+		write(w, a)
+	}
+}
+
+func faultAnswer(f *Fault) answer {
+	a := platformError(f.code, http.StatusText(f.code)+" (injected by queuetest)")
+	if f.userTimeout {
+		a.header.Set("X-Fal-Request-Timeout-Type", "user")
+	}
+	if f.retryAfter != "" {
+		a.header.Set("Retry-After", f.retryAfter)
+	}
+	if f.retryable != "" {
+		a.header.Set("X-Fal-Retryable", f.retryable)
+	}
+	return a
+}
+
+func write(w http.ResponseWriter, a answer) {
+	for k, vs := range a.header {
+		w.Header()[k] = vs
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(a.body)))
+	w.WriteHeader(a.code)
+	w.Write(a.body)
+}
+
+// drop closes the connection without an answer.
+func drop(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			conn.Close()
+			return
+		}
+	}
+	panic(http.ErrAbortHandler)
+}
+
+// origin is the scheme://host[/base] job URLs are built on.
+func (s *Server) origin(r *http.Request) string {
+	if s.foreign.Load() {
+		if s.ForeignURL != "" {
+			return s.ForeignURL + s.cfg.basePath
+		}
+		return "https://" + PipeForeignHost + s.cfg.basePath
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + s.cfg.basePath
+}
+
+func (s *Server) urls(r *http.Request, id string) (status, result, cancel string) {
+	base := s.origin(r) + "/fal-ai/flux-1/requests/" + id
+	return base + "/status", base, base + "/cancel"
+}
+
+func (s *Server) submit(r *http.Request, body []byte) answer {
+	var in gen.Input
+	if err := json.Unmarshal(body, &in); err != nil {
+		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": err.Error()})
+	}
+	now := time.Now()
+	j := &job{id: newID(), in: in, submitted: now}
+	s.mu.Lock()
+	s.jobs[j.id] = j
+	s.mu.Unlock()
+	s.stats.jobs.Add(1)
+	ph := s.phaseOf(j, now)
+	st, res, cancel := s.urls(r, j.id)
+	a := jsonAnswer(http.StatusOK, gen.Enqueued{
+		Status: ptr("IN_QUEUE"), RequestId: j.id,
+		StatusUrl: &st, ResponseUrl: &res, CancelUrl: &cancel,
+		QueuePosition: ptr(ph.position),
+	})
+	a.header.Set("X-Fal-Request-Id", j.id)
+	return a
+}
+
+func (s *Server) lookup(r *http.Request) *job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.jobs[r.PathValue("id")]
+}
+
+// statusBody is the QueueStatus of j at now; logs from..to are included
+// when withLogs.
+func (s *Server) statusBody(r *http.Request, j *job, ph phase, withLogs bool, from int) gen.QueueStatus {
+	st, res, cancel := s.urls(r, j.id)
+	q := gen.QueueStatus{Status: ph.status, RequestId: &j.id, StatusUrl: &st, ResponseUrl: &res, CancelUrl: &cancel}
+	switch ph.status {
+	case "IN_QUEUE":
+		q.QueuePosition = ptr(ph.position)
+	case "COMPLETED":
+		if ph.cancelled {
+			q.Error, q.ErrorType = ptr("Request was cancelled"), ptr("client_cancelled")
+		} else {
+			q.Metrics = &gen.Metrics{InferenceTime: ptr(s.cfg.runTime.Seconds())}
+		}
+	}
+	if withLogs {
+		logs := s.logEntries(j, from, ph.logs)
+		q.Logs = &logs
+	}
+	return q
+}
+
+func (s *Server) status(r *http.Request, _ []byte) answer {
+	j := s.lookup(r)
+	if j == nil {
+		return platformError(http.StatusNotFound, "Request not found")
+	}
+	ph := s.phaseOf(j, time.Now())
+	code := http.StatusAccepted
+	if ph.status == "COMPLETED" {
+		code = http.StatusOK
+	}
+	return jsonAnswer(code, s.statusBody(r, j, ph, r.URL.Query().Get("logs") == "1", 0))
+}
+
+func (s *Server) result(r *http.Request, _ []byte) answer {
+	j := s.lookup(r)
+	if j == nil {
+		return platformError(http.StatusNotFound, "Request not found")
+	}
+	ph := s.phaseOf(j, time.Now())
+	if ph.status != "COMPLETED" {
+		return platformError(http.StatusBadRequest, "Request is still in progress")
+	}
+	if ph.cancelled {
+		return platformError(499, "Request was cancelled")
+	}
+	images, err := s.output(r.Context(), j)
+	var me *ModelError
+	if errors.As(err, &me) {
+		code := me.StatusCode
+		if code == 0 {
+			code = http.StatusUnprocessableEntity
+		}
+		if me.Field != "" {
+			return jsonAnswer(code, map[string]any{"detail": []map[string]any{{"loc": []string{"body", me.Field}, "msg": me.Detail, "type": "value_error"}}})
+		}
+		return jsonAnswer(code, map[string]any{"detail": me.Detail})
+	}
+	if err != nil {
+		return platformError(http.StatusInternalServerError, "model failed: "+err.Error())
+	}
+	out := gen.Output{Images: []gen.Image{}, Timings: map[string]float64{"inference": s.cfg.runTime.Seconds()}, Seed: seedOf(j), Prompt: j.in.Prompt, HasNsfwConcepts: []bool{}}
+	for i, im := range images {
+		url := s.mediaBase(r) + "/files/" + j.id + "/" + strconv.Itoa(i) + "." + extOf(im.ContentType)
+		if j.in.SyncMode != nil && *j.in.SyncMode {
+			url = dataURI(im)
+		}
+		out.Images = append(out.Images, gen.Image{Url: url, ContentType: ptr(im.ContentType), Width: ptr(im.Width), Height: ptr(im.Height), FileSize: ptr(int64(len(im.Data)))})
+		out.HasNsfwConcepts = append(out.HasNsfwConcepts, false)
+	}
+	return jsonAnswer(http.StatusOK, out)
+}
+
+// mediaBase is where result images are served: the foreign origin when
+// there is one (as fal serves media from another host), else the server.
+func (s *Server) mediaBase(r *http.Request) string {
+	if s.ForeignURL != "" {
+		return s.ForeignURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+func (s *Server) cancel(r *http.Request, _ []byte) answer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.jobs[r.PathValue("id")]
+	if j == nil {
+		return jsonAnswer(http.StatusNotFound, gen.CancelStatus{Status: "NOT_FOUND"})
+	}
+	now := time.Now()
+	if s.phaseOf(j, now).status == "COMPLETED" {
+		return jsonAnswer(http.StatusBadRequest, gen.CancelStatus{Status: "ALREADY_COMPLETED"})
+	}
+	j.cancelledAt = now
+	s.stats.cancelled.Add(1)
+	return jsonAnswer(http.StatusAccepted, gen.CancelStatus{Status: "CANCELLATION_REQUESTED"})
+}
+
+// file serves a result image; no credential is needed (or wanted).
+func (s *Server) file(w http.ResponseWriter, r *http.Request) {
+	j := s.lookup(r)
+	name := r.PathValue("name")
+	idx, _, _ := strings.Cut(name, ".")
+	i, err := strconv.Atoi(idx)
+	if j == nil || err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	images, err := s.output(r.Context(), j)
+	if err != nil || i < 0 || i >= len(images) {
+		http.NotFound(w, r)
+		return
+	}
+	s.stats.files.Add(1)
+	w.Header().Set("Content-Type", images[i].ContentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(images[i].Data)))
+	w.Write(images[i].Data)
+}
+
+// apiStream serves the status stream: one SSE event per change, logs
+// incremental, closed after COMPLETED.
+func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.admit(w, r, OpStream); !ok {
+		return
+	}
+	f := s.popFault(OpStream)
+	if f != nil {
+		switch f.kind {
+		case faultDropBefore:
+			drop(w)
+			return
+		case faultStatus:
+			write(w, faultAnswer(f))
+			return
+		case faultSlow:
+			t := time.NewTimer(f.delay)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+				return
+			}
+		}
+	}
+	j := s.lookup(r)
+	if j == nil {
+		write(w, platformError(http.StatusNotFound, "Request not found"))
+		return
+	}
+	withLogs := r.URL.Query().Get("logs") == "1"
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	sent, events := 0, 0
+	var last phase
+	for {
+		ph := s.phaseOf(j, time.Now())
+		if events == 0 || ph.status != last.status || ph.position != last.position || (withLogs && ph.logs > sent) {
+			b, _ := json.Marshal(s.statusBody(r, j, ph, withLogs, sent))
+			if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+			events++
+			sent = max(sent, ph.logs)
+			last = ph
+			if f != nil && f.kind == faultBreakStream {
+				panic(http.ErrAbortHandler)
+			}
+		}
+		if ph.status == "COMPLETED" {
+			return
+		}
+		wake := time.Until(ph.next)
+		if ph.next.IsZero() || wake <= 0 {
+			wake = time.Millisecond
+		}
+		t := time.NewTimer(wake)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+}

@@ -1,0 +1,187 @@
+package queuetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"hash/fnv"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
+	"sync"
+	"time"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+)
+
+// Model produces the images of one job from its input. Return a
+// *ModelError to make the result call answer a model failure.
+type Model func(ctx context.Context, requestID string, in gen.Input) ([]Image, error)
+
+// Image is one output image of a Model.
+type Image struct {
+	ContentType   string // "image/jpeg" or "image/png"
+	Data          []byte
+	Width, Height int
+}
+
+// ModelError is a model failure: the result call answers StatusCode (422
+// by default) with Detail as the body's detail (a string, or with Field set
+// a one-entry list naming body.Field).
+type ModelError struct {
+	StatusCode int
+	Field      string
+	Detail     string
+}
+
+func (e *ModelError) Error() string { return fmt.Sprintf("model error %d: %s", e.StatusCode, e.Detail) }
+
+var placeholders struct {
+	once      sync.Once
+	png, jpeg []byte
+}
+
+// PlaceholderModel is the default Model: num_images copies of an 8x8 image
+// in the requested format.
+func PlaceholderModel(_ context.Context, _ string, in gen.Input) ([]Image, error) {
+	placeholders.once.Do(func() {
+		img := image.NewRGBA(image.Rect(0, 0, 8, 8))
+		for i := range img.Pix {
+			img.Pix[i] = byte(i * 7)
+		}
+		img.Set(0, 0, color.RGBA{255, 0, 0, 255})
+		var p, j bytes.Buffer
+		png.Encode(&p, img)
+		jpeg.Encode(&j, img, nil)
+		placeholders.png, placeholders.jpeg = p.Bytes(), j.Bytes()
+	})
+	n := 1
+	if in.NumImages != nil {
+		n = *in.NumImages
+	}
+	im := Image{ContentType: "image/jpeg", Data: placeholders.jpeg, Width: 8, Height: 8}
+	if in.OutputFormat != nil && *in.OutputFormat == gen.Png {
+		im = Image{ContentType: "image/png", Data: placeholders.png, Width: 8, Height: 8}
+	}
+	out := make([]Image, n)
+	for i := range out {
+		out[i] = im
+	}
+	return out, nil
+}
+
+type job struct {
+	id          string
+	in          gen.Input
+	submitted   time.Time
+	cancelledAt time.Time // zero unless cancelled before it completed
+
+	once   sync.Once
+	images []Image
+	err    error
+}
+
+// phase is a job's state at one instant.
+type phase struct {
+	status    string
+	position  int // IN_QUEUE only
+	logs      int // log lines emitted so far
+	cancelled bool
+	next      time.Time // when the state changes next; zero when final
+}
+
+func (s *Server) phaseOf(j *job, now time.Time) phase {
+	qt, rt := s.cfg.queueTime, s.cfg.runTime
+	qEnd := j.submitted.Add(qt)
+	rEnd := qEnd.Add(rt)
+	if !j.cancelledAt.IsZero() && !j.cancelledAt.After(now) {
+		return phase{status: "COMPLETED", logs: s.logsAt(j, j.cancelledAt), cancelled: true}
+	}
+	switch {
+	case now.Before(qEnd):
+		// Three positions over the queue time: 2, 1, 0.
+		step := qt / 3
+		if step <= 0 {
+			return phase{status: "IN_QUEUE", next: qEnd}
+		}
+		k := int(now.Sub(j.submitted) / step)
+		return phase{status: "IN_QUEUE", position: max(2-k, 0), next: minTime(j.submitted.Add(time.Duration(k+1)*step), qEnd)}
+	case now.Before(rEnd):
+		n := s.logsAt(j, now)
+		next := rEnd
+		if s.cfg.logLines > 0 && n < s.cfg.logLines {
+			next = minTime(qEnd.Add(time.Duration(n)*rt/time.Duration(s.cfg.logLines)), rEnd)
+		}
+		return phase{status: "IN_PROGRESS", logs: n, next: next}
+	}
+	return phase{status: "COMPLETED", logs: s.cfg.logLines}
+}
+
+// logsAt is how many log lines the job has emitted at t: one when it
+// starts running and the rest evenly over its run time.
+func (s *Server) logsAt(j *job, t time.Time) int {
+	start := j.submitted.Add(s.cfg.queueTime)
+	if t.Before(start) || s.cfg.logLines == 0 {
+		return 0
+	}
+	if s.cfg.runTime <= 0 {
+		return s.cfg.logLines
+	}
+	n := 1 + int(int64(t.Sub(start))*int64(s.cfg.logLines)/int64(s.cfg.runTime))
+	return min(n, s.cfg.logLines)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func (s *Server) logEntries(j *job, from, to int) []gen.LogEntry {
+	out := make([]gen.LogEntry, 0, max(to-from, 0))
+	start := j.submitted.Add(s.cfg.queueTime)
+	for i := from; i < to; i++ {
+		ts := start.Add(time.Duration(i) * s.cfg.runTime / time.Duration(max(s.cfg.logLines, 1))).UTC().Format(time.RFC3339Nano)
+		level, source := "INFO", "USER"
+		out = append(out, gen.LogEntry{
+			Message:   fmt.Sprintf("step %d/%d", i+1, s.cfg.logLines),
+			Level:     &level,
+			Source:    &source,
+			Timestamp: &ts,
+		})
+	}
+	return out
+}
+
+// output runs the model once per job.
+func (s *Server) output(ctx context.Context, j *job) ([]Image, error) {
+	j.once.Do(func() {
+		j.images, j.err = s.cfg.model(context.WithoutCancel(ctx), j.id, j.in)
+	})
+	return j.images, j.err
+}
+
+// seedOf is the input's seed, or one derived from the request id: large
+// (above 2^53) on purpose, as real seeds can be.
+func seedOf(j *job) int64 {
+	if j.in.Seed != nil {
+		return *j.in.Seed
+	}
+	h := fnv.New64a()
+	h.Write([]byte(j.id))
+	return int64(h.Sum64() >> 1)
+}
+
+func dataURI(im Image) string {
+	return "data:" + im.ContentType + ";base64," + base64.StdEncoding.EncodeToString(im.Data)
+}
+
+func extOf(contentType string) string {
+	if contentType == "image/png" {
+		return "png"
+	}
+	return "jpeg"
+}

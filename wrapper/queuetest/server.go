@@ -1,0 +1,303 @@
+// Package queuetest is an in-process fake of fal's queue for
+// fal-ai/flux-1/dev/image-to-image, in the spirit of net/http/httptest: use
+// it to test code that calls the model, without a network or a key.
+//
+// It speaks the protocol of the real queue (submit, status, status stream,
+// result, cancel) with its status codes and bodies, checks every request it
+// receives against the project's OpenAPI spec (a violation is answered 422
+// or 400 and counted), runs jobs through IN_QUEUE and IN_PROGRESS on
+// configurable times, and misbehaves on request: scripted status codes with
+// Retry-After, dropped connections, truncated or garbled bodies, slow
+// answers, broken streams, and job URLs on a foreign origin whose traffic
+// (and any credential sent there) it counts.
+//
+// NewServer serves on loopback; NewPipeServer serves over in-memory pipes,
+// which testing/synctest can fake time over; New returns an unstarted
+// http.Handler to mount anywhere.
+package queuetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/specvalidate"
+)
+
+// The hosts of a pipe server.
+const (
+	PipeHost        = "queue.test"
+	PipeForeignHost = "foreign.test"
+)
+
+// Server is a fake queue. Its methods are safe for concurrent use.
+type Server struct {
+	// URL is the base URL of the API ("" for New until it serves a request).
+	URL string
+	// ForeignURL is the base URL of the foreign origin: where job URLs
+	// point when ForeignURLs is on, and where result images are served
+	// ("" for New: images are then served by the server itself).
+	ForeignURL string
+
+	cfg       config
+	validator *specvalidate.Validator
+	mux       *http.ServeMux
+	foreign   atomic.Bool
+
+	mu         sync.Mutex
+	jobs       map[string]*job
+	faults     map[Op][]Fault
+	violations []string
+
+	stats counters
+
+	client    *http.Client
+	closers   []func()
+	closeOnce sync.Once
+}
+
+type counters struct {
+	submits, jobs, status, stream, result, cancel, cancelled atomic.Int64
+	foreignRequests, foreignAuthorized, unauthorized         atomic.Int64
+	violations, faults, files                                atomic.Int64
+}
+
+// Stats counts what a Server received.
+type Stats struct {
+	Submits     int64 // submit requests received
+	Jobs        int64 // jobs queued
+	StatusCalls int64
+	StreamCalls int64
+	ResultCalls int64
+	CancelCalls int64
+	Cancelled   int64 // jobs a cancel stopped
+	// ForeignRequests counts requests to the foreign origin;
+	// ForeignAuthorized those of them that carried an Authorization header.
+	ForeignRequests   int64
+	ForeignAuthorized int64
+	Unauthorized      int64 // requests refused with 401
+	Violations        int64 // requests that broke the spec
+	FaultsInjected    int64 // faults consumed
+	FileDownloads     int64 // result images served
+}
+
+type config struct {
+	queueTime, runTime time.Duration
+	logLines           int
+	model              Model
+	apiKey             string
+	basePath           string
+	foreign            bool
+}
+
+// Option configures a Server.
+type Option func(*config)
+
+// QueueTime is how long each job stays IN_QUEUE (default 100 ms).
+func QueueTime(d time.Duration) Option { return func(c *config) { c.queueTime = max(d, 0) } }
+
+// RunTime is how long each job stays IN_PROGRESS (default 300 ms).
+func RunTime(d time.Duration) Option { return func(c *config) { c.runTime = max(d, 0) } }
+
+// LogLines is how many log lines a job emits while it runs (default 3).
+func LogLines(n int) Option { return func(c *config) { c.logLines = max(n, 0) } }
+
+// WithModel replaces the model (default: tiny placeholder images).
+func WithModel(m Model) Option { return func(c *config) { c.model = m } }
+
+// WithAPIKey accepts only this credential (Bearer or Key scheme); without
+// it any credential is accepted, but one must be sent.
+func WithAPIKey(key string) Option { return func(c *config) { c.apiKey = key } }
+
+// WithBasePath serves the API below a path prefix, as a proxy would.
+func WithBasePath(p string) Option {
+	return func(c *config) { c.basePath = "/" + strings.Trim(p, "/") }
+}
+
+// ForeignURLs starts the server handing out job URLs on the foreign origin
+// (see SetForeignURLs).
+func ForeignURLs() Option { return func(c *config) { c.foreign = true } }
+
+func newServer(opts []Option) *Server {
+	cfg := config{queueTime: 100 * time.Millisecond, runTime: 300 * time.Millisecond, logLines: 3}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.basePath == "/" {
+		cfg.basePath = ""
+	}
+	if cfg.model == nil {
+		cfg.model = PlaceholderModel
+	}
+	s := &Server{
+		cfg:       cfg,
+		validator: specvalidate.MustLoad(),
+		jobs:      map[string]*job{},
+		faults:    map[Op][]Fault{},
+	}
+	s.foreign.Store(cfg.foreign)
+	s.mux = s.routes()
+	return s
+}
+
+// New returns an unstarted Server: mount it (it is an http.Handler) where
+// you like. Job URLs are built from each request's Host.
+func New(opts ...Option) *Server {
+	s := newServer(opts)
+	s.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	return s
+}
+
+// NewServer starts a Server on loopback, with a second listener as the
+// foreign origin. Close it when done.
+func NewServer(opts ...Option) *Server {
+	s := newServer(opts)
+	api := httptest.NewServer(s)
+	foreign := httptest.NewServer(http.HandlerFunc(s.serveForeign))
+	s.URL = api.URL + s.cfg.basePath
+	s.ForeignURL = foreign.URL
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256
+	s.client = &http.Client{Transport: tr}
+	s.closers = append(s.closers, tr.CloseIdleConnections, api.Close, foreign.Close)
+	return s
+}
+
+// NewPipeServer starts a Server reachable only through Client(), over
+// in-memory pipes: http://queue.test for the API and http://foreign.test
+// for the foreign origin. Inside a testing/synctest bubble, its queue and
+// run times pass in fake time. Close it before the bubble ends.
+func NewPipeServer(opts ...Option) *Server {
+	s := newServer(opts)
+	s.URL = "http://" + PipeHost + s.cfg.basePath
+	s.ForeignURL = "http://" + PipeForeignHost
+	listeners := map[string]*pipeListener{}
+	for host, h := range map[string]http.Handler{PipeHost: s, PipeForeignHost: http.HandlerFunc(s.serveForeign)} {
+		l := newPipeListener(host)
+		srv := &http.Server{Handler: h}
+		done := make(chan struct{})
+		go func() { defer close(done); srv.Serve(l) }()
+		listeners[host+":80"] = l
+		s.closers = append(s.closers, func() { srv.Close(); <-done })
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			l, ok := listeners[addr]
+			if !ok {
+				return nil, &net.OpError{Op: "dial", Net: "pipe", Err: fmt.Errorf("no such host %s", addr)}
+			}
+			return l.dial(ctx)
+		},
+		MaxIdleConnsPerHost: 256,
+	}
+	s.client = &http.Client{Transport: tr}
+	s.closers = append([]func(){tr.CloseIdleConnections}, s.closers...)
+	return s
+}
+
+// Client returns an *http.Client that reaches the server and its foreign
+// origin. Wrap its Transport (for instance in a validating RoundTripper),
+// don't replace it: for a pipe server it is the only way in.
+func (s *Server) Client() *http.Client { return s.client }
+
+// Close stops the server and closes the idle connections of Client().
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		for _, c := range s.closers {
+			c()
+		}
+	})
+}
+
+// SetForeignURLs switches the response_url, status_url and cancel_url the
+// server hands out to the foreign origin (as an aggregator echoing fal's
+// own URLs does), or back.
+func (s *Server) SetForeignURLs(on bool) { s.foreign.Store(on) }
+
+// Inject queues faults for op: each of the next requests of op consumes
+// one, in order.
+func (s *Server) Inject(op Op, faults ...Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults[op] = append(s.faults[op], faults...)
+}
+
+func (s *Server) popFault(op Op) *Fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.faults[op]
+	if len(q) == 0 {
+		return nil
+	}
+	f := q[0]
+	s.faults[op] = q[1:]
+	s.stats.faults.Add(1)
+	return &f
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		Submits: c.submits.Load(), Jobs: c.jobs.Load(),
+		StatusCalls: c.status.Load(), StreamCalls: c.stream.Load(),
+		ResultCalls: c.result.Load(), CancelCalls: c.cancel.Load(),
+		Cancelled:         c.cancelled.Load(),
+		ForeignRequests:   c.foreignRequests.Load(),
+		ForeignAuthorized: c.foreignAuthorized.Load(),
+		Unauthorized:      c.unauthorized.Load(),
+		Violations:        c.violations.Load(),
+		FaultsInjected:    c.faults.Load(),
+		FileDownloads:     c.files.Load(),
+	}
+}
+
+// Violations returns a description of every request that broke the spec.
+func (s *Server) Violations() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.violations...)
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// serveForeign is the foreign origin: it counts every request (and every
+// credential sent to it) and then serves like the real server would, so a
+// client that leaks its key there still appears to work.
+func (s *Server) serveForeign(w http.ResponseWriter, r *http.Request) {
+	s.stats.foreignRequests.Add(1)
+	if r.Header.Get("Authorization") != "" {
+		s.stats.foreignAuthorized.Add(1)
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// Job reports a job's input and whether it was cancelled, for assertions.
+func (s *Server) Job(id string) (in gen.Input, cancelled, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j, ok := s.jobs[id]
+	if !ok {
+		return gen.Input{}, false, false
+	}
+	return j.in, !j.cancelledAt.IsZero(), true
+}

@@ -1,0 +1,138 @@
+package wrapper
+
+import (
+	"context"
+	"errors"
+	"iter"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+)
+
+// errStopped ends a watch whose consumer stopped listening.
+var errStopped = errors.New("fluxi2i: updates stopped by the caller")
+
+// ended reports a status after which the job will not change any more:
+// COMPLETED, and the failure statuses some gateways send.
+func ended(status string) bool {
+	switch status {
+	case StatusCompleted, "FAILED", "CANCELLED", "CANCELED", "ERROR":
+		return true
+	}
+	return false
+}
+
+// Wait waits until the job completes, then returns its result. It looks at
+// once (a finished job returns with no sleep), then polls, starting at a
+// short interval that grows to a cap, honouring Retry-After.
+//
+// When ctx ends first, a best-effort Cancel goes out under its own short
+// deadline (unless KeepRunningOnExit or WithCancelOnExit(0)), and the
+// *JobError names the request id: a job left running can be resumed with
+// Wait. Every error after the job was identified is a *JobError; a model
+// failure is the *APIError inside it.
+func (c *Client) Wait(ctx context.Context, requestID string, opts ...CallOption) (*gen.Output, error) {
+	if err := checkID(requestID); err != nil {
+		return nil, err
+	}
+	cfg, err := c.callConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	return c.wait(ctx, requestID, c.endpointsFor(requestID, nil), cfg)
+}
+
+// Updates yields the job's status changes until it completes (the last one
+// yielded is the completed status); it stops early when the loop breaks. An
+// error is yielded last, as a *JobError. It never cancels the job.
+func (c *Client) Updates(ctx context.Context, requestID string) iter.Seq2[Status, error] {
+	return func(yield func(Status, error) bool) {
+		if err := checkID(requestID); err != nil {
+			yield(Status{}, err)
+			return
+		}
+		last, err := c.watch(ctx, requestID, c.endpointsFor(requestID, nil), true, func(s Status) bool { return yield(s, nil) })
+		if err != nil && !errors.Is(err, errStopped) {
+			yield(Status{}, &JobError{RequestID: requestID, Status: last.Status, Err: err})
+		}
+	}
+}
+
+func (c *Client) wait(ctx context.Context, id string, ep endpoints, cfg *callConfig) (*gen.Output, error) {
+	last, err := c.watch(ctx, id, ep, cfg.onUpdate != nil, func(s Status) bool {
+		if cfg.onUpdate != nil {
+			cfg.onUpdate(s)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, c.abandon(ctx, id, ep, last, err, cfg)
+	}
+	out, err := c.result(ctx, id, ep)
+	if err != nil {
+		return nil, c.abandon(ctx, id, ep, last, err, cfg)
+	}
+	return out, nil
+}
+
+// abandon turns a failed wait into a *JobError, cancelling the job first
+// when the caller's context ended before it completed.
+func (c *Client) abandon(ctx context.Context, id string, ep endpoints, last Status, err error, cfg *callConfig) error {
+	je := &JobError{RequestID: id, Status: last.Status, Err: err}
+	if ctx.Err() == nil || cfg.cancelWait <= 0 || ended(last.Status) {
+		return je
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.cancelWait)
+	defer cancel()
+	if cerr := c.cancel(cctx, id, ep); cerr != nil {
+		c.log.Debug("fluxi2i: best-effort cancel failed", "request_id", id, "error", cerr)
+	} else {
+		je.Cancelled = true
+	}
+	return je
+}
+
+// watch polls the job's status until it ends, handing every change to
+// emit. It returns the last status seen.
+func (c *Client) watch(ctx context.Context, id string, ep endpoints, withLogs bool, emit func(Status) bool) (Status, error) {
+	var last Status
+	seenLogs := 0
+	delay := c.pollFirst
+	for first := true; ; first = false {
+		p, err := c.status(ctx, id, ep, withLogs)
+		if err != nil {
+			return last, err
+		}
+		st, wait := *p, p.retryAfter
+		if st.Logs != nil {
+			logs := *st.Logs
+			if len(logs) > seenLogs {
+				st.NewLogs = logs[seenLogs:]
+			}
+			seenLogs = max(seenLogs, len(logs))
+		}
+		if first || changed(last, st) {
+			if !emit(st) {
+				return st, errStopped
+			}
+		}
+		last = st
+		if ended(st.Status) {
+			return st, nil
+		}
+		if wait < 0 {
+			wait = delay
+			delay = min(delay*3/2, c.pollMax)
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return last, err
+		}
+	}
+}
+
+func changed(a, b Status) bool {
+	if a.Status != b.Status || len(b.NewLogs) > 0 {
+		return true
+	}
+	pa, pb := a.QueuePosition, b.QueuePosition
+	return (pa == nil) != (pb == nil) || (pa != nil && *pa != *pb)
+}
