@@ -38,10 +38,10 @@ var ErrNoCredentials = errors.New("fluxi2i: no API key: use WithBearerToken or W
 // Client talks to the queue of fal-ai/flux-1/dev/image-to-image. It is safe
 // for concurrent use; construct it once.
 type Client struct {
-	base       *url.URL // scheme://host[:port][/prefix], no trailing slash
-	server     string   // base as a string, for the generated request builders
-	auth       secret   // full Authorization header value
-	scheme     string   // "Bearer" or "Key", for String
+	base       *url.URL    // scheme://host[:port][/prefix], no trailing slash
+	server     string      // base as a string, for the generated request builders
+	auth       *credential // full Authorization header value; a pointer so fmt never prints it
+	scheme     string      // "Bearer" or "Key", for String
 	http       *http.Client
 	log        *slog.Logger
 	userAgent  string
@@ -202,7 +202,7 @@ func New(opts ...Option) (*Client, error) {
 	if err := c.fromEnv(); err != nil {
 		return nil, err
 	}
-	if c.auth == "" {
+	if c.auth == nil {
 		return nil, ErrNoCredentials
 	}
 	c.http = originBound(c.http, c.base)
@@ -210,7 +210,7 @@ func New(opts ...Option) (*Client, error) {
 }
 
 func (c *Client) fromEnv() error {
-	if c.auth == "" {
+	if c.auth == nil {
 		if k := strings.TrimSpace(os.Getenv(EnvAPIKey)); k != "" {
 			scheme := "Bearer"
 			if c.base == nil {
@@ -277,7 +277,7 @@ func (c *Client) setAuth(scheme, key string) error {
 		return errors.New("fluxi2i: API key contains a line break")
 	}
 	c.scheme = scheme
-	c.auth = secret(scheme + " " + key)
+	c.auth = &credential{header: scheme + " " + key}
 	return nil
 }
 
@@ -286,7 +286,7 @@ func (c *Client) BaseURL() string { return c.server }
 
 // String describes the client without its credential.
 func (c *Client) String() string {
-	return fmt.Sprintf("fluxi2i.Client{base: %s, auth: %s %s}", c.server, c.scheme, c.auth)
+	return fmt.Sprintf("fluxi2i.Client{base: %s, auth: %s [REDACTED]}", c.server, c.scheme)
 }
 
 // Stats counts what the client did; submits retried after an ambiguous
@@ -306,10 +306,9 @@ func (c *Client) Stats() Stats {
 	}
 }
 
-// secret is a credential that never prints.
-type secret string
+// credential holds the Authorization header value. It never prints.
+type credential struct{ header string }
 
-func (secret) String() string               { return "[REDACTED]" }
-func (secret) GoString() string             { return `"[REDACTED]"` }
-func (secret) LogValue() slog.Value         { return slog.StringValue("[REDACTED]") }
-func (s secret) Format(f fmt.State, _ rune) { io.WriteString(f, "[REDACTED]") }
+func (*credential) String() string       { return "[REDACTED]" }
+func (*credential) GoString() string     { return "[REDACTED]" }
+func (*credential) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }

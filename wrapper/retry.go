@@ -120,7 +120,7 @@ func (c *Client) attempt(ctx context.Context, cl call) (wait time.Duration, retr
 func (c *Client) authorize(req *http.Request) {
 	req.Header.Set("User-Agent", c.userAgent)
 	if sameOrigin(req.URL, c.base) {
-		req.Header.Set("Authorization", string(c.auth))
+		req.Header.Set("Authorization", c.auth.header)
 	} else {
 		req.Header.Del("Authorization")
 	}

@@ -162,10 +162,15 @@ func (s *Server) api(op Op, act func(r *http.Request, body []byte) answer) http.
 				w.Header().Set("Content-Length", strconv.Itoa(len(a.body)))
 				w.WriteHeader(a.code)
 				w.Write(a.body[:len(a.body)/2])
+				if fl, ok := w.(http.Flusher); ok {
+					fl.Flush()
+				}
 				panic(http.ErrAbortHandler)
 			case faultGarble:
-				a = answer{code: http.StatusOK, header: http.Header{"Content-Type": {"application/json"}}, body: []byte(`{"status": "IN_QUEUE", "request_id": `)}
+				// The body is broken; the headers (X-Fal-Request-Id) survive.
+				a.code = http.StatusOK
 				a.header.Set(specvalidate.FaultHeader, "garbled")
+				a.body = []byte(`{"status": "IN_QUEUE", "request_id": `)
 			}
 		}
 		write(w, a)

@@ -1,0 +1,119 @@
+package tests
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper"
+)
+
+// verdicts runs one submit body through the spec's validator and through
+// wrapper.Validate (after Normalize, as Submit does).
+func verdicts(t *testing.T, body map[string]any) (specOK, wrapperOK bool, wrapperErr error) {
+	t.Helper()
+	b, err := json.Marshal(body)
+	require.NoError(t, err)
+	var in gen.Input
+	if err := json.Unmarshal(b, &in); err != nil {
+		t.Fatalf("%s does not decode into gen.Input: %v", b, err)
+	}
+	in = wrapper.Normalize(in)
+	wrapperErr = wrapper.Validate(in)
+	normalized, err := json.Marshal(in)
+	require.NoError(t, err)
+	return submitRequest(t, normalized) == nil, wrapperErr == nil, wrapperErr
+}
+
+func names(err error, field string) bool {
+	var ie *wrapper.InputError
+	if !errors.As(err, &ie) {
+		return false
+	}
+	for _, f := range ie.Fields {
+		if f.Field == field {
+			return true
+		}
+	}
+	return false
+}
+
+// TestValidationAgreesWithSpec walks the spec's Input schema, so a range or
+// enum changed in the spec and not in the wrapper fails here.
+func TestValidationAgreesWithSpec(t *testing.T) {
+	in := inputSchema(t)
+	base := func() map[string]any {
+		return map[string]any{"image_url": "https://example.com/cat.png", "prompt": "a cat"}
+	}
+	check := func(field string, value any) {
+		body := base()
+		body[field] = value
+		specOK, wrapOK, err := verdicts(t, body)
+		assert.Equal(t, specOK, wrapOK, "%s=%v: spec accepts=%v, wrapper accepts=%v (%v)", field, value, specOK, wrapOK, err)
+		if !wrapOK {
+			assert.True(t, names(err, field), "%s=%v: the error names the field: %v", field, value, err)
+		}
+	}
+	ranged, enums := 0, 0
+	for name, ref := range in.Properties {
+		s := ref.Value
+		switch {
+		case s.Min != nil || s.Max != nil:
+			ranged++
+			require.NotNil(t, s.Min, name)
+			require.NotNil(t, s.Max, name)
+			if s.Type.Is("integer") {
+				for _, v := range []float64{*s.Min - 1, *s.Min, *s.Min + 1, *s.Max - 1, *s.Max, *s.Max + 1} {
+					check(name, int(v))
+				}
+			} else {
+				for _, v := range []float64{
+					math.Nextafter(*s.Min, math.Inf(-1)), *s.Min, math.Nextafter(*s.Min, math.Inf(1)),
+					math.Nextafter(*s.Max, math.Inf(-1)), *s.Max, math.Nextafter(*s.Max, math.Inf(1)),
+				} {
+					check(name, v)
+				}
+			}
+		case len(s.Enum) > 0:
+			enums++
+			for _, v := range s.Enum {
+				check(name, v)
+			}
+			check(name, "bogus")
+			check(name, "JPEG")
+			// The upstream docs' "default" means leaving the field out.
+			body := base()
+			body[name] = "default"
+			specOK, wrapOK, _ := verdicts(t, body)
+			assert.True(t, specOK && wrapOK, "%s=default is normalised away", name)
+		}
+	}
+	assert.Equal(t, 4, ranged, "strength, num_inference_steps, guidance_scale, num_images")
+	assert.Equal(t, 2, enums, "output_format, acceleration")
+
+	for _, field := range in.Required {
+		body := base()
+		delete(body, field)
+		specOK, wrapOK, err := verdicts(t, body)
+		assert.False(t, specOK, field)
+		assert.False(t, wrapOK, field)
+		assert.True(t, names(err, field), "missing %s is named: %v", field, err)
+	}
+	check("prompt", "")
+
+	for _, u := range []string{
+		"https://example.com/a.png", "http://example.com/a", "ftp://example.com/a.png",
+		"example.com/a.png", "https://", "https://exa mple.com/a.png",
+		"data:image/png;base64,iVBORw0KGgo=", "data:image/jpeg;base64,/9j/4AAQ", "data:image/jpg;base64,/9j/",
+		"data:image/webp;base64,UklGRg==", "data:image/gif;base64,R0lGOD==", "data:image/avif;base64,AAAAHGZ0eXA=",
+		"data:image/bmp;base64,Qk0=", "data:text/plain;base64,aGk=", "data:image/png,rawbytes",
+		"data:image/png;base64,not base64!", "",
+	} {
+		check("image_url", u)
+	}
+}

@@ -1,0 +1,131 @@
+package wrapper_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+)
+
+// rawJob is the baseline: a minimal net/http client making the same three
+// calls (submit, status, result) and decoding the same types.
+func rawJob(b *testing.B, hc *http.Client, base, auth string, body []byte) {
+	do := func(method, url string, payload []byte, into any) {
+		var r io.Reader
+		if payload != nil {
+			r = bytes.NewReader(payload)
+		}
+		req, _ := http.NewRequest(method, url, r)
+		req.Header.Set("Authorization", auth)
+		if payload != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			b.Fatalf("%s %s: %d", method, url, resp.StatusCode)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var q gen.Enqueued
+	do(http.MethodPost, base+"/fal-ai/flux-1/dev/image-to-image", body, &q)
+	var st gen.QueueStatus
+	do(http.MethodGet, base+"/fal-ai/flux-1/requests/"+q.RequestId+"/status", nil, &st)
+	if st.Status != "COMPLETED" {
+		b.Fatalf("status %s", st.Status)
+	}
+	var out gen.Output
+	do(http.MethodGet, base+"/fal-ai/flux-1/requests/"+q.RequestId, nil, &out)
+}
+
+// BenchmarkJobLoopback: one whole job against queuetest on loopback (which
+// validates every request against the spec: that server cost is in both).
+func BenchmarkJobLoopback(b *testing.B) {
+	srv := queuetest.NewServer(queuetest.QueueTime(0), queuetest.RunTime(0))
+	defer srv.Close()
+	in := input()
+	body, _ := json.Marshal(in)
+
+	b.Run("raw-net-http", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			rawJob(b, srv.Client(), srv.URL, "Bearer "+testToken, body)
+		}
+	})
+	b.Run("wrapper", func(b *testing.B) {
+		c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(srv.Client()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Run(context.Background(), in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// canned answers the three calls from memory, so only client work is
+// measured.
+type canned struct{ submit, status, result []byte }
+
+func (c *canned) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		io.Copy(io.Discard, req.Body)
+		req.Body.Close()
+	}
+	body, code := c.result, 200
+	switch {
+	case req.Method == http.MethodPost:
+		body = c.submit
+	case strings.HasSuffix(req.URL.Path, "/status"):
+		body = c.status
+	}
+	return &http.Response{StatusCode: code, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)), Request: req}, nil
+}
+
+// BenchmarkJobClientOnly: the same job against canned in-memory answers:
+// the client's own cost, without network or server.
+func BenchmarkJobClientOnly(b *testing.B) {
+	const base = "http://queue.test"
+	rt := &canned{
+		submit: []byte(`{"status":"IN_QUEUE","request_id":"r-1","status_url":"http://queue.test/fal-ai/flux-1/requests/r-1/status","response_url":"http://queue.test/fal-ai/flux-1/requests/r-1","cancel_url":"http://queue.test/fal-ai/flux-1/requests/r-1/cancel","queue_position":0}`),
+		status: []byte(`{"status":"COMPLETED","request_id":"r-1","metrics":{"inference_time":1.5}}`),
+		result: []byte(`{"images":[{"url":"https://fal.media/files/x.jpeg","content_type":"image/jpeg","width":1024,"height":768}],"timings":{"inference":1.5},"seed":12345678901234567,"has_nsfw_concepts":[false],"prompt":"a cat dressed as a wizard"}`),
+	}
+	hc := &http.Client{Transport: rt}
+	in := input()
+	body, _ := json.Marshal(in)
+	b.Run("raw-net-http", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			rawJob(b, hc, base, "Bearer "+testToken, body)
+		}
+	})
+	b.Run("wrapper", func(b *testing.B) {
+		c, err := wrapper.New(wrapper.WithBaseURL(base), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Run(context.Background(), in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
