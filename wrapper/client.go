@@ -52,9 +52,12 @@ type Client struct {
 	pollMax    time.Duration
 	cancelWait time.Duration // deadline of the best-effort cancel; 0 disables it
 	maxBody    int64
+	mode       StatusMode
+	streamIdle time.Duration
 
 	stats struct {
 		submits, submitRetries, retries atomic.Int64
+		polls, streams, fallbacks       atomic.Int64
 	}
 }
 
@@ -193,6 +196,7 @@ func New(opts ...Option) (*Client, error) {
 		pollMax:    2 * time.Second,
 		cancelWait: 5 * time.Second,
 		maxBody:    64 << 20,
+		streamIdle: 30 * time.Second,
 	}
 	for _, o := range opts {
 		if err := o(c); err != nil {
@@ -295,6 +299,9 @@ type Stats struct {
 	Submits       int64 // Submit calls that got a request id
 	SubmitRetries int64 // submit attempts beyond the first
 	Retries       int64 // attempts beyond the first, all operations
+	StatusPolls   int64 // status requests (Status, and polling waits)
+	Streams       int64 // status streams opened
+	Fallbacks     int64 // jobs whose stream failed and polling took over
 }
 
 // Stats returns the client's counters.
@@ -303,6 +310,9 @@ func (c *Client) Stats() Stats {
 		Submits:       c.stats.submits.Load(),
 		SubmitRetries: c.stats.submitRetries.Load(),
 		Retries:       c.stats.retries.Load(),
+		StatusPolls:   c.stats.polls.Load(),
+		Streams:       c.stats.streams.Load(),
+		Fallbacks:     c.stats.fallbacks.Load(),
 	}
 }
 

@@ -24,10 +24,11 @@ type callConfig struct {
 	onQueued   func(*Queued)
 	atMostOnce bool
 	cancelWait time.Duration
+	mode       StatusMode
 }
 
 func (c *Client) callConfig(opts []CallOption) (*callConfig, error) {
-	cfg := &callConfig{atMostOnce: c.atMostOnce, cancelWait: c.cancelWait}
+	cfg := &callConfig{atMostOnce: c.atMostOnce, cancelWait: c.cancelWait, mode: c.mode}
 	var errs []error
 	for _, o := range opts {
 		if err := o(cfg); err != nil {

@@ -133,6 +133,7 @@ func (c *Client) Status(ctx context.Context, requestID string, withLogs bool) (*
 
 func (c *Client) status(ctx context.Context, id string, ep endpoints, withLogs bool) (*Status, error) {
 	var st Status
+	c.stats.polls.Add(1)
 	target := ep.status
 	if withLogs {
 		target += "?logs=1"

@@ -18,11 +18,14 @@ import (
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 )
 
-var instant = []queuetest.Option{queuetest.QueueTime(0), queuetest.RunTime(0)}
+var (
+	instant = []queuetest.Option{queuetest.QueueTime(0), queuetest.RunTime(0)}
+	polling = wrapper.WithStatusMode(wrapper.StatusPoll)
+)
 
 func TestRetryAfterSecondsIsHonoured(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv, c := setup(t, instant, wrapper.WithBackoff(wrapper.BackoffFunc(func(int) time.Duration { return time.Millisecond })))
+		srv, c := setup(t, instant, polling, wrapper.WithBackoff(wrapper.BackoffFunc(func(int) time.Duration { return time.Millisecond })))
 		srv.Inject(queuetest.OpStatus, queuetest.Fail(429).RetryAfter(7))
 		q, err := c.Submit(context.Background(), input())
 		require.NoError(t, err)
@@ -59,7 +62,7 @@ func TestEveryRetryableFaultIsRetried(t *testing.T) {
 		for _, op := range []queuetest.Op{queuetest.OpStatus, queuetest.OpResult} {
 			t.Run(name+" on "+string(op), func(t *testing.T) {
 				synctest.Test(t, func(t *testing.T) {
-					srv, c := setup(t, instant)
+					srv, c := setup(t, instant, polling)
 					srv.Inject(op, f, f)
 					out, err := c.Run(context.Background(), input())
 					require.NoError(t, err)
@@ -120,7 +123,7 @@ func TestRetryableFalseHeaderStopsRetries(t *testing.T) {
 
 func TestContextCancelledDuringBackoffSleep(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(time.Hour)})
+		srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(time.Hour)}, polling)
 		q, err := c.Submit(context.Background(), input())
 		require.NoError(t, err)
 		srv.Inject(queuetest.OpStatus, queuetest.Fail(503).RetryAfter(100))

@@ -16,8 +16,14 @@ import (
 )
 
 func TestRunHappyPath(t *testing.T) {
+	for _, mode := range []wrapper.StatusMode{wrapper.StatusAuto, wrapper.StatusPoll, wrapper.StatusStream} {
+		t.Run(mode.String(), func(t *testing.T) { testRunHappyPath(t, mode) })
+	}
+}
+
+func testRunHappyPath(t *testing.T, mode wrapper.StatusMode) {
 	synctest.Test(t, func(t *testing.T) {
-		srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(3 * time.Second), queuetest.RunTime(2 * time.Second), queuetest.LogLines(4)})
+		srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(3 * time.Second), queuetest.RunTime(2 * time.Second), queuetest.LogLines(4)}, wrapper.WithStatusMode(mode))
 		var states []string
 		var logs []string
 		var queued *wrapper.Queued
@@ -53,23 +59,28 @@ func TestRunHappyPath(t *testing.T) {
 }
 
 func TestFinishedJobReturnsWithNoSleep(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(0), queuetest.RunTime(0)})
-		q, err := c.Submit(context.Background(), input())
-		require.NoError(t, err)
-		start := time.Now()
-		out, err := c.Wait(context.Background(), q.RequestID)
-		require.NoError(t, err)
-		assert.NotEmpty(t, out.Images)
-		assert.Zero(t, time.Since(start), "no sleep before a finished job's result")
-		assert.EqualValues(t, 1, srv.Stats().StatusCalls)
-	})
+	for _, mode := range []wrapper.StatusMode{wrapper.StatusPoll, wrapper.StatusAuto} {
+		t.Run(mode.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(0), queuetest.RunTime(0)}, wrapper.WithStatusMode(mode))
+				q, err := c.Submit(context.Background(), input())
+				require.NoError(t, err)
+				start := time.Now()
+				out, err := c.Wait(context.Background(), q.RequestID)
+				require.NoError(t, err)
+				assert.NotEmpty(t, out.Images)
+				assert.Zero(t, time.Since(start), "no sleep before a finished job's result")
+				st := srv.Stats()
+				assert.EqualValues(t, 1, st.StatusCalls+st.StreamCalls, "one look")
+			})
+		})
+	}
 }
 
 func TestPollingBacksOffToCap(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(60 * time.Second), queuetest.RunTime(0), queuetest.LogLines(0)},
-			wrapper.WithPollInterval(100*time.Millisecond, 2*time.Second))
+			polling, wrapper.WithPollInterval(100*time.Millisecond, 2*time.Second))
 		q, err := c.Submit(context.Background(), input())
 		require.NoError(t, err)
 		_, err = c.Wait(context.Background(), q.RequestID)

@@ -21,9 +21,10 @@ func ended(status string) bool {
 	return false
 }
 
-// Wait waits until the job completes, then returns its result. It looks at
-// once (a finished job returns with no sleep), then polls, starting at a
-// short interval that grows to a cap, honouring Retry-After.
+// Wait waits until the job completes, then returns its result. It follows
+// the status stream, falling back to polling (see StatusMode); polling
+// looks at once (a finished job returns with no sleep), then waits an
+// interval that grows from short to a cap, honouring Retry-After.
 //
 // When ctx ends first, a best-effort Cancel goes out under its own short
 // deadline (unless KeepRunningOnExit or WithCancelOnExit(0)), and the
@@ -44,13 +45,18 @@ func (c *Client) Wait(ctx context.Context, requestID string, opts ...CallOption)
 // Updates yields the job's status changes until it completes (the last one
 // yielded is the completed status); it stops early when the loop breaks. An
 // error is yielded last, as a *JobError. It never cancels the job.
-func (c *Client) Updates(ctx context.Context, requestID string) iter.Seq2[Status, error] {
+func (c *Client) Updates(ctx context.Context, requestID string, opts ...CallOption) iter.Seq2[Status, error] {
 	return func(yield func(Status, error) bool) {
 		if err := checkID(requestID); err != nil {
 			yield(Status{}, err)
 			return
 		}
-		last, err := c.watch(ctx, requestID, c.endpointsFor(requestID, nil), true, func(s Status) bool { return yield(s, nil) })
+		cfg, err := c.callConfig(opts)
+		if err != nil {
+			yield(Status{}, err)
+			return
+		}
+		last, err := c.watch(ctx, requestID, c.endpointsFor(requestID, nil), true, cfg.mode, func(s Status) bool { return yield(s, nil) })
 		if err != nil && !errors.Is(err, errStopped) {
 			yield(Status{}, &JobError{RequestID: requestID, Status: last.Status, Err: err})
 		}
@@ -58,7 +64,7 @@ func (c *Client) Updates(ctx context.Context, requestID string) iter.Seq2[Status
 }
 
 func (c *Client) wait(ctx context.Context, id string, ep endpoints, cfg *callConfig) (*gen.Output, error) {
-	last, err := c.watch(ctx, id, ep, cfg.onUpdate != nil, func(s Status) bool {
+	last, err := c.watch(ctx, id, ep, cfg.onUpdate != nil, cfg.mode, func(s Status) bool {
 		if cfg.onUpdate != nil {
 			cfg.onUpdate(s)
 		}
@@ -91,40 +97,90 @@ func (c *Client) abandon(ctx context.Context, id string, ep endpoints, last Stat
 	return je
 }
 
-// watch polls the job's status until it ends, handing every change to
-// emit. It returns the last status seen.
-func (c *Client) watch(ctx context.Context, id string, ep endpoints, withLogs bool, emit func(Status) bool) (Status, error) {
-	var last Status
-	seenLogs := 0
-	delay := c.pollFirst
-	for first := true; ; first = false {
-		p, err := c.status(ctx, id, ep, withLogs)
+// watcher follows one job, by stream or by polling, and hands every
+// change to emit exactly once, with each log line once.
+type watcher struct {
+	c        *Client
+	id       string
+	ep       endpoints
+	withLogs bool
+	emit     func(Status) bool
+
+	last     Status
+	seen     bool // last holds a status
+	seenLogs int  // log lines already handed out
+}
+
+// observe records st and emits it when it is the first or a change.
+func (w *watcher) observe(st Status) bool {
+	emit := !w.seen || changed(w.last, st)
+	w.last, w.seen = st, true
+	if emit {
+		return w.emit(st)
+	}
+	return true
+}
+
+// watch follows the job until it ends, in the given mode, and returns the
+// last status seen.
+func (c *Client) watch(ctx context.Context, id string, ep endpoints, withLogs bool, mode StatusMode, emit func(Status) bool) (Status, error) {
+	w := &watcher{c: c, id: id, ep: ep, withLogs: withLogs, emit: emit}
+	if mode == StatusPoll {
+		return w.last, w.poll(ctx)
+	}
+	for failures := 0; ; failures++ {
+		done, err := w.stream(ctx)
+		if done {
+			return w.last, nil
+		}
+		var se *streamError
+		if !errors.As(err, &se) {
+			return w.last, err // the context ended, or the caller stopped
+		}
+		if mode == StatusAuto {
+			c.stats.fallbacks.Add(1)
+			c.log.Debug("fluxi2i: status stream failed; polling instead", "request_id", id, "error", err)
+			return w.last, w.poll(ctx)
+		}
+		if se.refused || failures >= c.maxRetries {
+			return w.last, se.err
+		}
+		c.log.Debug("fluxi2i: status stream failed; reopening", "request_id", id, "error", err)
+		if err := sleep(ctx, c.backoff.Delay(failures+1)); err != nil {
+			return w.last, err
+		}
+	}
+}
+
+// poll polls the job's status until it ends: at once, then at an interval
+// that grows from pollFirst to pollMax, or as Retry-After says.
+func (w *watcher) poll(ctx context.Context) error {
+	delay := w.c.pollFirst
+	for {
+		p, err := w.c.status(ctx, w.id, w.ep, w.withLogs)
 		if err != nil {
-			return last, err
+			return err
 		}
 		st, wait := *p, p.retryAfter
 		if st.Logs != nil {
 			logs := *st.Logs
-			if len(logs) > seenLogs {
-				st.NewLogs = logs[seenLogs:]
+			if len(logs) > w.seenLogs {
+				st.NewLogs = logs[w.seenLogs:]
 			}
-			seenLogs = max(seenLogs, len(logs))
+			w.seenLogs = max(w.seenLogs, len(logs))
 		}
-		if first || changed(last, st) {
-			if !emit(st) {
-				return st, errStopped
-			}
+		if !w.observe(st) {
+			return errStopped
 		}
-		last = st
 		if ended(st.Status) {
-			return st, nil
+			return nil
 		}
 		if wait < 0 {
 			wait = delay
-			delay = min(delay*3/2, c.pollMax)
+			delay = min(delay*3/2, w.c.pollMax)
 		}
 		if err := sleep(ctx, wait); err != nil {
-			return last, err
+			return err
 		}
 	}
 }

@@ -7,6 +7,7 @@ package specvalidate
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -266,6 +267,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp.Body.Close()
 			return nil, t.fail(err)
 		}
+		resp.Body = &eventCheck{body: resp.Body, v: v, fail: func(err error) { t.fail(err) }}
 		return resp, nil
 	}
 	raw, readErr := io.ReadAll(resp.Body)
@@ -339,4 +341,63 @@ func FieldErrors(err error) []FieldError {
 type FieldError struct {
 	Location string // "/strength" for a body field, "header:X-Fal-Queue-Priority" for a parameter
 	Reason   string
+}
+
+// eventCheck validates each event of a status stream as it is read: its
+// data must be a QueueStatus.
+type eventCheck struct {
+	body    io.ReadCloser
+	v       *Validator
+	fail    func(error)
+	line    []byte
+	data    []byte
+	hasData bool
+}
+
+func (e *eventCheck) Read(p []byte) (int, error) {
+	n, err := e.body.Read(p)
+	e.line = append(e.line, p[:n]...)
+	for {
+		i := bytes.IndexByte(e.line, '\n')
+		if i < 0 {
+			break
+		}
+		e.feed(bytes.TrimSuffix(e.line[:i], []byte("\r")))
+		e.line = e.line[i+1:]
+	}
+	return n, err
+}
+
+func (e *eventCheck) feed(line []byte) {
+	switch {
+	case len(line) == 0:
+		if e.hasData {
+			if err := e.v.StatusEvent(e.data); err != nil {
+				e.fail(err)
+			}
+		}
+		e.data, e.hasData = e.data[:0], false
+	case line[0] == ':':
+	case bytes.HasPrefix(line, []byte("data:")):
+		v := bytes.TrimPrefix(line[5:], []byte(" "))
+		if e.hasData {
+			e.data = append(e.data, '\n')
+		}
+		e.data = append(e.data, v...)
+		e.hasData = true
+	}
+}
+
+func (e *eventCheck) Close() error { return e.body.Close() }
+
+// StatusEvent validates the data of one status stream event.
+func (v *Validator) StatusEvent(data []byte) error {
+	var doc any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("status stream event %.100q is not JSON: %w", data, err)
+	}
+	if err := v.doc.Components.Schemas["QueueStatus"].Value.VisitJSON(doc); err != nil {
+		return fmt.Errorf("status stream event violates QueueStatus: %w", err)
+	}
+	return nil
 }

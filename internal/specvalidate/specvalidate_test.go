@@ -146,3 +146,20 @@ func TestFieldErrorsNameTheField(t *testing.T) {
 	assert.ElementsMatch(t, []string{"/image_url", "/num_images"}, locs)
 	assert.False(t, errors.Is(err, io.EOF))
 }
+
+func TestTransportChecksStreamEvents(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, ": keepalive\r\ndata: {\"status\":\"IN_QUEUE\"}\r\n\r\ndata: {\"queue_position\":\"x\"}\n\n")
+	}))
+	defer srv.Close()
+	rec := &recorder{}
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/fal-ai/flux-1/requests/r1/status/stream", nil)
+	req.Header.Set("Authorization", "Bearer t")
+	resp, err := newTransport(rec).RoundTrip(req)
+	require.NoError(t, err)
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Len(t, rec.errs, 1, "the second event lacks status and has a string position")
+	assert.Contains(t, rec.errs[0].Error(), "QueueStatus")
+}

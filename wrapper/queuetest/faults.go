@@ -27,6 +27,8 @@ const (
 	faultGarble
 	faultSlow
 	faultBreakStream
+	faultStallStream
+	faultEndStreamEarly
 )
 
 // Fault is one scripted misbehaviour, consumed by one request of the
@@ -78,6 +80,14 @@ func Slow(d time.Duration) Fault { return Fault{kind: faultSlow, delay: d} }
 // BreakStream (status stream only) sends the first event, then drops the
 // connection.
 func BreakStream() Fault { return Fault{kind: faultBreakStream} }
+
+// StallStream (status stream only) sends the first event, then stays
+// silent, without keepalives, until the client hangs up.
+func StallStream() Fault { return Fault{kind: faultStallStream} }
+
+// EndStreamEarly (status stream only) sends the first event, then closes
+// the stream cleanly although the job has not completed.
+func EndStreamEarly() Fault { return Fault{kind: faultEndStreamEarly} }
 
 // errorTypeFor is the error_type fal sends with a platform error code.
 func errorTypeFor(code int) string {

@@ -433,8 +433,18 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 			events++
 			sent = max(sent, ph.logs)
 			last = ph
-			if f != nil && f.kind == faultBreakStream {
-				panic(http.ErrAbortHandler)
+			if f != nil {
+				switch f.kind {
+				case faultBreakStream:
+					panic(http.ErrAbortHandler)
+				case faultEndStreamEarly:
+					if ph.status != "COMPLETED" {
+						return
+					}
+				case faultStallStream:
+					<-r.Context().Done()
+					return
+				}
 			}
 		}
 		if ph.status == "COMPLETED" {

@@ -1,0 +1,143 @@
+// Package sse reads Server-Sent Events as the HTML specification defines
+// them: lines end in CRLF, LF or CR; a line starting with ':' is a comment
+// (keepalive); "field: value" lines set data (joined with '\n' when
+// repeated), event, id and retry; a blank line dispatches the event, and an
+// event with no data is not dispatched.
+package sse
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"strconv"
+)
+
+// Event is one dispatched event.
+type Event struct {
+	Type  string // "message" unless an event field named it
+	Data  []byte
+	ID    string
+	Retry int // milliseconds; 0 when not set
+}
+
+// ErrLineTooLong is returned for a line above the reader's limit.
+var ErrLineTooLong = errors.New("sse: line too long")
+
+// Reader reads events from a stream.
+type Reader struct {
+	r       *bufio.Reader
+	max     int
+	lastID  string
+	pending bool // the previous line ended in CR; skip one LF
+	// OnLine, when set, is called for every line read (comments and
+	// keepalives included): a stream that sends them is alive.
+	OnLine func()
+}
+
+// NewReader reads events from r, refusing lines longer than maxLine bytes
+// (0: 1 MiB).
+func NewReader(r io.Reader, maxLine int) *Reader {
+	if maxLine <= 0 {
+		maxLine = 1 << 20
+	}
+	return &Reader{r: bufio.NewReaderSize(r, 4096), max: maxLine}
+}
+
+// Next returns the next event, or io.EOF when the stream ends (an event not
+// terminated by a blank line is dropped, as the specification says).
+func (r *Reader) Next() (Event, error) {
+	var data bytes.Buffer
+	hasData := false
+	ev := Event{}
+	for {
+		line, err := r.line()
+		if err != nil {
+			return Event{}, err
+		}
+		if r.OnLine != nil {
+			r.OnLine()
+		}
+		if len(line) == 0 {
+			if !hasData {
+				ev = Event{}
+				continue
+			}
+			ev.ID = r.lastID
+			if ev.Type == "" {
+				ev.Type = "message"
+			}
+			ev.Data = data.Bytes()
+			return ev, nil
+		}
+		if line[0] == ':' {
+			continue
+		}
+		field, value := line, []byte(nil)
+		if i := bytes.IndexByte(line, ':'); i >= 0 {
+			field, value = line[:i], line[i+1:]
+			if len(value) > 0 && value[0] == ' ' {
+				value = value[1:]
+			}
+		}
+		switch string(field) {
+		case "data":
+			if hasData {
+				data.WriteByte('\n')
+			}
+			data.Write(value)
+			hasData = true
+		case "event":
+			ev.Type = string(value)
+		case "id":
+			if bytes.IndexByte(value, 0) < 0 {
+				r.lastID = string(value)
+			}
+		case "retry":
+			if n, err := strconv.Atoi(string(value)); err == nil && n >= 0 && isDigits(value) {
+				ev.Retry = n
+			}
+		}
+	}
+}
+
+func isDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// line reads one line without its terminator (CRLF, LF or CR).
+func (r *Reader) line() ([]byte, error) {
+	var buf []byte
+	for {
+		b, err := r.r.ReadByte()
+		if err != nil {
+			if errors.Is(err, io.EOF) && len(buf) > 0 {
+				// An unterminated last line ends the stream with it.
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if r.pending {
+			r.pending = false
+			if b == '\n' {
+				continue
+			}
+		}
+		switch b {
+		case '\n':
+			return buf, nil
+		case '\r':
+			r.pending = true
+			return buf, nil
+		}
+		if len(buf) >= r.max {
+			return nil, ErrLineTooLong
+		}
+		buf = append(buf, b)
+	}
+}
