@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/wrapper"
@@ -128,4 +130,43 @@ func BenchmarkJobClientOnly(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkDetection: how soon after the server marks a job COMPLETED the
+// client asks for its result, streaming versus polling (default intervals),
+// against queuetest on loopback. Reports p50 and p99 in ms, and the status
+// polls and streams each job cost.
+func BenchmarkDetection(b *testing.B) {
+	for _, mode := range []wrapper.StatusMode{wrapper.StatusStream, wrapper.StatusPoll} {
+		b.Run(mode.String(), func(b *testing.B) {
+			srv := queuetest.NewServer(queuetest.QueueTime(10*time.Millisecond), queuetest.RunTime(40*time.Millisecond), queuetest.LogLines(2))
+			defer srv.Close()
+			c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(srv.Client()), wrapper.WithStatusMode(mode))
+			if err != nil {
+				b.Fatal(err)
+			}
+			var lat []time.Duration
+			var id string
+			for b.Loop() {
+				if _, err := c.Run(context.Background(), input(), wrapper.OnQueued(func(q *wrapper.Queued) { id = q.RequestID })); err != nil {
+					b.Fatal(err)
+				}
+				done, asked, ok := srv.Detection(id)
+				if !ok {
+					b.Fatal("no detection record")
+				}
+				lat = append(lat, asked.Sub(done))
+			}
+			slices.Sort(lat)
+			pct := func(p float64) float64 {
+				return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
+			}
+			st := srv.Stats()
+			n := float64(len(lat))
+			b.ReportMetric(pct(0.50), "p50-ms")
+			b.ReportMetric(pct(0.99), "p99-ms")
+			b.ReportMetric(float64(st.StatusCalls)/n, "polls/job")
+			b.ReportMetric(float64(st.StreamCalls)/n, "streams/job")
+		})
+	}
 }

@@ -295,7 +295,13 @@ func (s *Server) status(r *http.Request, _ []byte) answer {
 }
 
 func (s *Server) result(r *http.Request, _ []byte) answer {
-	j := s.lookup(r)
+	now := time.Now()
+	s.mu.Lock()
+	j := s.jobs[r.PathValue("id")]
+	if j != nil && j.resultAt.IsZero() {
+		j.resultAt = now
+	}
+	s.mu.Unlock()
 	if j == nil {
 		return platformError(http.StatusNotFound, "Request not found")
 	}

@@ -77,6 +77,7 @@ type job struct {
 	in          gen.Input
 	submitted   time.Time
 	cancelledAt time.Time // zero unless cancelled before it completed
+	resultAt    time.Time // first result request
 
 	once   sync.Once
 	images []Image

@@ -301,3 +301,16 @@ func (s *Server) Job(id string) (in gen.Input, cancelled, ok bool) {
 	}
 	return j.in, !j.cancelledAt.IsZero(), true
 }
+
+// Detection reports when a job completed (by the server's clock) and when
+// its result was first requested: the gap is how long a client took to
+// notice. ok is false for an unknown, cancelled or unfetched job.
+func (s *Server) Detection(id string) (completed, resultRequested time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j, found := s.jobs[id]
+	if !found || !j.cancelledAt.IsZero() || j.resultAt.IsZero() {
+		return time.Time{}, time.Time{}, false
+	}
+	return j.submitted.Add(s.cfg.queueTime + s.cfg.runTime), j.resultAt, true
+}

@@ -1,0 +1,312 @@
+package wrapper
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+)
+
+// DefaultJWKSURL is where fal publishes its webhook signing keys. fal is
+// moving from rest.alpha.fal.ai to rest.fal.ai: set WebhookVerifier.JWKSURL
+// when it does.
+const DefaultJWKSURL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+
+// The headers fal signs webhook deliveries with.
+const (
+	HeaderWebhookRequestID = "X-Fal-Webhook-Request-Id"
+	HeaderWebhookUserID    = "X-Fal-Webhook-User-Id"
+	HeaderWebhookTimestamp = "X-Fal-Webhook-Timestamp"
+	HeaderWebhookSignature = "X-Fal-Webhook-Signature"
+)
+
+// Webhook verification failures; WebhookError wraps one of them.
+var (
+	ErrWebhookMissingHeader = errors.New("missing signature header")
+	ErrWebhookTimestamp     = errors.New("timestamp outside the tolerance")
+	ErrWebhookSignature     = errors.New("no key verifies the signature")
+	ErrWebhookKeys          = errors.New("signing keys unavailable")
+)
+
+// WebhookError is a delivery that failed verification.
+type WebhookError struct {
+	Reason error  // one of the ErrWebhook... values
+	Detail string // what exactly was wrong
+}
+
+func (e *WebhookError) Error() string {
+	return "fluxi2i: webhook rejected: " + e.Reason.Error() + ": " + e.Detail
+}
+
+func (e *WebhookError) Unwrap() error { return e.Reason }
+
+// WebhookVerifier checks fal's ED25519 signatures on webhook deliveries:
+// the message request_id, user_id, timestamp and hex(sha256(body)), joined
+// by newlines, must verify under a key of fal's JWKS, and the timestamp must
+// be within Tolerance of now. Keys are cached for CacheFor and fetched
+// again, at most once a minute, when no cached key verifies a signature
+// (fal rotated its keys). Safe for concurrent use; the zero value is ready.
+type WebhookVerifier struct {
+	JWKSURL    string           // default DefaultJWKSURL
+	HTTPClient *http.Client     // default http.DefaultClient; no credential is sent
+	Tolerance  time.Duration    // default 300 s
+	CacheFor   time.Duration    // default 24 h
+	Now        func() time.Time // default time.Now
+
+	mu      sync.Mutex
+	keys    []ed25519.PublicKey
+	fetched time.Time
+}
+
+func (v *WebhookVerifier) now() time.Time {
+	if v.Now != nil {
+		return v.Now()
+	}
+	return time.Now()
+}
+
+// Verify checks one delivery's headers against its raw body.
+func (v *WebhookVerifier) Verify(ctx context.Context, h http.Header, body []byte) error {
+	reqID, userID, ts, sigHex := h.Get(HeaderWebhookRequestID), h.Get(HeaderWebhookUserID), h.Get(HeaderWebhookTimestamp), h.Get(HeaderWebhookSignature)
+	var missing []string
+	for name, val := range map[string]string{HeaderWebhookRequestID: reqID, HeaderWebhookUserID: userID, HeaderWebhookTimestamp: ts, HeaderWebhookSignature: sigHex} {
+		if val == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return &WebhookError{Reason: ErrWebhookMissingHeader, Detail: strings.Join(slices.Sorted(slices.Values(missing)), ", ")}
+	}
+	secs, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return &WebhookError{Reason: ErrWebhookTimestamp, Detail: fmt.Sprintf("%s %q is not unix seconds", HeaderWebhookTimestamp, ts)}
+	}
+	tol := v.Tolerance
+	if tol <= 0 {
+		tol = 300 * time.Second
+	}
+	if skew := v.now().Sub(time.Unix(secs, 0)); skew > tol || skew < -tol {
+		return &WebhookError{Reason: ErrWebhookTimestamp, Detail: fmt.Sprintf("%v from now, allowed %v", skew.Round(time.Second), tol)}
+	}
+	sig, err := hex.DecodeString(sigHex)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return &WebhookError{Reason: ErrWebhookSignature, Detail: "signature is not 64 hex-encoded bytes"}
+	}
+	sum := sha256.Sum256(body)
+	msg := []byte(reqID + "\n" + userID + "\n" + ts + "\n" + hex.EncodeToString(sum[:]))
+
+	keys, fresh, err := v.keySet(ctx, false)
+	if err != nil {
+		return &WebhookError{Reason: ErrWebhookKeys, Detail: err.Error()}
+	}
+	if verifiesAny(keys, msg, sig) {
+		return nil
+	}
+	if !fresh {
+		// An unknown key signed: fal may have rotated. Fetch again.
+		if keys, _, err = v.keySet(ctx, true); err == nil && verifiesAny(keys, msg, sig) {
+			return nil
+		}
+	}
+	return &WebhookError{Reason: ErrWebhookSignature, Detail: fmt.Sprintf("request %s: forged, altered or signed by an unknown key", reqID)}
+}
+
+func verifiesAny(keys []ed25519.PublicKey, msg, sig []byte) bool {
+	for _, k := range keys {
+		if ed25519.Verify(k, msg, sig) {
+			return true
+		}
+	}
+	return false
+}
+
+// keySet returns the cached keys, fetching when the cache is empty or
+// expired, or when refresh is set and the last fetch is a minute old.
+// fresh tells that the keys were just fetched.
+func (v *WebhookVerifier) keySet(ctx context.Context, refresh bool) (keys []ed25519.PublicKey, fresh bool, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	cacheFor := v.CacheFor
+	if cacheFor <= 0 {
+		cacheFor = 24 * time.Hour
+	}
+	age := v.now().Sub(v.fetched)
+	if len(v.keys) > 0 && age < cacheFor && (!refresh || age < time.Minute) {
+		return v.keys, false, nil
+	}
+	keys, err = v.fetch(ctx)
+	if err != nil {
+		if len(v.keys) > 0 && age < cacheFor {
+			return v.keys, false, nil
+		}
+		return nil, false, err
+	}
+	v.keys, v.fetched = keys, v.now()
+	return keys, true, nil
+}
+
+func (v *WebhookVerifier) fetch(ctx context.Context) ([]ed25519.PublicKey, error) {
+	u := v.JWKSURL
+	if u == "" {
+		u = DefaultJWKSURL
+	}
+	hc := v.HTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetching JWKS: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := readLimited(resp.Body, 1<<20)
+	if err != nil {
+		return nil, fmt.Errorf("reading JWKS: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("JWKS answered HTTP %d", resp.StatusCode)
+	}
+	var set struct {
+		Keys []struct {
+			Kty string `json:"kty"`
+			Crv string `json:"crv"`
+			X   string `json:"x"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &set); err != nil {
+		return nil, fmt.Errorf("decoding JWKS: %w", err)
+	}
+	var keys []ed25519.PublicKey
+	for _, k := range set.Keys {
+		if k.Kty != "OKP" || k.Crv != "Ed25519" {
+			continue
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(k.X, "="))
+		if err != nil || len(raw) != ed25519.PublicKeySize {
+			continue
+		}
+		keys = append(keys, ed25519.PublicKey(raw))
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("JWKS holds no Ed25519 key")
+	}
+	return keys, nil
+}
+
+// WebhookEvent is one verified delivery.
+type WebhookEvent struct {
+	RequestID        string
+	GatewayRequestID string
+	// Status is "OK" or "ERROR".
+	Status string
+	// Output is the model's output when Status is OK.
+	Output *gen.Output
+	// Err is the failure when Status is ERROR (an *APIError carrying the
+	// model's error body and field errors), or when fal could not
+	// serialise the output (payload_error).
+	Err error
+	// Raw is the delivery's body.
+	Raw json.RawMessage
+}
+
+// WebhookHandler returns an http.Handler that verifies each delivery with
+// v, decodes it and calls fn with its request id. A forged, stale or
+// malformed delivery is answered 401 or 400 with the reason, and fn is not
+// called; an error from fn is answered 500, so fal delivers again.
+//
+// fal retries deliveries (about 10 times over 2 hours) and may deliver one
+// twice: make fn idempotent by keying what it does on RequestID (for
+// instance an insert that ignores a request id already stored).
+func WebhookHandler(v *WebhookVerifier, fn func(ctx context.Context, ev WebhookEvent) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, "webhook deliveries are POSTs", http.StatusMethodNotAllowed)
+			return
+		}
+		body, err := readLimited(r.Body, 64<<20)
+		if err != nil {
+			http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := v.Verify(r.Context(), r.Header, body); err != nil {
+			code := http.StatusUnauthorized
+			switch {
+			case errors.Is(err, ErrWebhookMissingHeader):
+				code = http.StatusBadRequest
+			case errors.Is(err, ErrWebhookKeys):
+				code = http.StatusServiceUnavailable // not the sender's fault: let fal retry
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+		ev, err := DecodeWebhook(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := fn(r.Context(), ev); err != nil {
+			http.Error(w, "handler failed; deliver again", http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+}
+
+// DecodeWebhook decodes a (verified) delivery body.
+func DecodeWebhook(body []byte) (WebhookEvent, error) {
+	// Payload stays raw: decoding it through a map would round a 64-bit
+	// seed to a float.
+	var p struct {
+		gen.WebhookPayload
+		Payload json.RawMessage `json:"payload"`
+	}
+	if err := json.Unmarshal(body, &p); err != nil {
+		return WebhookEvent{}, fmt.Errorf("fluxi2i: webhook payload: %w", err)
+	}
+	if p.RequestId == "" {
+		return WebhookEvent{}, errors.New("fluxi2i: webhook payload: no request_id")
+	}
+	ev := WebhookEvent{RequestID: p.RequestId, GatewayRequestID: deref(p.GatewayRequestId), Status: p.Status, Raw: body}
+	raw := p.Payload
+	isNull := len(raw) == 0 || string(raw) == "null"
+	switch {
+	case p.PayloadError != nil && *p.PayloadError != "":
+		ev.Err = fmt.Errorf("fluxi2i: request %s: fal could not serialise the output: %s", p.RequestId, *p.PayloadError)
+	case p.Status == "OK":
+		var out gen.Output
+		if isNull || json.Unmarshal(raw, &out) != nil {
+			return WebhookEvent{}, fmt.Errorf("fluxi2i: webhook payload of request %s is not an output", p.RequestId)
+		}
+		ev.Output = &out
+	default:
+		code := 0
+		if msg := deref(p.Error); strings.HasPrefix(msg, "Invalid status code: ") {
+			code, _ = strconv.Atoi(strings.TrimPrefix(msg, "Invalid status code: "))
+		}
+		resp := &http.Response{StatusCode: code, Header: http.Header{}}
+		apiErr := apiError("webhook", p.RequestId, resp, raw)
+		if apiErr.Detail == "" && len(apiErr.Fields) == 0 {
+			apiErr.Detail = deref(p.Error)
+		}
+		ev.Err = apiErr
+	}
+	return ev, nil
+}
