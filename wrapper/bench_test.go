@@ -3,9 +3,14 @@ package wrapper_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -167,6 +172,90 @@ func BenchmarkDetection(b *testing.B) {
 			b.ReportMetric(pct(0.99), "p99-ms")
 			b.ReportMetric(float64(st.StatusCalls)/n, "polls/job")
 			b.ReportMetric(float64(st.StreamCalls)/n, "streams/job")
+		})
+	}
+}
+
+// BenchmarkSubmitLargeImage: submitting a 20 MB image, streamed from its
+// file (WithImage) versus the usual way (read the file, build the data URI
+// string, submit it). Reports, per input byte, the bytes allocated per
+// submit and the peak heap growth sampled during the run.
+func BenchmarkSubmitLargeImage(b *testing.B) {
+	const size = 20 << 20
+	path := filepath.Join(b.TempDir(), "big.png")
+	if err := os.WriteFile(path, pngBytes(b, size), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"status":"IN_QUEUE","request_id":"r-1"}`)
+	}))
+	defer srv.Close()
+	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cases := map[string]func() error{
+		"streamed": func() error {
+			im, err := wrapper.ImageFile(path)
+			if err != nil {
+				return err
+			}
+			_, err = c.Submit(context.Background(), input(), wrapper.WithImage(im))
+			return err
+		},
+		"in-memory-baseline": func() error {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			in := input()
+			in.ImageUrl = "data:image/png;base64," + base64.StdEncoding.EncodeToString(data)
+			_, err = c.Submit(context.Background(), in)
+			return err
+		},
+	}
+	for _, name := range []string{"streamed", "in-memory-baseline"} {
+		b.Run(name, func(b *testing.B) {
+			run := cases[name]
+			runtime.GC()
+			var before runtime.MemStats
+			runtime.ReadMemStats(&before)
+			stop := make(chan struct{})
+			peak := make(chan uint64)
+			go func() {
+				var top uint64
+				var m runtime.MemStats
+				t := time.NewTicker(200 * time.Microsecond)
+				defer t.Stop()
+				for {
+					select {
+					case <-stop:
+						peak <- top
+						return
+					case <-t.C:
+						runtime.ReadMemStats(&m)
+						top = max(top, m.HeapAlloc)
+					}
+				}
+			}()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := run(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			close(stop)
+			top := <-peak
+			var after runtime.MemStats
+			runtime.ReadMemStats(&after)
+			growth := float64(0)
+			if top > before.HeapAlloc {
+				growth = float64(top - before.HeapAlloc)
+			}
+			b.ReportMetric(growth/size, "peak-heap/input")
+			b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(b.N)/size, "alloc/input")
 		})
 	}
 }

@@ -38,11 +38,12 @@ var ErrNoCredentials = errors.New("fluxi2i: no API key: use WithBearerToken or W
 // Client talks to the queue of fal-ai/flux-1/dev/image-to-image. It is safe
 // for concurrent use; construct it once.
 type Client struct {
-	base       *url.URL    // scheme://host[:port][/prefix], no trailing slash
-	server     string      // base as a string, for the generated request builders
-	auth       *credential // full Authorization header value; a pointer so fmt never prints it
-	scheme     string      // "Bearer" or "Key", for String
-	http       *http.Client
+	base       *url.URL     // scheme://host[:port][/prefix], no trailing slash
+	server     string       // base as a string, for the generated request builders
+	auth       *credential  // full Authorization header value; a pointer so fmt never prints it
+	scheme     string       // "Bearer" or "Key", for String
+	http       *http.Client // bound to the configured origin
+	download   *http.Client // the caller's client as given, for images (never with the key)
 	log        *slog.Logger
 	userAgent  string
 	backoff    Backoff
@@ -209,6 +210,7 @@ func New(opts ...Option) (*Client, error) {
 	if c.auth == nil {
 		return nil, ErrNoCredentials
 	}
+	c.download = c.http
 	c.http = originBound(c.http, c.base)
 	return c, nil
 }

@@ -25,6 +25,7 @@ type callConfig struct {
 	atMostOnce bool
 	cancelWait time.Duration
 	mode       StatusMode
+	image      *Image
 }
 
 func (c *Client) callConfig(opts []CallOption) (*callConfig, error) {

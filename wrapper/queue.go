@@ -3,6 +3,7 @@ package wrapper
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,32 +59,67 @@ func (c *Client) Submit(ctx context.Context, in gen.Input, opts ...CallOption) (
 	if err != nil {
 		return nil, err
 	}
+	return c.submit(ctx, in, cfg)
+}
+
+// imageMarker stands in for image_url while the body of a WithImage submit
+// is encoded; the image is streamed in its place.
+const imageMarker = "fluxi2i:streamed-image:7f3a9c"
+
+func (c *Client) submit(ctx context.Context, in gen.Input, cfg *callConfig) (*Queued, error) {
 	in = Normalize(in)
+	if cfg.image != nil {
+		in.ImageUrl = cfg.image.prefix() // a valid, empty data URI of the sniffed type
+	}
 	if err := Validate(in); err != nil {
 		return nil, err
 	}
-	body, err := json.Marshal(in)
+	if cfg.image == nil {
+		body, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("fluxi2i: encoding the input: %w", err)
+		}
+		return c.submitBody(ctx, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }, int64(len(body)), cfg)
+	}
+	im := cfg.image
+	in.ImageUrl = imageMarker
+	js, err := json.Marshal(in)
 	if err != nil {
 		return nil, fmt.Errorf("fluxi2i: encoding the input: %w", err)
 	}
-	return c.submitBody(ctx, func() io.Reader { return bytes.NewReader(body) }, int64(len(body)), cfg)
+	i := bytes.Index(js, []byte(`"`+imageMarker+`"`))
+	prefix := append(js[:i+1:i+1], im.prefix()...)
+	suffix := js[i+1+len(imageMarker):]
+	size := int64(len(prefix)) + int64(base64.StdEncoding.EncodedLen(int(im.size))) + int64(len(suffix))
+	return c.submitBody(ctx, func() (io.ReadCloser, error) {
+		src, err := im.open()
+		if err != nil {
+			return nil, fmt.Errorf("fluxi2i: opening the image: %w", err)
+		}
+		return &streamedBody{Reader: io.MultiReader(bytes.NewReader(prefix), &b64Reader{src: src}, bytes.NewReader(suffix)), src: src}, nil
+	}, size, cfg)
 }
 
 // submitBody sends a submit whose JSON body newBody produces afresh for
 // every attempt.
-func (c *Client) submitBody(ctx context.Context, newBody func() io.Reader, size int64, cfg *callConfig) (*Queued, error) {
+func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, error), size int64, cfg *callConfig) (*Queued, error) {
 	var q Queued
 	attempts, err := c.do(ctx, call{
 		op:         "submit",
 		submit:     true,
 		atMostOnce: cfg.atMostOnce,
 		build: func(ctx context.Context) (*http.Request, error) {
-			req, err := gen.NewSubmitRequestWithBody(c.server+"/", &cfg.params, "application/json", newBody())
+			body, err := newBody()
 			if err != nil {
 				return nil, err
 			}
+			req, err := gen.NewSubmitRequestWithBody(c.server+"/", &cfg.params, "application/json", body)
+			if err != nil {
+				body.Close()
+				return nil, err
+			}
 			req.ContentLength = size
-			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(newBody()), nil }
+			req.GetBody = newBody
 			for k, vs := range cfg.headers {
 				req.Header[k] = vs
 			}

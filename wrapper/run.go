@@ -15,7 +15,7 @@ func (c *Client) Run(ctx context.Context, in gen.Input, opts ...CallOption) (*ge
 	if err != nil {
 		return nil, err
 	}
-	q, err := c.Submit(ctx, in, opts...)
+	q, err := c.submit(ctx, in, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -236,6 +236,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if v == nil {
 		v = MustLoad()
 	}
+	if !strings.Contains(req.URL.Path, "/fal-ai/") {
+		// Not an API call (an output image download): not in the contract.
+		return base.RoundTrip(req)
+	}
 	ctx := req.Context()
 	var body []byte
 	if req.Body != nil && req.Body != http.NoBody {

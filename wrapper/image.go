@@ -1,0 +1,193 @@
+package wrapper
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Image is an input image that becomes image_url as a base64 data URI.
+// Submit and Run stream it into the request body, encoding on the fly, so
+// a large file is never held in memory (and is read again for a retry).
+// Pass it with WithImage.
+type Image struct {
+	mime string // "image/png", ...
+	size int64
+	open func() (io.ReadCloser, error)
+}
+
+// ErrNotAnImage is returned for input bytes that are not a jpeg, png,
+// webp, gif or avif image.
+var ErrNotAnImage = errors.New("fluxi2i: not a jpeg, png, webp, gif or avif image")
+
+// SniffImage returns the MIME type of an image from its first bytes (512
+// are enough): image/jpeg, image/png, image/gif, image/webp or image/avif.
+func SniffImage(head []byte) (string, bool) {
+	switch {
+	case bytes.HasPrefix(head, []byte{0xff, 0xd8, 0xff}):
+		return "image/jpeg", true
+	case bytes.HasPrefix(head, []byte("\x89PNG\r\n\x1a\n")):
+		return "image/png", true
+	case bytes.HasPrefix(head, []byte("GIF87a")), bytes.HasPrefix(head, []byte("GIF89a")):
+		return "image/gif", true
+	case len(head) >= 12 && string(head[:4]) == "RIFF" && string(head[8:12]) == "WEBP":
+		return "image/webp", true
+	case isAVIF(head):
+		return "image/avif", true
+	}
+	return "", false
+}
+
+// isAVIF looks for an ISO-BMFF ftyp box naming the avif or avis brand,
+// as major brand or compatible brand.
+func isAVIF(b []byte) bool {
+	if len(b) < 16 || string(b[4:8]) != "ftyp" {
+		return false
+	}
+	size := int(b[0])<<24 | int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+	if size < 16 || size > len(b) {
+		size = min(len(b), 64)
+	}
+	for i := 8; i+4 <= size; i += 4 {
+		if i == 12 {
+			continue // minor version
+		}
+		if brand := string(b[i : i+4]); brand == "avif" || brand == "avis" {
+			return true
+		}
+	}
+	return false
+}
+
+// ImageFile returns the image in the file at path. The file is read when
+// the request is sent (and again for a retry), not now; its type is
+// sniffed now, and anything but an image is an error.
+func ImageFile(path string) (*Image, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("fluxi2i: image file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("fluxi2i: image file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("fluxi2i: image file %s: not a regular file", path)
+	}
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(f, head)
+	mime, ok := SniffImage(head[:n])
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotAnImage, path)
+	}
+	return &Image{mime: mime, size: fi.Size(), open: func() (io.ReadCloser, error) { return os.Open(path) }}, nil
+}
+
+// ImageBytes returns the image held in b (not copied: do not modify b
+// until the call that uses it returns).
+func ImageBytes(b []byte) (*Image, error) {
+	mime, ok := SniffImage(b)
+	if !ok {
+		return nil, ErrNotAnImage
+	}
+	return &Image{mime: mime, size: int64(len(b)), open: func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}}, nil
+}
+
+// ImageReader reads r to its end (at most limit bytes; 0 means 64 MiB) and
+// returns the image it held.
+func ImageReader(r io.Reader, limit int64) (*Image, error) {
+	if limit <= 0 {
+		limit = 64 << 20
+	}
+	b, err := readLimited(r, limit)
+	if err != nil {
+		return nil, fmt.Errorf("fluxi2i: image reader: %w", err)
+	}
+	return ImageBytes(b)
+}
+
+// ContentType is the sniffed MIME type.
+func (im *Image) ContentType() string { return im.mime }
+
+// Size is the image's size in bytes (before base64 encoding).
+func (im *Image) Size() int64 { return im.size }
+
+func (im *Image) prefix() string { return "data:" + im.mime + ";base64," }
+
+// DataURI reads the whole image into a data URI, for callers that want
+// the string (Submit with WithImage streams instead).
+func (im *Image) DataURI() (string, error) {
+	rc, err := im.open()
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	var b bytes.Buffer
+	b.Grow(len(im.prefix()) + base64.StdEncoding.EncodedLen(int(im.size)))
+	b.WriteString(im.prefix())
+	enc := base64.NewEncoder(base64.StdEncoding, &b)
+	if _, err := io.Copy(enc, rc); err != nil {
+		return "", err
+	}
+	enc.Close()
+	return b.String(), nil
+}
+
+// WithImage makes Submit or Run send im as image_url, replacing
+// Input.ImageUrl, streamed into the request body.
+func WithImage(im *Image) CallOption {
+	return func(cfg *callConfig) error {
+		if im == nil {
+			return &InputError{Fields: []FieldError{{Field: "image_url", Message: "WithImage(nil)"}}}
+		}
+		cfg.image = im
+		return nil
+	}
+}
+
+// b64Reader base64-encodes src as it is read.
+type b64Reader struct {
+	src io.Reader
+	in  [3 * 1024]byte
+	out [4 * 1024]byte
+	buf []byte // encoded bytes not yet handed out
+	err error
+}
+
+func (r *b64Reader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		n, err := io.ReadFull(r.src, r.in[:])
+		if n > 0 {
+			base64.StdEncoding.Encode(r.out[:], r.in[:n])
+			r.buf = r.out[:base64.StdEncoding.EncodedLen(n)]
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			r.err = io.EOF
+		default:
+			r.err = err
+		}
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// streamedBody is a request body: prefix, the encoded image, suffix; it
+// closes the image source.
+type streamedBody struct {
+	io.Reader
+	src io.Closer
+}
+
+func (b *streamedBody) Close() error { return b.src.Close() }
