@@ -117,6 +117,10 @@ func writeAtomic(path string, r io.Reader) error {
 		return err
 	}
 	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
 	if _, err := io.Copy(tmp, r); err != nil {
 		tmp.Close()
 		return err

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/simulator"
+	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+)
+
+func (a *app) run(args []string) int {
+	fs := a.flags("run", "--image PATH|URL --prompt TEXT [flags]")
+	var in inputFlags
+	in.register(fs)
+	out := fs.String("out", ".", "directory the images are written to")
+	pos, code, done := parse(fs, args)
+	if done {
+		return code
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(a.stderr, "fluxi2i run: unexpected argument %q\n", pos[0])
+		return exitUsage
+	}
+	input, opts, err := in.build(fs)
+	if err != nil {
+		return a.fail(err)
+	}
+	c, err := a.client()
+	if err != nil {
+		return a.fail(err)
+	}
+	if c == nil {
+		var stop func()
+		if c, stop, err = a.localSimulator(); err != nil {
+			return a.fail(err)
+		}
+		defer stop()
+	}
+	ctx, cancel := a.context()
+	defer cancel()
+	p := newProgress(a.stderr)
+	var id string
+	opts = append(opts,
+		wrapper.OnQueued(func(q *wrapper.Queued) {
+			id = q.RequestID
+			p.line("request id: " + q.RequestID)
+		}),
+		wrapper.OnUpdate(p.update))
+	result, err := c.Run(ctx, input, opts...)
+	p.finish()
+	if err != nil {
+		return a.fail(err)
+	}
+	return a.save(ctx, c, id, result, *out)
+}
+
+// save writes the output's images and reports them.
+func (a *app) save(ctx context.Context, c *wrapper.Client, id string, result *gen.Output, dir string) int {
+	paths, err := c.SaveImages(ctx, result, dir, id)
+	if err != nil {
+		return a.fail(fmt.Errorf("request %s: saving the images: %w", id, err))
+	}
+	if a.asJSON {
+		images := make([]map[string]any, len(result.Images))
+		for i, img := range result.Images {
+			images[i] = map[string]any{"path": paths[i], "content_type": img.ContentType, "width": img.Width, "height": img.Height}
+			if len(img.Url) < 2048 {
+				images[i]["url"] = img.Url
+			}
+		}
+		a.printJSON(map[string]any{"request_id": id, "images": images, "seed": result.Seed, "prompt": result.Prompt, "timings": result.Timings, "has_nsfw_concepts": result.HasNsfwConcepts})
+		return exitOK
+	}
+	for _, p := range paths {
+		fmt.Fprintln(a.stdout, p)
+	}
+	return exitOK
+}
+
+func (a *app) submit(args []string) int {
+	fs := a.flags("submit", "--image PATH|URL --prompt TEXT [flags]")
+	var in inputFlags
+	in.register(fs)
+	fs.StringVar(&in.webhook, "webhook", "", "URL fal POSTs the outcome to")
+	pos, code, done := parse(fs, args)
+	if done {
+		return code
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(a.stderr, "fluxi2i submit: unexpected argument %q\n", pos[0])
+		return exitUsage
+	}
+	input, opts, err := in.build(fs)
+	if err != nil {
+		return a.fail(err)
+	}
+	c, code := a.apiClient()
+	if c == nil {
+		return code
+	}
+	ctx, cancel := a.context()
+	defer cancel()
+	q, err := c.Submit(ctx, input, append(opts, wrapper.AtMostOnce())...)
+	if err != nil {
+		return a.fail(err)
+	}
+	if a.asJSON {
+		a.printJSON(map[string]any{"request_id": q.RequestID, "queue_position": q.QueuePosition})
+	} else {
+		fmt.Fprintln(a.stdout, q.RequestID)
+	}
+	return exitOK
+}
+
+func (a *app) status(args []string) int {
+	fs := a.flags("status", "REQUEST_ID [--logs]")
+	logs := fs.Bool("logs", false, "include the job's log lines")
+	pos, code, done := parse(fs, args)
+	if done {
+		return code
+	}
+	id, ok := a.oneID(fs, pos)
+	if !ok {
+		return exitUsage
+	}
+	c, code := a.apiClient()
+	if c == nil {
+		return code
+	}
+	ctx, cancel := a.context()
+	defer cancel()
+	st, err := c.Status(ctx, id, *logs)
+	if err != nil {
+		return a.fail(err)
+	}
+	if a.asJSON {
+		a.stdout.Write(append(st.Raw, '\n'))
+		return exitOK
+	}
+	line := st.Status
+	if st.QueuePosition != nil {
+		line += fmt.Sprintf(" (queue position %d)", *st.QueuePosition)
+	}
+	fmt.Fprintln(a.stdout, line)
+	if st.Logs != nil {
+		for _, l := range *st.Logs {
+			fmt.Fprintln(a.stdout, "  "+l.Message)
+		}
+	}
+	return exitOK
+}
+
+func (a *app) resultOrWait(name string, args []string) int {
+	fs := a.flags(name, "REQUEST_ID [--out DIR]")
+	out := fs.String("out", ".", "directory the images are written to")
+	pos, code, done := parse(fs, args)
+	if done {
+		return code
+	}
+	id, ok := a.oneID(fs, pos)
+	if !ok {
+		return exitUsage
+	}
+	c, code := a.apiClient()
+	if c == nil {
+		return code
+	}
+	ctx, cancel := a.context()
+	defer cancel()
+	var result *gen.Output
+	var err error
+	if name == "wait" {
+		p := newProgress(a.stderr)
+		// The job was started elsewhere: leave it running if we give up.
+		result, err = c.Wait(ctx, id, wrapper.OnUpdate(p.update), wrapper.KeepRunningOnExit())
+		p.finish()
+	} else {
+		result, err = c.Result(ctx, id)
+	}
+	if err != nil {
+		return a.fail(err)
+	}
+	return a.save(ctx, c, id, result, *out)
+}
+
+func (a *app) cancel(args []string) int {
+	fs := a.flags("cancel", "REQUEST_ID")
+	pos, code, done := parse(fs, args)
+	if done {
+		return code
+	}
+	id, ok := a.oneID(fs, pos)
+	if !ok {
+		return exitUsage
+	}
+	c, code := a.apiClient()
+	if c == nil {
+		return code
+	}
+	ctx, cancel := a.context()
+	defer cancel()
+	if err := c.Cancel(ctx, id); err != nil {
+		if errors.Is(err, wrapper.ErrAlreadyCompleted) {
+			fmt.Fprintf(a.stderr, "fluxi2i: request %s had already completed; fetch it with: fluxi2i result %s\n", id, id)
+		}
+		return a.fail(err)
+	}
+	if a.asJSON {
+		a.printJSON(map[string]any{"request_id": id, "status": "CANCELLATION_REQUESTED"})
+	} else {
+		fmt.Fprintf(a.stdout, "cancellation requested for %s\n", id)
+	}
+	return exitOK
+}
+
+func (a *app) simulate(args []string) int {
+	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY]")
+	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
+	key := fs.String("api-key", "", "accept only this key (Bearer or Key scheme); default: any key")
+	queue := fs.Duration("queue-time", 600*time.Millisecond, "how long each job stays IN_QUEUE")
+	runFor := fs.Duration("run-time", 1500*time.Millisecond, "how long each job stays IN_PROGRESS")
+	pos, code, done := parse(fs, args)
+	if done {
+		return code
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(a.stderr, "fluxi2i simulate: unexpected argument %q\n", pos[0])
+		return exitUsage
+	}
+	opts := append(simulator.Options(), queuetest.QueueTime(*queue), queuetest.RunTime(*runFor))
+	if *key != "" {
+		opts = append(opts, queuetest.WithAPIKey(*key))
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return a.fail(err)
+	}
+	srv := &http.Server{Handler: queuetest.New(opts...), ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(a.stderr, "fluxi2i simulate: serving the local simulator (NOT the real model) at http://%s\n", ln.Addr())
+	fmt.Fprintf(a.stderr, "fluxi2i simulate: point clients at it, e.g. fluxi2i run --base-url http://%s ...\n", ln.Addr())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-a.ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		<-errc
+		return exitOK
+	case err := <-errc:
+		return a.fail(err)
+	}
+}
