@@ -38,23 +38,24 @@ var ErrNoCredentials = errors.New("fluxi2i: no API key: use WithBearerToken or W
 // Client talks to the queue of fal-ai/flux-1/dev/image-to-image. It is safe
 // for concurrent use; construct it once.
 type Client struct {
-	base       *url.URL     // scheme://host[:port][/prefix], no trailing slash
-	server     string       // base as a string, for the generated request builders
-	auth       *credential  // full Authorization header value; a pointer so fmt never prints it
-	scheme     string       // "Bearer" or "Key", for String
-	http       *http.Client // bound to the configured origin
-	download   *http.Client // the caller's client as given, for images (never with the key)
-	log        *slog.Logger
-	userAgent  string
-	backoff    Backoff
-	maxRetries int
-	atMostOnce bool
-	pollFirst  time.Duration
-	pollMax    time.Duration
-	cancelWait time.Duration // deadline of the best-effort cancel; 0 disables it
-	maxBody    int64
-	mode       StatusMode
-	streamIdle time.Duration
+	base        *url.URL     // scheme://host[:port][/prefix], no trailing slash
+	server      string       // base as a string, for the generated request builders
+	auth        *credential  // full Authorization header value; a pointer so fmt never prints it
+	scheme      string       // "Bearer" or "Key", for String
+	http        *http.Client // bound to the configured origin
+	download    *http.Client // the caller's client as given, for images (never with the key)
+	log         *slog.Logger
+	userAgent   string
+	backoff     Backoff
+	maxRetries  int
+	atMostOnce  bool
+	pollFirst   time.Duration
+	pollMax     time.Duration
+	cancelWait  time.Duration // deadline of the best-effort cancel; 0 disables it
+	maxBody     int64
+	mode        StatusMode
+	streamIdle  time.Duration
+	streamSlots chan struct{} // one token per open status stream
 
 	stats struct {
 		submits, submitRetries, retries atomic.Int64
@@ -199,6 +200,7 @@ func New(opts ...Option) (*Client, error) {
 		maxBody:    64 << 20,
 		streamIdle: 30 * time.Second,
 	}
+	c.streamSlots = make(chan struct{}, 512)
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, err

@@ -94,16 +94,24 @@ func (c *Client) attempt(ctx context.Context, cl call) (wait time.Duration, retr
 	}
 	body, rerr := readLimited(resp.Body, c.maxBody)
 	resp.Body.Close()
-	if rerr != nil {
-		var tooBig *tooLargeError
-		retry := !errors.As(rerr, &tooBig)
-		return -1, retry, true, fmt.Errorf("fluxi2i: %s%s: reading the HTTP %d answer: %w", cl.op, ofID(cl.id), resp.StatusCode, rerr)
+	readErr := func() error {
+		return fmt.Errorf("fluxi2i: %s%s: reading the HTTP %d answer: %w", cl.op, ofID(cl.id), resp.StatusCode, rerr)
 	}
+	var tooBig *tooLargeError
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		if derr := cl.decode(resp, body); derr != nil {
-			return -1, true, true, fmt.Errorf("fluxi2i: %s%s: undecodable HTTP %d answer: %w", cl.op, ofID(cl.id), resp.StatusCode, derr)
+		derr := cl.decode(resp, body)
+		switch {
+		case derr == nil:
+			// Complete, or broken off after enough arrived (a submit's
+			// X-Fal-Request-Id header): either way the answer is known.
+			return 0, false, false, nil
+		case rerr != nil:
+			return -1, !errors.As(rerr, &tooBig), true, readErr()
 		}
-		return 0, false, false, nil
+		return -1, true, true, fmt.Errorf("fluxi2i: %s%s: undecodable HTTP %d answer: %w", cl.op, ofID(cl.id), resp.StatusCode, derr)
+	}
+	if rerr != nil {
+		return -1, !errors.As(rerr, &tooBig), true, readErr()
 	}
 	apiErr := apiError(cl.op, cl.id, resp, body)
 	retry = apiErr.Retryable

@@ -62,6 +62,19 @@ func WithStreamIdle(d time.Duration) Option {
 	}
 }
 
+// WithMaxStreams caps how many status streams the client holds open at
+// once (default 512): each is a connection. In StatusAuto a job that finds
+// every stream taken polls instead; in StatusStream it waits for one.
+func WithMaxStreams(n int) Option {
+	return func(c *Client) error {
+		if n < 1 {
+			return fmt.Errorf("fluxi2i: WithMaxStreams(%d): must be at least 1", n)
+		}
+		c.streamSlots = make(chan struct{}, n)
+		return nil
+	}
+}
+
 // UseStatusMode overrides the client's StatusMode for one call.
 func UseStatusMode(m StatusMode) CallOption {
 	return func(cfg *callConfig) error {

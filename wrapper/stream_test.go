@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -140,5 +141,23 @@ func TestStreamContextEndCancelsTheJob(t *testing.T) {
 		assert.True(t, je.Cancelled)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		assert.EqualValues(t, 1, srv.Stats().Cancelled)
+	})
+}
+
+func TestStreamsAreCappedAndTheRestPoll(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, slowJob, wrapper.WithMaxStreams(1))
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Go(func() {
+				_, logs := runCollect(t, c)
+				assert.Equal(t, allLogs, logs)
+			})
+		}
+		wg.Wait()
+		st := srv.Stats()
+		assert.EqualValues(t, 1, st.StreamCalls, "one stream at a time: the other jobs polled")
+		assert.Positive(t, st.StatusCalls)
+		assert.Zero(t, c.Stats().Fallbacks, "polling for want of a stream is not a fallback")
 	})
 }

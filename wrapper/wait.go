@@ -128,6 +128,19 @@ func (c *Client) watch(ctx context.Context, id string, ep endpoints, withLogs bo
 	if mode == StatusPoll {
 		return w.last, w.poll(ctx)
 	}
+	select {
+	case c.streamSlots <- struct{}{}:
+	default:
+		if mode == StatusAuto {
+			return w.last, w.poll(ctx) // every stream is taken
+		}
+		select {
+		case c.streamSlots <- struct{}{}:
+		case <-ctx.Done():
+			return w.last, ctx.Err()
+		}
+	}
+	defer func() { <-c.streamSlots }()
 	for failures := 0; ; failures++ {
 		done, err := w.stream(ctx)
 		if done {

@@ -41,7 +41,7 @@ func NewReader(r io.Reader, maxLine int) *Reader {
 	if maxLine <= 0 {
 		maxLine = 1 << 20
 	}
-	return &Reader{r: bufio.NewReaderSize(r, 4096), max: maxLine}
+	return &Reader{r: bufio.NewReaderSize(r, 512), max: maxLine} // the body below is buffered already
 }
 
 // Next returns the next event, or io.EOF when the stream ends (an event not

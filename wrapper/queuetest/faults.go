@@ -1,7 +1,9 @@
 package queuetest
 
 import (
+	"math/rand/v2"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -108,4 +110,80 @@ func errorTypeFor(code int) string {
 		return "runner_scheduling_failure"
 	}
 	return ""
+}
+
+// String names the fault, as FaultCounts keys it.
+func (f Fault) String() string {
+	switch f.kind {
+	case faultStatus:
+		if f.userTimeout {
+			return "user-timeout"
+		}
+		return strconv.Itoa(f.code)
+	case faultDropBefore:
+		return "drop-before"
+	case faultDropAfter:
+		return "drop-after"
+	case faultTruncate:
+		return "truncate"
+	case faultGarble:
+		return "garble"
+	case faultSlow:
+		return "slow"
+	case faultBreakStream:
+		return "break-stream"
+	case faultStallStream:
+		return "stall-stream"
+	case faultEndStreamEarly:
+		return "end-stream-early"
+	}
+	return "unknown"
+}
+
+// Recoverable lists, per operation, every fault a client can recover from:
+// retryable codes (with and without Retry-After), dropped connections,
+// truncated and garbled bodies, slow answers and, for the stream, every
+// way it can break.
+func Recoverable() map[Op][]Fault {
+	common := []Fault{
+		Fail(429).RetryAfter(1), Fail(500), Fail(502), Fail(503).RetryAfter(2), Fail(504), Fail(408),
+		DropBefore(), DropAfter(), Truncate(), Garble(), Slow(3 * time.Second),
+	}
+	return map[Op][]Fault{
+		OpSubmit: common,
+		OpStatus: common,
+		OpResult: common,
+		OpCancel: common,
+		OpStream: {Fail(405), Fail(501), Fail(502), DropBefore(), BreakStream(), StallStream(), EndStreamEarly(), Slow(time.Second)},
+	}
+}
+
+type chaos struct {
+	mu    sync.Mutex
+	rate  float64
+	rng   *rand.Rand
+	menus map[Op][]Fault
+}
+
+// Chaos makes each request that has no scripted fault draw, with
+// probability rate, a random fault from menus[op] (Recoverable() when nil),
+// from a generator seeded with seed so a run can be replayed.
+func Chaos(rate float64, seed uint64, menus map[Op][]Fault) Option {
+	if menus == nil {
+		menus = Recoverable()
+	}
+	return func(c *config) {
+		c.chaos = &chaos{rate: rate, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), menus: menus}
+	}
+}
+
+func (c *chaos) draw(op Op) *Fault {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	menu := c.menus[op]
+	if len(menu) == 0 || c.rng.Float64() >= c.rate {
+		return nil
+	}
+	f := menu[c.rng.IntN(len(menu))]
+	return &f
 }

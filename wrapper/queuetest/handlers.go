@@ -157,6 +157,9 @@ func (s *Server) api(op Op, act func(r *http.Request, body []byte) answer) http.
 				drop(w)
 				return
 			case faultTruncate:
+				for k, vs := range a.header {
+					w.Header()[k] = vs
+				}
 				w.Header().Set(specvalidate.FaultHeader, "truncated")
 				w.Header().Set("Content-Type", "application/json")
 				w.Header().Set("Content-Length", strconv.Itoa(len(a.body)))

@@ -53,10 +53,11 @@ type Server struct {
 	mux       *http.ServeMux
 	foreign   atomic.Bool
 
-	mu         sync.Mutex
-	jobs       map[string]*job
-	faults     map[Op][]Fault
-	violations []string
+	mu          sync.Mutex
+	jobs        map[string]*job
+	faults      map[Op][]Fault
+	faultCounts map[string]int64
+	violations  []string
 
 	stats counters
 
@@ -97,6 +98,7 @@ type config struct {
 	apiKey             string
 	basePath           string
 	foreign            bool
+	chaos              *chaos
 }
 
 // Option configures a Server.
@@ -139,10 +141,11 @@ func newServer(opts []Option) *Server {
 		cfg.model = PlaceholderModel
 	}
 	s := &Server{
-		cfg:       cfg,
-		validator: specvalidate.MustLoad(),
-		jobs:      map[string]*job{},
-		faults:    map[Op][]Fault{},
+		cfg:         cfg,
+		validator:   specvalidate.MustLoad(),
+		jobs:        map[string]*job{},
+		faults:      map[Op][]Fault{},
+		faultCounts: map[string]int64{},
 	}
 	s.foreign.Store(cfg.foreign)
 	s.mux = s.routes()
@@ -234,14 +237,30 @@ func (s *Server) Inject(op Op, faults ...Fault) {
 func (s *Server) popFault(op Op) *Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	q := s.faults[op]
-	if len(q) == 0 {
-		return nil
+	var f *Fault
+	if q := s.faults[op]; len(q) > 0 {
+		f = &q[0]
+		s.faults[op] = q[1:]
+	} else if s.cfg.chaos != nil {
+		f = s.cfg.chaos.draw(op)
 	}
-	f := q[0]
-	s.faults[op] = q[1:]
-	s.stats.faults.Add(1)
-	return &f
+	if f != nil {
+		s.stats.faults.Add(1)
+		s.faultCounts[string(op)+":"+f.String()]++
+	}
+	return f
+}
+
+// FaultCounts counts the faults served, keyed "op:fault" (for example
+// "submit:drop-after").
+func (s *Server) FaultCounts() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(s.faultCounts))
+	for k, v := range s.faultCounts {
+		out[k] = v
+	}
+	return out
 }
 
 // Stats returns the server's counters.

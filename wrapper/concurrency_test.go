@@ -1,0 +1,80 @@
+package wrapper_test
+
+import (
+	"context"
+	"flag"
+	"runtime"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+)
+
+var inflightJobs = flag.Int("inflight.jobs", 0, "jobs in flight at once in TestJobsInFlight (default 500; make soak runs 10000)")
+
+// TestJobsInFlight runs many jobs at once in one process, all queued
+// together and all in flight at the same time, and reports the peak live
+// heap (sampled after a GC every 2 s of the jobs' 30; client and fake
+// server together, over what the process held before) and the peak
+// goroutine count, per status mode (in StatusAuto, WithMaxStreams' default
+// of 512 streams at once, the rest polling).
+func TestJobsInFlight(t *testing.T) {
+	n := 500
+	if *inflightJobs > 0 {
+		n = *inflightJobs
+	}
+	for _, mode := range []wrapper.StatusMode{wrapper.StatusPoll, wrapper.StatusAuto} {
+		t.Run(mode.String(), func(t *testing.T) {
+			runtime.GC()
+			var base runtime.MemStats
+			runtime.ReadMemStats(&base)
+			baseG := runtime.NumGoroutine()
+			var peakHeap uint64
+			peakG := 0
+			synctest.Test(t, func(t *testing.T) {
+				srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(20 * time.Second), queuetest.RunTime(10 * time.Second), queuetest.LogLines(2)},
+					wrapper.WithStatusMode(mode))
+				ctx, stop := context.WithCancel(context.Background())
+				sampled := make(chan struct{})
+				go func() { // samples in fake time, while every job waits
+					defer close(sampled)
+					for {
+						select {
+						case <-ctx.Done():
+							return
+						case <-time.After(2 * time.Second):
+						}
+						runtime.GC() // live heap: what the jobs hold, not garbage yet uncollected
+						var m runtime.MemStats
+						runtime.ReadMemStats(&m)
+						peakHeap = max(peakHeap, m.HeapAlloc)
+						peakG = max(peakG, runtime.NumGoroutine())
+					}
+				}()
+				var wg sync.WaitGroup
+				errs := make([]error, n)
+				for i := range n {
+					wg.Go(func() { _, errs[i] = c.Run(context.Background(), input()) })
+				}
+				wg.Wait()
+				stop()
+				<-sampled
+				for i, err := range errs {
+					require.NoError(t, err, "job %d", i)
+				}
+				assert.EqualValues(t, n, srv.Stats().Jobs)
+			})
+			heapMB := float64(peakHeap-min(peakHeap, base.HeapAlloc)) / (1 << 20)
+			t.Logf("%d jobs in flight (%s): peak live heap %.1f MB above the baseline, peak goroutines %d (baseline %d)", n, mode, heapMB, peakG, baseG)
+			if n >= 10000 {
+				assert.Less(t, heapMB, 100.0, "goal: under 100 MB of heap for 10,000 jobs in flight")
+			}
+		})
+	}
+}
