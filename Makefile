@@ -5,7 +5,9 @@ CONFIG  := openapi/oapi-codegen.yaml
 GENFILE := gen/fluxi2i.gen.go
 CODEGEN := $(GO) run github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen
 
-.PHONY: generate check-generated lint test bench fuzz
+.PHONY: generate check-generated lint test bench fuzz soak
+
+FUZZTIME ?= 30s
 
 ## generate: regenerate gen/ from the spec.
 generate:
@@ -36,3 +38,15 @@ test: check-generated lint
 ## bench: the benchmarks, with allocations.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fuzz: run every fuzz target for FUZZTIME each (default 30s).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./internal/sse
+	for t in FuzzDecodeStatus FuzzDecodeOutput FuzzAPIError FuzzDataURI FuzzWebhookVerify; do \
+		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./wrapper || exit 1; \
+	done
+
+## soak: the long fault soak (3,000 jobs) and 10,000 jobs in flight.
+soak:
+	$(GO) test -count=1 -run '^TestFaultSoak$$' -v ./wrapper -soak.jobs 3000
+	$(GO) test -count=1 -run '^TestJobsInFlight$$' -v ./wrapper -inflight.jobs 10000

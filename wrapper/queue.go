@@ -181,14 +181,10 @@ func (c *Client) status(ctx context.Context, id string, ep endpoints, withLogs b
 			return newRequest(ctx, http.MethodGet, target)
 		},
 		decode: func(resp *http.Response, body []byte) error {
-			st = Status{Raw: body, retryAfter: retryAfter(resp.Header, time.Now())}
-			if err := json.Unmarshal(body, &st.QueueStatus); err != nil {
-				return err
-			}
-			if st.Status == "" {
-				return errors.New("no status field")
-			}
-			return nil
+			var err error
+			st, err = decodeStatus(body)
+			st.retryAfter = retryAfter(resp.Header, time.Now())
+			return err
 		},
 	})
 	if err != nil {
@@ -215,20 +211,41 @@ func (c *Client) result(ctx context.Context, id string, ep endpoints) (*gen.Outp
 			return newRequest(ctx, http.MethodGet, ep.result)
 		},
 		decode: func(_ *http.Response, body []byte) error {
-			out = gen.Output{}
-			if err := json.Unmarshal(body, &out); err != nil {
-				return err
-			}
-			if out.Images == nil {
-				return errors.New("no images field")
-			}
-			return nil
+			var err error
+			out, err = decodeOutput(body)
+			return err
 		},
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// decodeStatus decodes a status body (or stream event): unknown statuses
+// and fields are kept (Raw), a missing status is an error.
+func decodeStatus(body []byte) (Status, error) {
+	st := Status{Raw: body}
+	if err := json.Unmarshal(body, &st.QueueStatus); err != nil {
+		return Status{}, err
+	}
+	if st.Status == "" {
+		return Status{}, errors.New("no status field")
+	}
+	return st, nil
+}
+
+// decodeOutput decodes a result body; one without images is an error,
+// never an empty output.
+func decodeOutput(body []byte) (gen.Output, error) {
+	var out gen.Output
+	if err := json.Unmarshal(body, &out); err != nil {
+		return gen.Output{}, err
+	}
+	if out.Images == nil {
+		return gen.Output{}, errors.New("no images field")
+	}
+	return out, nil
 }
 
 // ErrAlreadyCompleted matches (errors.Is) the APIError of a Cancel that came

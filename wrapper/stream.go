@@ -154,11 +154,10 @@ func (w *watcher) stream(ctx context.Context) (done bool, err error) {
 			}
 			return false, &streamError{err: err}
 		}
-		var st Status
-		if err := json.Unmarshal(ev.Data, &st.QueueStatus); err != nil || st.Status == "" {
-			return false, &streamError{err: fmt.Errorf("undecodable event %.200q", ev.Data)}
+		st, err := decodeStatus(append(json.RawMessage(nil), ev.Data...))
+		if err != nil {
+			return false, &streamError{err: fmt.Errorf("undecodable event %.200q: %w", ev.Data, err)}
 		}
-		st.Raw = append(json.RawMessage(nil), ev.Data...)
 		if st.Logs != nil {
 			st.NewLogs = *st.Logs // stream logs are incremental
 			w.seenLogs += len(st.NewLogs)
