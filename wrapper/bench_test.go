@@ -72,7 +72,8 @@ func BenchmarkJobLoopback(b *testing.B) {
 		}
 	})
 	b.Run("wrapper", func(b *testing.B) {
-		c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(srv.Client()))
+		// Polling: the same three calls as the baseline.
+		c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(srv.Client()), wrapper.WithStatusMode(wrapper.StatusPoll))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -124,7 +125,7 @@ func BenchmarkJobClientOnly(b *testing.B) {
 		}
 	})
 	b.Run("wrapper", func(b *testing.B) {
-		c, err := wrapper.New(wrapper.WithBaseURL(base), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc))
+		c, err := wrapper.New(wrapper.WithBaseURL(base), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc), wrapper.WithStatusMode(wrapper.StatusPoll))
 		if err != nil {
 			b.Fatal(err)
 		}
