@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -118,18 +119,26 @@ func (a *app) submit(args []string) int {
 	return exitOK
 }
 
-func (a *app) status(args []string) int {
-	fs := a.flags("status", "REQUEST_ID [--logs]")
-	logs := fs.Bool("logs", false, "include the job's log lines")
+// idCommand parses the flags and the one REQUEST_ID of a subcommand that
+// acts on a job, and makes its client; a nil client comes with the exit
+// code.
+func (a *app) idCommand(fs *flag.FlagSet, args []string) (string, *wrapper.Client, int) {
 	pos, code, done := parse(fs, args)
 	if done {
-		return code
+		return "", nil, code
 	}
 	id, ok := a.oneID(fs, pos)
 	if !ok {
-		return exitUsage
+		return "", nil, exitUsage
 	}
 	c, code := a.apiClient()
+	return id, c, code
+}
+
+func (a *app) status(args []string) int {
+	fs := a.flags("status", "REQUEST_ID [--logs]")
+	logs := fs.Bool("logs", false, "include the job's log lines")
+	id, c, code := a.idCommand(fs, args)
 	if c == nil {
 		return code
 	}
@@ -159,15 +168,7 @@ func (a *app) status(args []string) int {
 func (a *app) resultOrWait(name string, args []string) int {
 	fs := a.flags(name, "REQUEST_ID [--out DIR]")
 	out := fs.String("out", ".", "directory the images are written to")
-	pos, code, done := parse(fs, args)
-	if done {
-		return code
-	}
-	id, ok := a.oneID(fs, pos)
-	if !ok {
-		return exitUsage
-	}
-	c, code := a.apiClient()
+	id, c, code := a.idCommand(fs, args)
 	if c == nil {
 		return code
 	}
@@ -191,15 +192,7 @@ func (a *app) resultOrWait(name string, args []string) int {
 
 func (a *app) cancel(args []string) int {
 	fs := a.flags("cancel", "REQUEST_ID")
-	pos, code, done := parse(fs, args)
-	if done {
-		return code
-	}
-	id, ok := a.oneID(fs, pos)
-	if !ok {
-		return exitUsage
-	}
-	c, code := a.apiClient()
+	id, c, code := a.idCommand(fs, args)
 	if c == nil {
 		return code
 	}

@@ -132,23 +132,8 @@ func (s *Server) api(op Op, act func(r *http.Request, body []byte) answer) http.
 			return
 		}
 		f := s.popFault(op)
-		if f != nil {
-			switch f.kind {
-			case faultSlow:
-				t := time.NewTimer(f.delay)
-				select {
-				case <-t.C:
-				case <-r.Context().Done():
-					t.Stop()
-					return
-				}
-			case faultDropBefore:
-				drop(w)
-				return
-			case faultStatus:
-				write(w, faultAnswer(f))
-				return
-			}
+		if answered(w, r, f) {
+			return
 		}
 		a := act(r, body)
 		if f != nil {
@@ -178,6 +163,32 @@ func (s *Server) api(op Op, act func(r *http.Request, body []byte) answer) http.
 		}
 		write(w, a)
 	}
+}
+
+// answered applies the faults that strike before the server acts (a slow
+// answer, a dropped connection, an error status) and reports whether the
+// request is done with.
+func answered(w http.ResponseWriter, r *http.Request, f *Fault) bool {
+	if f == nil {
+		return false
+	}
+	switch f.kind {
+	case faultSlow:
+		t := time.NewTimer(f.delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return true
+		}
+	case faultDropBefore:
+		drop(w)
+		return true
+	case faultStatus:
+		write(w, faultAnswer(f))
+		return true
+	}
+	return false
 }
 
 func faultAnswer(f *Fault) answer {
@@ -399,23 +410,8 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := s.popFault(OpStream)
-	if f != nil {
-		switch f.kind {
-		case faultDropBefore:
-			drop(w)
-			return
-		case faultStatus:
-			write(w, faultAnswer(f))
-			return
-		case faultSlow:
-			t := time.NewTimer(f.delay)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-				return
-			}
-		}
+	if answered(w, r, f) {
+		return
 	}
 	j := s.lookup(r)
 	if j == nil {
