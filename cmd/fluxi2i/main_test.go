@@ -61,6 +61,7 @@ func simServer(t *testing.T, opts ...queuetest.Option) (*queuetest.Server, strin
 	q := queuetest.New(append(simOptions(), opts...)...)
 	srv := httptest.NewServer(q)
 	t.Cleanup(srv.Close)
+	t.Cleanup(func() { assert.Empty(t, q.Violations(), "the CLI's traffic broke the spec") })
 	return q, srv.URL
 }
 

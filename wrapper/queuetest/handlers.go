@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3filter"
+
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/specvalidate"
 )
@@ -53,10 +55,37 @@ func platformError(code int, detail string) answer {
 
 func ptr[T any](v T) *T { return &v }
 
+// exchange is one API request being served: what it is checked against,
+// and where its answer goes.
+type exchange struct {
+	s  *Server
+	w  http.ResponseWriter
+	r  *http.Request
+	in *openapi3filter.RequestValidationInput // nil when the request could not be routed
+}
+
+// reply checks the answer against the spec (a violation is recorded: the
+// fake must not teach clients wrong habits), then writes it.
+func (x *exchange) reply(a answer) {
+	if x.in != nil {
+		if err := x.s.validator.Response(x.r.Context(), x.in, a.code, a.header, a.body); err != nil {
+			x.s.violation(fmt.Errorf("queuetest answered off the spec: %w", err))
+		}
+	}
+	write(x.w, a)
+}
+
+func (s *Server) violation(err error) {
+	s.stats.violations.Add(1)
+	s.mu.Lock()
+	s.violations = append(s.violations, err.Error())
+	s.mu.Unlock()
+}
+
 // admit counts the request, checks its credential and validates it against
-// the spec. It writes the refusal and returns false when the request must
-// not be served.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) ([]byte, bool) {
+// the spec. It answers the refusal itself and returns nil when the request
+// must not be served.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) (*exchange, []byte) {
 	switch op {
 	case OpSubmit:
 		s.stats.submits.Add(1)
@@ -69,32 +98,31 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) ([]byte, b
 	case OpCancel:
 		s.stats.cancel.Add(1)
 	}
-	if !s.authorized(r) {
-		s.stats.unauthorized.Add(1)
-		write(w, platformError(http.StatusUnauthorized, "Invalid or missing credentials"))
-		return nil, false
-	}
 	var body []byte
 	if r.Body != nil {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
-			return nil, false
+			return nil, nil
 		}
 		body = b
 	}
-	if _, err := s.validator.Request(r.Context(), r, body); err != nil {
-		s.stats.violations.Add(1)
-		s.mu.Lock()
-		s.violations = append(s.violations, err.Error())
-		s.mu.Unlock()
-		if op == OpSubmit {
-			write(w, validationAnswer(err))
-		} else {
-			write(w, platformError(http.StatusBadRequest, err.Error()))
-		}
-		return nil, false
+	in, err := s.validator.Request(r.Context(), r, body)
+	x := &exchange{s: s, w: w, r: r, in: in}
+	if !s.authorized(r) {
+		s.stats.unauthorized.Add(1)
+		x.reply(platformError(http.StatusUnauthorized, "Invalid or missing credentials"))
+		return nil, nil
 	}
-	return body, true
+	if err != nil {
+		s.violation(err)
+		if op == OpSubmit {
+			x.reply(validationAnswer(err))
+		} else {
+			x.reply(platformError(http.StatusBadRequest, err.Error()))
+		}
+		return nil, nil
+	}
+	return x, body
 }
 
 func (s *Server) authorized(r *http.Request) bool {
@@ -127,12 +155,12 @@ func validationAnswer(err error) answer {
 // api wraps one JSON operation with admission and faults.
 func (s *Server) api(op Op, act func(r *http.Request, body []byte) answer) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, ok := s.admit(w, r, op)
-		if !ok {
+		x, body := s.admit(w, r, op)
+		if x == nil {
 			return
 		}
 		f := s.popFault(op)
-		if answered(w, r, f) {
+		if x.answered(f) {
 			return
 		}
 		a := act(r, body)
@@ -161,14 +189,14 @@ func (s *Server) api(op Op, act func(r *http.Request, body []byte) answer) http.
 				a.body = []byte(`{"status": "IN_QUEUE", "request_id": `)
 			}
 		}
-		write(w, a)
+		x.reply(a)
 	}
 }
 
 // answered applies the faults that strike before the server acts (a slow
 // answer, a dropped connection, an error status) and reports whether the
 // request is done with.
-func answered(w http.ResponseWriter, r *http.Request, f *Fault) bool {
+func (x *exchange) answered(f *Fault) bool {
 	if f == nil {
 		return false
 	}
@@ -178,14 +206,14 @@ func answered(w http.ResponseWriter, r *http.Request, f *Fault) bool {
 		defer t.Stop()
 		select {
 		case <-t.C:
-		case <-r.Context().Done():
+		case <-x.r.Context().Done():
 			return true
 		}
 	case faultDropBefore:
-		drop(w)
+		drop(x.w)
 		return true
 	case faultStatus:
-		write(w, faultAnswer(f))
+		x.reply(faultAnswer(f))
 		return true
 	}
 	return false
@@ -406,21 +434,25 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request) {
 // apiStream serves the status stream: one SSE event per change, logs
 // incremental, closed after COMPLETED.
 func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.admit(w, r, OpStream); !ok {
+	x, _ := s.admit(w, r, OpStream)
+	if x == nil {
 		return
 	}
 	f := s.popFault(OpStream)
-	if answered(w, r, f) {
+	if x.answered(f) {
 		return
 	}
 	j := s.lookup(r)
 	if j == nil {
-		write(w, platformError(http.StatusNotFound, "Request not found"))
+		x.reply(platformError(http.StatusNotFound, "Request not found"))
 		return
 	}
 	withLogs := r.URL.Query().Get("logs") == "1"
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
+	if err := s.validator.Response(r.Context(), x.in, http.StatusOK, w.Header(), nil); err != nil {
+		s.violation(fmt.Errorf("queuetest answered off the spec: %w", err))
+	}
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	sent, events := 0, 0
@@ -429,6 +461,9 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 		ph := s.phaseOf(j, time.Now())
 		if events == 0 || ph.status != last.status || ph.position != last.position || (withLogs && ph.logs > sent) {
 			b, _ := json.Marshal(s.statusBody(r, j, ph, withLogs, sent))
+			if err := s.validator.StatusEvent(b); err != nil {
+				s.violation(fmt.Errorf("queuetest streamed off the spec: %w", err))
+			}
 			if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
 				return
 			}

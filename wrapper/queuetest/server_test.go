@@ -2,6 +2,7 @@ package queuetest_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -31,6 +32,13 @@ type tc struct {
 func start(t *testing.T, opts ...queuetest.Option) *tc {
 	srv := queuetest.NewPipeServer(opts...)
 	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		for _, v := range srv.Violations() {
+			if strings.HasPrefix(v, "queuetest ") { // requests may be broken on purpose, answers never
+				t.Errorf("%s", v)
+			}
+		}
+	})
 	return &tc{t: t, srv: srv, hc: specvalidate.Client(t, srv.Client().Transport)}
 }
 
@@ -307,5 +315,25 @@ func TestStatusStream(t *testing.T) {
 		assert.Equal(t, "IN_QUEUE", states[0])
 		assert.Equal(t, "COMPLETED", states[len(states)-1], "the stream closes after COMPLETED")
 		assert.Equal(t, []string{"step 1/3", "step 2/3", "step 3/3"}, logs, "incremental: each line once")
+	})
+}
+
+func TestItsOwnAnswersAreCheckedAgainstTheSpec(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		model := func(context.Context, string, gen.Input) ([]queuetest.Image, error) {
+			return nil, &queuetest.ModelError{StatusCode: 418, Detail: "teapot"} // a code the spec does not document
+		}
+		srv := queuetest.NewPipeServer(queuetest.QueueTime(0), queuetest.RunTime(0), queuetest.WithModel(model))
+		defer srv.Close()
+		c := &tc{t: t, srv: srv}
+		resp, b := c.raw(http.MethodPost, "/fal-ai/flux-1/dev/image-to-image", "Key k", body)
+		require.Equal(t, 200, resp.StatusCode)
+		var q gen.Enqueued
+		require.NoError(t, json.Unmarshal(b, &q))
+		resp, _ = c.raw(http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestId, "Key k", "")
+		assert.Equal(t, 418, resp.StatusCode)
+		v := srv.Violations()
+		require.Len(t, v, 1)
+		assert.Contains(t, v[0], "answered off the spec")
 	})
 }
