@@ -36,6 +36,7 @@ type APIError struct {
 	UserTimeout bool
 }
 
+// Error names the operation, the request id, the status, the error type and the detail or field errors.
 func (e *APIError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "fluxi2i: %s", e.Op)
@@ -69,6 +70,7 @@ type FieldError struct {
 	Message string // what is wrong and what is allowed
 }
 
+// String reads "field: message".
 func (f FieldError) String() string { return f.Field + ": " + f.Message }
 
 // InputError lists every bad field of an input, found before anything was
@@ -77,6 +79,7 @@ type InputError struct {
 	Fields []FieldError
 }
 
+// Error lists every bad field.
 func (e *InputError) Error() string {
 	parts := make([]string, len(e.Fields))
 	for i, f := range e.Fields {
@@ -97,6 +100,7 @@ type JobError struct {
 	Err       error
 }
 
+// Error names the request id, its last status and the cause.
 func (e *JobError) Error() string {
 	msg := fmt.Sprintf("fluxi2i: request %s", e.RequestID)
 	if e.Status != "" {
@@ -108,6 +112,7 @@ func (e *JobError) Error() string {
 	return msg + ": " + e.Err.Error()
 }
 
+// Unwrap returns the cause (a context error, an *APIError, ...).
 func (e *JobError) Unwrap() error { return e.Err }
 
 // SubmitError is a submit that failed after its request may have reached
@@ -119,6 +124,7 @@ type SubmitError struct {
 	Err      error
 }
 
+// Error says how many attempts were made and whether the job may exist.
 func (e *SubmitError) Error() string {
 	if e.Unknown {
 		return fmt.Sprintf("fluxi2i: submit outcome unknown after %d attempt(s), the job may have been queued and billed: %v", e.Attempts, e.Err)
@@ -126,6 +132,7 @@ func (e *SubmitError) Error() string {
 	return fmt.Sprintf("fluxi2i: submit failed after %d attempt(s): %v", e.Attempts, e.Err)
 }
 
+// Unwrap returns the cause, and ErrOutcomeUnknown when the job may exist.
 func (e *SubmitError) Unwrap() []error {
 	if e.Unknown {
 		return []error{ErrOutcomeUnknown, e.Err}

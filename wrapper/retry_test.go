@@ -137,6 +137,7 @@ func TestContextCancelledDuringBackoffSleep(t *testing.T) {
 		assert.Equal(t, q.RequestID, je.RequestID)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		assert.True(t, je.Cancelled, "best-effort cancel went out")
+		assert.Equal(t, wrapper.StatusInQueue, je.Status, "the last status seen")
 	})
 }
 

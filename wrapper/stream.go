@@ -27,6 +27,7 @@ const (
 	StatusStream
 )
 
+// String names the mode: auto, poll or stream.
 func (m StatusMode) String() string {
 	switch m {
 	case StatusAuto:

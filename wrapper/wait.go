@@ -126,13 +126,13 @@ func (w *watcher) observe(st Status) bool {
 func (c *Client) watch(ctx context.Context, id string, ep endpoints, withLogs bool, mode StatusMode, emit func(Status) bool) (Status, error) {
 	w := &watcher{c: c, id: id, ep: ep, withLogs: withLogs, emit: emit}
 	if mode == StatusPoll {
-		return w.last, w.poll(ctx)
+		return w.pollRest(ctx)
 	}
 	select {
 	case c.streamSlots <- struct{}{}:
 	default:
 		if mode == StatusAuto {
-			return w.last, w.poll(ctx) // every stream is taken
+			return w.pollRest(ctx) // every stream is taken
 		}
 		select {
 		case c.streamSlots <- struct{}{}:
@@ -153,7 +153,7 @@ func (c *Client) watch(ctx context.Context, id string, ep endpoints, withLogs bo
 		if mode == StatusAuto {
 			c.stats.fallbacks.Add(1)
 			c.log.Debug("fluxi2i: status stream failed; polling instead", "request_id", id, "error", err)
-			return w.last, w.poll(ctx)
+			return w.pollRest(ctx)
 		}
 		if se.refused || failures >= c.maxRetries {
 			return w.last, se.err
@@ -163,6 +163,12 @@ func (c *Client) watch(ctx context.Context, id string, ep endpoints, withLogs bo
 			return w.last, err
 		}
 	}
+}
+
+// pollRest polls until the job ends and returns the last status seen.
+func (w *watcher) pollRest(ctx context.Context) (Status, error) {
+	err := w.poll(ctx) // before reading w.last, which poll updates
+	return w.last, err
 }
 
 // poll polls the job's status until it ends: at once, then at an interval

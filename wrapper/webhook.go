@@ -46,10 +46,12 @@ type WebhookError struct {
 	Detail string // what exactly was wrong
 }
 
+// Error gives the reason and the detail.
 func (e *WebhookError) Error() string {
 	return "fluxi2i: webhook rejected: " + e.Reason.Error() + ": " + e.Detail
 }
 
+// Unwrap returns Reason, for errors.Is.
 func (e *WebhookError) Unwrap() error { return e.Reason }
 
 // WebhookVerifier checks fal's ED25519 signatures on webhook deliveries:

@@ -181,7 +181,10 @@ func (v *Validator) Response(ctx context.Context, in *openapi3filter.RequestVali
 // Violation is the error Transport returns when traffic breaks the spec.
 type Violation struct{ Err error }
 
+// Error describes the violation.
 func (e *Violation) Error() string { return "spec violation: " + e.Err.Error() }
+
+// Unwrap returns the validation error.
 func (e *Violation) Unwrap() error { return e.Err }
 
 // Reporter is the part of testing.TB that Transport reports through.

@@ -36,6 +36,7 @@ type ModelError struct {
 	Detail     string
 }
 
+// Error describes the failure.
 func (e *ModelError) Error() string { return fmt.Sprintf("model error %d: %s", e.StatusCode, e.Detail) }
 
 var placeholders struct {
