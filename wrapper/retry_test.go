@@ -137,7 +137,7 @@ func TestContextCancelledDuringBackoffSleep(t *testing.T) {
 		assert.Equal(t, q.RequestID, je.RequestID)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		assert.True(t, je.Cancelled, "best-effort cancel went out")
-		assert.Equal(t, wrapper.StatusInQueue, je.Status, "the last status seen")
+		assert.Empty(t, je.Status, "no status was ever seen")
 	})
 }
 
@@ -270,4 +270,17 @@ func TestBackoffIsExponentialWithFullJitter(t *testing.T) {
 		}
 		assert.Greater(t, top, ceil*8/10, "attempt %d spreads over [0, %v)", attempt, ceil)
 	}
+}
+
+func TestPollingContextEndReportsTheLastStatus(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, c := setup(t, []queuetest.Option{queuetest.QueueTime(time.Hour)}, polling)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := c.Run(ctx, input())
+		var je *wrapper.JobError
+		require.ErrorAs(t, err, &je)
+		assert.Equal(t, wrapper.StatusInQueue, je.Status)
+		assert.True(t, je.Cancelled)
+	})
 }
