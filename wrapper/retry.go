@@ -39,35 +39,38 @@ type call struct {
 // connect; anything else that leaves the job's existence unknown returns a
 // *SubmitError with Unknown set.
 func (c *Client) do(ctx context.Context, cl call) (attempts int, err error) {
+	// unknown: some submit attempt may have queued the job, so a final
+	// failure cannot say it was not queued.
+	unknown := false
+	fail := func(attempt int, err error) (int, error) {
+		if cl.submit {
+			return attempt, &SubmitError{Attempts: attempt, Unknown: unknown, Err: err}
+		}
+		return attempt, err
+	}
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
-			return attempt - 1, err
+			return fail(attempt-1, err) // nothing more was sent
 		}
 		wait, retry, ambiguous, err := c.attempt(ctx, cl)
 		if err == nil {
 			return attempt, nil
 		}
-		if cl.submit && cl.atMostOnce && ambiguous {
-			return attempt, &SubmitError{Attempts: attempt, Unknown: true, Err: err}
-		}
-		if ctx.Err() != nil {
-			if cl.submit && ambiguous {
-				return attempt, &SubmitError{Attempts: attempt, Unknown: true, Err: ctx.Err()}
-			}
-			return attempt, ctx.Err()
-		}
-		if !retry || attempt > c.maxRetries {
-			if cl.submit {
-				return attempt, &SubmitError{Attempts: attempt, Unknown: ambiguous, Err: err}
-			}
-			return attempt, err
+		unknown = unknown || ambiguous
+		switch {
+		case cl.submit && cl.atMostOnce && ambiguous:
+			return fail(attempt, err)
+		case ctx.Err() != nil:
+			return fail(attempt, ctx.Err())
+		case !retry || attempt > c.maxRetries:
+			return fail(attempt, err)
 		}
 		if wait < 0 {
 			wait = c.backoff.Delay(attempt)
 		}
 		c.log.Debug("fluxi2i: retrying", "op", cl.op, "request_id", cl.id, "attempt", attempt+1, "wait", wait, "error", err)
 		if err := sleep(ctx, wait); err != nil {
-			return attempt, err
+			return fail(attempt, err)
 		}
 		c.stats.retries.Add(1)
 		if cl.submit {

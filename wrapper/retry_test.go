@@ -284,3 +284,36 @@ func TestPollingContextEndReportsTheLastStatus(t *testing.T) {
 		assert.True(t, je.Cancelled)
 	})
 }
+
+func TestSubmitFailureAfterAnAmbiguousAttemptStaysUnknown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, instant, wrapper.WithRetries(2))
+		// The first attempt queues a job and loses the answer; the retries
+		// are refused. The job exists: the error must not say otherwise.
+		srv.Inject(queuetest.OpSubmit, queuetest.DropAfter(), queuetest.Fail(503), queuetest.Fail(429))
+		_, err := c.Submit(context.Background(), input())
+		assert.ErrorIs(t, err, wrapper.ErrOutcomeUnknown)
+		var se *wrapper.SubmitError
+		require.ErrorAs(t, err, &se)
+		assert.Equal(t, 3, se.Attempts)
+		assert.EqualValues(t, 1, srv.Stats().Jobs)
+
+		// Refused outright, every time: definitely not queued.
+		srv.Inject(queuetest.OpSubmit, queuetest.Fail(503), queuetest.Fail(503), queuetest.Fail(503))
+		_, err = c.Submit(context.Background(), input())
+		require.Error(t, err)
+		assert.NotErrorIs(t, err, wrapper.ErrOutcomeUnknown)
+	})
+}
+
+func TestSubmitContextEndedBeforeSendingIsNotUnknown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, instant)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, err := c.Submit(ctx, input())
+		assert.ErrorIs(t, err, context.Canceled)
+		assert.NotErrorIs(t, err, wrapper.ErrOutcomeUnknown)
+		assert.Zero(t, srv.Stats().Submits)
+	})
+}
