@@ -43,33 +43,34 @@ const appPath = "/fal-ai/flux-1/requests/"
 
 // endpointsFor builds a job's URLs from the base URL, or takes the ones the
 // server returned when they are on the configured origin (and so will get
-// the credential). A URL on any other origin is ignored.
+// the credential) and point at this job of this app (owner/app
+// fal-ai/flux-1, whatever prefix a gateway puts before it). Any other URL
+// is ignored.
 func (c *Client) endpointsFor(id string, returned *Queued) endpoints {
+	tail := appPath + url.PathEscape(id)
 	built := endpoints{
-		status: c.server + appPath + url.PathEscape(id) + "/status",
-		result: c.server + appPath + url.PathEscape(id),
-		cancel: c.server + appPath + url.PathEscape(id) + "/cancel",
+		status: c.server + tail + "/status",
+		result: c.server + tail,
+		cancel: c.server + tail + "/cancel",
 	}
 	if returned == nil {
 		return built
 	}
-	pick := func(raw, fallback string) string {
+	pick := func(raw, suffix, fallback string) string {
 		if raw == "" {
 			return fallback
 		}
 		u, err := url.Parse(raw)
-		if err != nil || !sameOrigin(u, c.base) || u.RawQuery != "" || u.User != nil {
-			if raw != fallback {
-				c.log.Debug("fluxi2i: ignoring a job URL off the configured origin", "request_id", id, "url_host", hostOf(raw))
-			}
+		if err != nil || !sameOrigin(u, c.base) || u.RawQuery != "" || u.User != nil || !strings.HasSuffix(u.EscapedPath(), tail+suffix) {
+			c.log.Debug("fluxi2i: not using a job URL the server returned", "request_id", id, "url_host", hostOf(raw))
 			return fallback
 		}
 		return u.String()
 	}
 	return endpoints{
-		status: pick(returned.StatusURL, built.status),
-		result: pick(returned.ResponseURL, built.result),
-		cancel: pick(returned.CancelURL, built.cancel),
+		status: pick(returned.StatusURL, "/status", built.status),
+		result: pick(returned.ResponseURL, "", built.result),
+		cancel: pick(returned.CancelURL, "/cancel", built.cancel),
 	}
 }
 
