@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -169,7 +170,7 @@ func (a *app) client() (*wrapper.Client, error) {
 	if keyFromFal || u.Hostname() == "queue.fal.run" {
 		auth = wrapper.WithFalKey(key)
 	}
-	c, err := wrapper.New(wrapper.WithBaseURL(base), auth, wrapper.WithUserAgent("fluxi2i-cli"))
+	c, err := wrapper.New(wrapper.WithBaseURL(base), auth, wrapper.WithUserAgent("fluxi2i-cli"), wrapper.WithHTTPClient(httpClient))
 	if err != nil {
 		return nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--base-url", Message: err.Error()}}}
 	}
@@ -184,8 +185,13 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// simOptions configures the embedded simulator (tests shorten its times).
-var simOptions = simulator.Options
+// Seams for the tests: the embedded simulator's options (shorter times)
+// and the HTTP client (one that reaches an in-memory queuetest, so that
+// time-based tests run under testing/synctest).
+var (
+	simOptions = simulator.Options
+	httpClient = http.DefaultClient
+)
 
 // localSimulator starts the in-process simulator and a client for it.
 func (a *app) localSimulator() (*wrapper.Client, func(), error) {

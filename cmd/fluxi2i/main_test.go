@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -220,29 +221,62 @@ func TestHelpOnEverySubcommand(t *testing.T) {
 	assert.Contains(t, r.stdout, "Exit codes")
 }
 
+// pipeSim serves the simulator over in-memory pipes and points the CLI's
+// HTTP client at it: call it inside synctest.Test, so waits take no time.
+func pipeSim(t *testing.T, opts ...queuetest.Option) (*queuetest.Server, []string) {
+	srv := queuetest.NewPipeServer(append(simOptions(), opts...)...)
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { assert.Empty(t, srv.Violations()) })
+	saved := httpClient
+	httpClient = srv.Client()
+	t.Cleanup(func() { httpClient = saved })
+	return srv, []string{"--base-url", srv.URL, "--api-key", "k"}
+}
+
 func TestTimeoutCancelsAndNamesTheRequest(t *testing.T) {
-	q, base := simServer(t, queuetest.QueueTime(time.Hour))
-	r := cli(t, context.Background(), nil, "run", "--base-url", base, "--api-key", "k", "--image", sample, "--prompt", "p", "--timeout", "300ms")
-	assert.Equal(t, 4, r.code, r.stderr)
-	assert.Regexp(t, `timed out: request [0-9a-f-]{36} was cancelled on the server`, r.stderr)
-	assert.EqualValues(t, 1, q.Stats().Cancelled)
+	synctest.Test(t, func(t *testing.T) {
+		q, conn := pipeSim(t, queuetest.QueueTime(time.Hour))
+		start := time.Now()
+		r := cli(t, context.Background(), nil, append([]string{"run", "--image", sample, "--prompt", "p", "--timeout", "90s"}, conn...)...)
+		assert.Equal(t, 4, r.code, r.stderr)
+		assert.Equal(t, 90*time.Second, time.Since(start))
+		assert.Regexp(t, `timed out: request [0-9a-f-]{36} was cancelled on the server`, r.stderr)
+		assert.EqualValues(t, 1, q.Stats().Cancelled)
+	})
 }
 
 func TestInterruptCancelsTheRemoteJob(t *testing.T) {
-	q, base := simServer(t, queuetest.QueueTime(time.Hour))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, errb syncBuffer
-	done := make(chan int)
-	go func() {
-		done <- Main(ctx, []string{"run", "--base-url", base, "--api-key", "k", "--image", sample, "--prompt", "p"}, nil, &out, &errb)
-	}()
-	require.Eventually(t, func() bool { return strings.Contains(errb.String(), "request id:") }, 10*time.Second, 5*time.Millisecond)
-	cancel() // what Ctrl-C does through signal.NotifyContext
-	code := <-done
-	assert.Equal(t, 4, code)
-	assert.Regexp(t, `interrupted: request [0-9a-f-]{36} was cancelled on the server`, errb.String())
-	assert.EqualValues(t, 1, q.Stats().Cancelled)
+	synctest.Test(t, func(t *testing.T) {
+		q, conn := pipeSim(t, queuetest.QueueTime(time.Hour))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var out, errb syncBuffer
+		done := make(chan int)
+		go func() {
+			done <- Main(ctx, append([]string{"run", "--image", sample, "--prompt", "p"}, conn...), nil, &out, &errb)
+		}()
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		require.Contains(t, errb.String(), "request id:")
+		cancel() // what Ctrl-C does through signal.NotifyContext
+		code := <-done
+		assert.Equal(t, 4, code)
+		assert.Regexp(t, `interrupted: request [0-9a-f-]{36} was cancelled on the server`, errb.String())
+		assert.EqualValues(t, 1, q.Stats().Cancelled)
+	})
+}
+
+func TestWaitLeavesTheJobRunningWhenItGivesUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q, conn := pipeSim(t, queuetest.QueueTime(time.Hour))
+		r := cli(t, context.Background(), nil, append([]string{"submit", "--image", sample, "--prompt", "p"}, conn...)...)
+		require.Equal(t, 0, r.code, r.stderr)
+		id := strings.TrimSpace(r.stdout)
+		r = cli(t, context.Background(), nil, append([]string{"wait", id, "--timeout", "1m"}, conn...)...)
+		assert.Equal(t, 4, r.code)
+		assert.Contains(t, r.stderr, "resume with: fluxi2i wait "+id)
+		assert.Zero(t, q.Stats().Cancelled, "a job started elsewhere is not cancelled by a watcher")
+	})
 }
 
 func TestKeyIsNeverPrinted(t *testing.T) {
