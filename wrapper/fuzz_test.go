@@ -96,7 +96,7 @@ func FuzzDataURI(f *testing.F) {
 		checkImageURL(s)
 		// Any bytes made into an image data URI pass validation and
 		// decode back to themselves.
-		for _, typ := range ImageTypes {
+		for _, typ := range imageTypes {
 			uri := "data:image/" + typ + ";base64," + base64.StdEncoding.EncodeToString(payload)
 			if msg := checkImageURL(uri); msg != "" {
 				t.Fatalf("%s rejected: %s", typ, msg)

@@ -21,8 +21,8 @@ var ranges = []struct {
 	{"num_images", 1, 4, func(in *gen.Input) (float64, bool) { return iptr(in.NumImages) }},
 }
 
-// ImageTypes are the image types image_url may carry as a data URI.
-var ImageTypes = []string{"jpeg", "jpg", "png", "webp", "gif", "avif"}
+// imageTypes are the image types image_url may carry as a data URI.
+var imageTypes = []string{"jpeg", "jpg", "png", "webp", "gif", "avif"}
 
 func fptr(p *float64) (float64, bool) {
 	if p == nil {
@@ -102,7 +102,7 @@ func checkImageURL(s string) string {
 			return "data URI is not base64: " + allowed
 		}
 		known := false
-		for _, t := range ImageTypes {
+		for _, t := range imageTypes {
 			known = known || typ == t
 		}
 		if !known {
