@@ -5,7 +5,7 @@ CONFIG  := openapi/oapi-codegen.yaml
 GENFILE := gen/fluxi2i.gen.go
 CODEGEN := $(GO) run github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen
 
-.PHONY: generate check-generated lint test bench fuzz soak
+.PHONY: generate check-generated lint test bench fuzz soak interop
 
 FUZZTIME ?= 30s
 
@@ -50,3 +50,7 @@ fuzz:
 soak:
 	$(GO) test -count=1 -run '^TestFaultSoak$$' -v ./wrapper -soak.jobs 3000
 	$(GO) test -count=1 -run '^TestJobsInFlight$$' -v ./wrapper -inflight.jobs 10000
+
+## interop: fal's own JS client (@fal-ai/client 1.10.1), unchanged, against `fluxi2i simulate` (needs Node.js and npm).
+interop:
+	tests/interop/run.sh

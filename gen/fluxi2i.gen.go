@@ -1429,6 +1429,11 @@ func (r SubmitResponse) ContentType() string {
 	return ""
 }
 
+// GetResultResponse200Headers the declared response headers of an HTTP 200 response for GetResult
+type GetResultResponse200Headers struct {
+	XFalRequestId *string
+}
+
 // GetResultResponse400Headers the declared response headers of an HTTP 400 response for GetResult
 type GetResultResponse400Headers struct {
 	RetryAfter             *string
@@ -1551,6 +1556,8 @@ type GetResultResponse struct {
 	JSON503 *PlatformError
 	// JSON504 the response for an HTTP 504 `application/json` response
 	JSON504 *PlatformError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetResultResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *GetResultResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -2919,6 +2926,16 @@ func ParseGetResultResponse(rsp *http.Response) (*GetResultResponse, error) {
 	}
 
 	switch {
+	case rsp.StatusCode == 200:
+		var headers GetResultResponse200Headers
+		if values := rsp.Header.Values("X-Fal-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestId = &value
+		}
+		response.Headers200 = &headers
 	case rsp.StatusCode == 400:
 		var headers GetResultResponse400Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {

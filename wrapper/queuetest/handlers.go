@@ -378,7 +378,9 @@ func (s *Server) result(r *http.Request, _ []byte) answer {
 		out.Images = append(out.Images, gen.Image{Url: url, ContentType: ptr(im.ContentType), Width: ptr(im.Width), Height: ptr(im.Height), FileSize: ptr(int64(len(im.Data)))})
 		out.HasNsfwConcepts = append(out.HasNsfwConcepts, false)
 	}
-	return jsonAnswer(http.StatusOK, out)
+	a := jsonAnswer(http.StatusOK, out)
+	a.header.Set("X-Fal-Request-Id", j.id) // fal's clients read the id from here
+	return a
 }
 
 // mediaBase is where result images are served: the foreign origin when
