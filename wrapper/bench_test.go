@@ -5,14 +5,18 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -259,4 +263,127 @@ func BenchmarkSubmitLargeImage(b *testing.B) {
 			b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(b.N)/size, "alloc/input")
 		})
 	}
+}
+
+var inflightBench = flag.Int("inflight.bench", 10000, "jobs at once in BenchmarkJobsInFlight")
+
+// BenchmarkJobsInFlight: 10,000 jobs submitted at once in one process
+// against queuetest over in-memory pipes (each queues 1 s and runs 1 s),
+// all completing. Reports the peak live heap above the starting point
+// (client and fake server together; the live bytes the GC marked, forced
+// every 100 ms) and
+// the peak goroutine count, for the wrapper polling, the wrapper in its
+// default mode (up to 512 streams, the rest polling), and the baseline: a
+// minimal net/http client polling every 500 ms as fal's JS client does.
+func BenchmarkJobsInFlight(b *testing.B) {
+	n := *inflightBench
+	opts := []queuetest.Option{queuetest.QueueTime(time.Second), queuetest.RunTime(time.Second), queuetest.LogLines(2)}
+	body, _ := json.Marshal(input())
+	run := func(b *testing.B, job func(srv *queuetest.Server) func() error) {
+		for b.Loop() {
+			srv := queuetest.NewPipeServer(opts...)
+			// What a client of 10,000 jobs configures: a bounded pool of
+			// connections (the rest of the requests wait their turn).
+			srv.Client().Transport.(*http.Transport).MaxConnsPerHost = 64
+			do := job(srv)
+			base := liveHeap()
+			stop := make(chan struct{})
+			peaks := make(chan [2]uint64)
+			go func() {
+				var heap, gor uint64
+				t := time.NewTicker(100 * time.Millisecond)
+				defer t.Stop()
+				for {
+					select {
+					case <-stop:
+						peaks <- [2]uint64{heap, gor}
+						return
+					case <-t.C:
+						live := liveHeap()
+						heap = max(heap, live-min(live, base))
+						gor = max(gor, uint64(runtime.NumGoroutine()))
+					}
+				}
+			}()
+			var wg sync.WaitGroup
+			var failed atomic.Int64
+			for range n {
+				wg.Go(func() {
+					if err := do(); err != nil {
+						failed.Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			close(stop)
+			p := <-peaks
+			srv.Close()
+			if failed.Load() > 0 || srv.Stats().Jobs != int64(n) {
+				b.Fatalf("%d of %d jobs failed", failed.Load(), n)
+			}
+			b.ReportMetric(float64(p[0])/(1<<20), "peak-heap-MB")
+			b.ReportMetric(float64(p[1]), "peak-goroutines")
+		}
+	}
+	b.Run("raw-net-http-poll-500ms", func(b *testing.B) {
+		run(b, func(srv *queuetest.Server) func() error {
+			hc := srv.Client()
+			return func() error {
+				call := func(method, url string, payload []byte, into any) error {
+					var r io.Reader
+					if payload != nil {
+						r = bytes.NewReader(payload)
+					}
+					req, _ := http.NewRequest(method, url, r)
+					req.Header.Set("Authorization", "Key k")
+					req.Header.Set("Content-Type", "application/json")
+					resp, err := hc.Do(req)
+					if err != nil {
+						return err
+					}
+					defer resp.Body.Close()
+					return json.NewDecoder(resp.Body).Decode(into)
+				}
+				var q gen.Enqueued
+				if err := call(http.MethodPost, srv.URL+"/fal-ai/flux-1/dev/image-to-image", body, &q); err != nil {
+					return err
+				}
+				for {
+					var st gen.QueueStatus
+					if err := call(http.MethodGet, srv.URL+"/fal-ai/flux-1/requests/"+q.RequestId+"/status?logs=1", nil, &st); err != nil {
+						return err
+					}
+					if st.Status == "COMPLETED" {
+						break
+					}
+					time.Sleep(500 * time.Millisecond)
+				}
+				var out gen.Output
+				return call(http.MethodGet, srv.URL+"/fal-ai/flux-1/requests/"+q.RequestId, nil, &out)
+			}
+		})
+	})
+	for _, mode := range []wrapper.StatusMode{wrapper.StatusPoll, wrapper.StatusAuto} {
+		b.Run("wrapper-"+mode.String(), func(b *testing.B) {
+			run(b, func(srv *queuetest.Server) func() error {
+				c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithFalKey("k"), wrapper.WithHTTPClient(srv.Client()), wrapper.WithStatusMode(mode))
+				if err != nil {
+					b.Fatal(err)
+				}
+				return func() error {
+					_, err := c.Run(context.Background(), input(), wrapper.OnUpdate(func(wrapper.Status) {}))
+					return err
+				}
+			})
+		})
+	}
+}
+
+// liveHeap forces a GC and returns the heap it found live (the garbage
+// allocated meanwhile is not counted, as it would be in HeapAlloc).
+func liveHeap() uint64 {
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }

@@ -31,9 +31,7 @@ func TestJobsInFlight(t *testing.T) {
 	}
 	for _, mode := range []wrapper.StatusMode{wrapper.StatusPoll, wrapper.StatusAuto} {
 		t.Run(mode.String(), func(t *testing.T) {
-			runtime.GC()
-			var base runtime.MemStats
-			runtime.ReadMemStats(&base)
+			base := liveHeap()
 			baseG := runtime.NumGoroutine()
 			var peakHeap uint64
 			peakG := 0
@@ -50,10 +48,7 @@ func TestJobsInFlight(t *testing.T) {
 							return
 						case <-time.After(2 * time.Second):
 						}
-						runtime.GC() // live heap: what the jobs hold, not garbage yet uncollected
-						var m runtime.MemStats
-						runtime.ReadMemStats(&m)
-						peakHeap = max(peakHeap, m.HeapAlloc)
+						peakHeap = max(peakHeap, liveHeap())
 						peakG = max(peakG, runtime.NumGoroutine())
 					}
 				}()
@@ -70,7 +65,7 @@ func TestJobsInFlight(t *testing.T) {
 				}
 				assert.EqualValues(t, n, srv.Stats().Jobs)
 			})
-			heapMB := float64(peakHeap-min(peakHeap, base.HeapAlloc)) / (1 << 20)
+			heapMB := float64(peakHeap-min(peakHeap, base)) / (1 << 20)
 			t.Logf("%d jobs in flight (%s): peak live heap %.1f MB above the baseline, peak goroutines %d (baseline %d)", n, mode, heapMB, peakG, baseG)
 			if n >= 10000 {
 				assert.Less(t, heapMB, 100.0, "goal: under 100 MB of heap for 10,000 jobs in flight")
