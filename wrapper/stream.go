@@ -120,10 +120,17 @@ func (w *watcher) stream(ctx context.Context) (done bool, err error) {
 	req.Header.Set("Cache-Control", "no-cache")
 	c.authorize(req)
 	c.stats.streams.Add(1)
+	// Silence is measured from the request on: a server that never answers
+	// the headers is as dead as one that stops sending events.
+	idle := time.AfterFunc(c.streamIdle, func() { cancel(errStreamIdle) })
+	defer idle.Stop()
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return false, ctx.Err()
+		}
+		if cause := context.Cause(sctx); cause != nil {
+			err = cause
 		}
 		return false, &streamError{err: err}
 	}
@@ -138,8 +145,7 @@ func (w *watcher) stream(ctx context.Context) (done bool, err error) {
 		return false, &streamError{err: apiErr}
 	}
 
-	idle := time.AfterFunc(c.streamIdle, func() { cancel(errStreamIdle) })
-	defer idle.Stop()
+	idle.Reset(c.streamIdle)
 	r := sse.NewReader(resp.Body, int(min(c.maxBody, 1<<30)))
 	r.OnLine = func() { idle.Reset(c.streamIdle) }
 	for {

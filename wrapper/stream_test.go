@@ -161,3 +161,15 @@ func TestStreamsAreCappedAndTheRestPoll(t *testing.T) {
 		assert.Zero(t, c.Stats().Fallbacks, "polling for want of a stream is not a fallback")
 	})
 }
+
+func TestStreamWhoseHeadersNeverComeFallsBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, slowJob, wrapper.WithStreamIdle(2*time.Second))
+		srv.Inject(queuetest.OpStream, queuetest.Slow(time.Hour))
+		start := time.Now()
+		_, logs := runCollect(t, c)
+		assert.Equal(t, allLogs, logs)
+		assert.EqualValues(t, 1, c.Stats().Fallbacks)
+		assert.Less(t, time.Since(start), time.Minute, "the idle limit, not the hour, decided")
+	})
+}
