@@ -115,9 +115,6 @@ func ImageReader(r io.Reader, limit int64) (*Image, error) {
 // ContentType is the sniffed MIME type.
 func (im *Image) ContentType() string { return im.mime }
 
-// Size is the image's size in bytes (before base64 encoding).
-func (im *Image) Size() int64 { return im.size }
-
 func (im *Image) prefix() string { return "data:" + im.mime + ";base64," }
 
 // DataURI reads the whole image into a data URI, for callers that want

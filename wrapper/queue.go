@@ -48,10 +48,6 @@ type Status struct {
 	retryAfter time.Duration // the answer's Retry-After; -1 when none
 }
 
-// Completed reports whether the job reached COMPLETED (which a failed run
-// also reaches: the result call tells).
-func (s Status) Completed() bool { return s.Status == StatusCompleted }
-
 // Submit validates in and queues it, returning at once with the request id.
 // Nothing is sent when in is invalid: the *InputError names every bad field.
 func (c *Client) Submit(ctx context.Context, in gen.Input, opts ...CallOption) (*Queued, error) {
