@@ -45,3 +45,20 @@ func TestCheckGeneratedCatchesAHandEdit(t *testing.T) {
 	assert.Contains(t, out, "a hand edit")
 	assert.Contains(t, out, "make generate")
 }
+
+// TestGeneratedCodeHasNoEmbeddedSpec: embedded-spec stays off, or every
+// user's binary would carry kin-openapi and the spec.
+func TestGeneratedCodeHasNoEmbeddedSpec(t *testing.T) {
+	b, err := os.ReadFile("../gen/fluxi2i.gen.go")
+	require.NoError(t, err)
+	src := string(b)
+	assert.NotContains(t, src, "getkin/kin-openapi")
+	assert.NotContains(t, src, "GetSwagger")
+	assert.NotContains(t, src, "float32", "type: number maps to float64")
+	assert.Contains(t, src, "type ClientWithResponses struct")
+	if _, err := exec.LookPath("go"); err == nil {
+		out, err := exec.Command("go", "list", "-deps", "../wrapper").Output()
+		require.NoError(t, err)
+		assert.NotContains(t, string(out), "kin-openapi", "the client itself never imports the validator")
+	}
+}
