@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/fluxi2i/fluxi2i/gen"
 )
 
 // sameOrigin reports whether u has the scheme, host and port of base.
@@ -37,41 +39,47 @@ type endpoints struct {
 	status, result, cancel string
 }
 
-// appPath is the owner/app part of the model path that status, result and
-// cancel live under.
-const appPath = "/fal-ai/flux-1/requests/"
-
-// endpointsFor builds a job's URLs from the base URL, or takes the ones the
-// server returned when they are on the configured origin (and so will get
-// the credential) and point at this job of this app (owner/app
-// fal-ai/flux-1, whatever prefix a gateway puts before it). Any other URL
-// is ignored.
+// endpointsFor builds a job's URLs with the generated request builders (so
+// the paths are the spec's: owner/app fal-ai/flux-1, no sub-path), or takes
+// the ones the server returned when they are on the configured origin (and
+// so will get the credential) and point at this job of this app, whatever
+// prefix a gateway puts before it. Any other URL is ignored.
 func (c *Client) endpointsFor(id string, returned *Queued) endpoints {
-	tail := appPath + url.PathEscape(id)
 	built := endpoints{
-		status: c.server + tail + "/status",
-		result: c.server + tail,
-		cancel: c.server + tail + "/cancel",
+		status: genURL(gen.NewGetStatusRequest(c.server+"/", id, nil)),
+		result: genURL(gen.NewGetResultRequest(c.server+"/", id)),
+		cancel: genURL(gen.NewCancelRequest(c.server+"/", id)),
 	}
 	if returned == nil {
 		return built
 	}
-	pick := func(raw, suffix, fallback string) string {
+	pick := func(raw, builtURL string) string {
 		if raw == "" {
-			return fallback
+			return builtURL
 		}
+		// The job's own path, as the spec builds it, must end the URL.
+		tail := strings.TrimPrefix(strings.TrimPrefix(builtURL, c.server), "/")
 		u, err := url.Parse(raw)
-		if err != nil || !sameOrigin(u, c.base) || u.RawQuery != "" || u.User != nil || !strings.HasSuffix(u.EscapedPath(), tail+suffix) {
+		if err != nil || !sameOrigin(u, c.base) || u.RawQuery != "" || u.User != nil || !strings.HasSuffix(u.EscapedPath(), "/"+tail) {
 			c.log.Debug("fluxi2i: not using a job URL the server returned", "request_id", id, "url_host", hostOf(raw))
-			return fallback
+			return builtURL
 		}
 		return u.String()
 	}
 	return endpoints{
-		status: pick(returned.StatusURL, "/status", built.status),
-		result: pick(returned.ResponseURL, "", built.result),
-		cancel: pick(returned.CancelURL, "/cancel", built.cancel),
+		status: pick(returned.StatusURL, built.status),
+		result: pick(returned.ResponseURL, built.result),
+		cancel: pick(returned.CancelURL, built.cancel),
 	}
+}
+
+// genURL is the URL of a generated request; the base URL was checked in
+// New, so building cannot fail.
+func genURL(req *http.Request, err error) string {
+	if err != nil {
+		return ""
+	}
+	return req.URL.String()
 }
 
 func hostOf(raw string) string {
