@@ -85,7 +85,9 @@ func WithFalKey(key string) Option {
 }
 
 // WithHTTPClient sends every request through hc (its Transport, Timeout and
-// Jar are used; redirects off the configured origin are not followed).
+// Jar are used; redirects off the configured origin are not followed). A
+// Timeout bounds each request, the status stream included: a stream it cuts
+// short falls back to polling, so keep it well above a poll's round trip.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) error {
 		if hc == nil {
