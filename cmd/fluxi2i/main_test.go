@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -98,6 +99,26 @@ func TestRunWithTheEmbeddedSimulator(t *testing.T) {
 	a, _ := os.ReadFile(paths[0])
 	b, _ := os.ReadFile(strings.TrimSpace(r2.stdout))
 	assert.Equal(t, a, b)
+}
+
+func TestReportedSeedReproducesTheImage(t *testing.T) {
+	run := func(extra ...string) (seed int64, data []byte) {
+		r := cli(t, context.Background(), nil, append([]string{"run", "--image", sample, "--prompt", "p", "--json", "--format", "png", "--out", t.TempDir()}, extra...)...)
+		require.Equal(t, 0, r.code, r.stderr)
+		var out struct {
+			Images []struct{ Path string } `json:"images"`
+			Seed   int64                   `json:"seed"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+		data, err := os.ReadFile(out.Images[0].Path)
+		require.NoError(t, err)
+		return out.Seed, data
+	}
+	seed, first := run()
+	_, again := run("--seed", strconv.FormatInt(seed, 10))
+	assert.Equal(t, first, again, "the reported seed gives the same image")
+	_, other := run("--seed", strconv.FormatInt(seed+1, 10))
+	assert.NotEqual(t, first, other)
 }
 
 func TestRunJSONAndJPEG(t *testing.T) {

@@ -161,7 +161,12 @@ func (s *Server) logEntries(j *job, from, to int) []gen.LogEntry {
 // output runs the model once per job.
 func (s *Server) output(ctx context.Context, j *job) ([]Image, error) {
 	j.once.Do(func() {
-		j.images, j.err = s.cfg.model(context.WithoutCancel(ctx), j.id, j.in)
+		// Like the real server, pick the seed when the input has none, so
+		// the seed the result reports reproduces the images.
+		in := j.in
+		seed := seedOf(j)
+		in.Seed = &seed
+		j.images, j.err = s.cfg.model(context.WithoutCancel(ctx), j.id, in)
 	})
 	return j.images, j.err
 }
