@@ -91,6 +91,7 @@ func UseStatusMode(m StatusMode) CallOption {
 // ending: the reason polling takes over.
 type streamError struct {
 	refused bool // 404, 405, 501: the server does not stream
+	events  int  // events the stream delivered before it failed
 	err     error
 }
 
@@ -148,7 +149,7 @@ func (w *watcher) stream(ctx context.Context) (done bool, err error) {
 	idle.Reset(c.streamIdle)
 	r := sse.NewReader(resp.Body, int(min(c.maxBody, 1<<30)))
 	r.OnLine = func() { idle.Reset(c.streamIdle) }
-	for {
+	for events := 0; ; events++ {
 		ev, err := r.Next()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -159,11 +160,11 @@ func (w *watcher) stream(ctx context.Context) (done bool, err error) {
 			} else if errors.Is(err, io.EOF) {
 				err = errStreamEnded
 			}
-			return false, &streamError{err: err}
+			return false, &streamError{events: events, err: err}
 		}
 		st, err := decodeStatus(append(json.RawMessage(nil), ev.Data...))
 		if err != nil {
-			return false, &streamError{err: fmt.Errorf("undecodable event %.200q: %w", ev.Data, err)}
+			return false, &streamError{events: events, err: fmt.Errorf("undecodable event %.200q: %w", ev.Data, err)}
 		}
 		if st.Logs != nil {
 			st.NewLogs = *st.Logs // stream logs are incremental

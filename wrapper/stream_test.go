@@ -173,3 +173,24 @@ func TestStreamWhoseHeadersNeverComeFallsBack(t *testing.T) {
 		assert.Less(t, time.Since(start), time.Minute, "the idle limit, not the hour, decided")
 	})
 }
+
+func TestForcedStreamingCountsFailuresInARow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, slowJob, wrapper.WithStatusMode(wrapper.StatusStream), wrapper.WithRetries(2))
+		// Five breaks, each after an event: more than the retry budget in
+		// all, never more than one in a row.
+		for range 5 {
+			srv.Inject(queuetest.OpStream, queuetest.BreakStream())
+		}
+		_, logs := runCollect(t, c)
+		assert.Equal(t, allLogs, logs)
+		assert.EqualValues(t, 6, srv.Stats().StreamCalls)
+
+		// Refusals in a row exhaust it.
+		srv.Inject(queuetest.OpStream, queuetest.Fail(502), queuetest.Fail(502), queuetest.Fail(502))
+		_, err := c.Run(context.Background(), input())
+		var apiErr *wrapper.APIError
+		require.ErrorAs(t, err, &apiErr)
+		assert.Equal(t, 502, apiErr.StatusCode)
+	})
+}

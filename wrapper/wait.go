@@ -155,6 +155,9 @@ func (c *Client) watch(ctx context.Context, id string, ep endpoints, withLogs bo
 			c.log.Debug("fluxi2i: status stream failed; polling instead", "request_id", id, "error", err)
 			return w.pollRest(ctx)
 		}
+		if se.events > 0 {
+			failures = 0 // it worked for a while: count failures in a row
+		}
 		if se.refused || failures >= c.maxRetries {
 			return w.last, se.err
 		}
