@@ -43,12 +43,17 @@ func jsonAnswer(code int, v any) answer {
 	return answer{code: code, header: http.Header{"Content-Type": {"application/json"}}, body: b}
 }
 
+// platformError is fal's error body, with the error_type fal gives the
+// code (in the body and in X-Fal-Error-Type) when it has one.
 func platformError(code int, detail string) answer {
-	a := jsonAnswer(code, gen.PlatformError{Detail: &detail, ErrorType: ptr(errorTypeFor(code))})
-	if t := errorTypeFor(code); t != "" {
+	body := gen.PlatformError{Detail: &detail}
+	t := errorTypeFor(code)
+	if t != "" {
+		body.ErrorType = &t
+	}
+	a := jsonAnswer(code, body)
+	if t != "" {
 		a.header.Set("X-Fal-Error-Type", t)
-	} else {
-		a.body, _ = json.Marshal(gen.PlatformError{Detail: &detail})
 	}
 	return a
 }
