@@ -61,6 +61,21 @@ func rawJob(b *testing.B, hc *http.Client, base, auth string, body []byte) {
 	do(http.MethodGet, base+"/fal-ai/flux-1/requests/"+q.RequestId, nil, &out)
 }
 
+// benchRun runs whole jobs with a polling wrapper client: the same three
+// calls as rawJob.
+func benchRun(b *testing.B, base string, hc *http.Client, in gen.Input) {
+	c, err := wrapper.New(wrapper.WithBaseURL(base), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc), wrapper.WithStatusMode(wrapper.StatusPoll))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Run(context.Background(), in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkJobLoopback: one whole job against queuetest on loopback (which
 // validates every request against the spec: that server cost is in both).
 func BenchmarkJobLoopback(b *testing.B) {
@@ -77,16 +92,7 @@ func BenchmarkJobLoopback(b *testing.B) {
 	})
 	b.Run("wrapper", func(b *testing.B) {
 		// Polling: the same three calls as the baseline.
-		c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(srv.Client()), wrapper.WithStatusMode(wrapper.StatusPoll))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := c.Run(context.Background(), in); err != nil {
-				b.Fatal(err)
-			}
-		}
+		benchRun(b, srv.URL, srv.Client(), in)
 	})
 }
 
@@ -129,16 +135,7 @@ func BenchmarkJobClientOnly(b *testing.B) {
 		}
 	})
 	b.Run("wrapper", func(b *testing.B) {
-		c, err := wrapper.New(wrapper.WithBaseURL(base), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc), wrapper.WithStatusMode(wrapper.StatusPoll))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := c.Run(context.Background(), in); err != nil {
-				b.Fatal(err)
-			}
-		}
+		benchRun(b, base, hc, in)
 	})
 }
 

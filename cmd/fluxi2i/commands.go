@@ -20,13 +20,8 @@ func (a *app) run(args []string) int {
 	var in inputFlags
 	in.register(fs)
 	out := fs.String("out", ".", "directory the images are written to")
-	pos, code, done := parse(fs, args)
-	if done {
+	if code, done := a.flagsOnly(fs, args); done {
 		return code
-	}
-	if len(pos) > 0 {
-		fmt.Fprintf(a.stderr, "fluxi2i run: unexpected argument %q\n", pos[0])
-		return exitUsage
 	}
 	input, opts, err := in.build(fs)
 	if err != nil {
@@ -89,13 +84,8 @@ func (a *app) submit(args []string) int {
 	var in inputFlags
 	in.register(fs)
 	fs.StringVar(&in.webhook, "webhook", "", "URL fal POSTs the outcome to")
-	pos, code, done := parse(fs, args)
-	if done {
+	if code, done := a.flagsOnly(fs, args); done {
 		return code
-	}
-	if len(pos) > 0 {
-		fmt.Fprintf(a.stderr, "fluxi2i submit: unexpected argument %q\n", pos[0])
-		return exitUsage
 	}
 	input, opts, err := in.build(fs)
 	if err != nil {
@@ -117,6 +107,22 @@ func (a *app) submit(args []string) int {
 		fmt.Fprintln(a.stdout, q.RequestID)
 	}
 	return exitOK
+}
+
+// flagsOnly parses the flags of a subcommand that takes no positional
+// argument; done is set (with the exit code) for --help, errors and
+// stray arguments.
+func (a *app) flagsOnly(fs *flag.FlagSet, args []string) (code int, done bool) {
+	pos, code, done := parse(fs, args)
+	if done {
+		return code, true
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(a.stderr, "%s: unexpected argument %q\n", fs.Name(), pos[0])
+		fs.Usage()
+		return exitUsage, true
+	}
+	return 0, false
 }
 
 // idCommand parses the flags and the one REQUEST_ID of a subcommand that
@@ -218,13 +224,8 @@ func (a *app) simulate(args []string) int {
 	key := fs.String("api-key", "", "accept only this key (Bearer or Key scheme); default: any key")
 	queue := fs.Duration("queue-time", 600*time.Millisecond, "how long each job stays IN_QUEUE")
 	runFor := fs.Duration("run-time", 1500*time.Millisecond, "how long each job stays IN_PROGRESS")
-	pos, code, done := parse(fs, args)
-	if done {
+	if code, done := a.flagsOnly(fs, args); done {
 		return code
-	}
-	if len(pos) > 0 {
-		fmt.Fprintf(a.stderr, "fluxi2i simulate: unexpected argument %q\n", pos[0])
-		return exitUsage
 	}
 	opts := append(simulator.Options(), queuetest.QueueTime(*queue), queuetest.RunTime(*runFor))
 	if *key != "" {
