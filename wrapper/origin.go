@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-
-	"github.com/fluxi2i/fluxi2i/gen"
 )
 
 // sameOrigin reports whether u has the scheme, host and port of base.
@@ -39,17 +37,18 @@ type endpoints struct {
 	status, result, cancel string
 }
 
-// endpointsFor builds a job's URLs with the generated request builders (so
-// the paths are the spec's: owner/app fal-ai/flux-1, no sub-path), or takes
-// the ones the server returned when they are on the configured origin (and
-// so will get the credential) and point at this job of this app, whatever
-// prefix a gateway puts before it. Any other URL is ignored.
+// appPath is where a job's status, result and cancel live: owner/app
+// fal-ai/flux-1, no sub-path (a test checks it against the generated
+// request builders, which follow the spec).
+const appPath = "/fal-ai/flux-1/requests/"
+
+// endpointsFor builds a job's URLs from the base URL, or takes the ones the
+// server returned when they are on the configured origin (and so will get
+// the credential) and point at this job of this app, whatever prefix a
+// gateway puts before it. Any other URL is ignored.
 func (c *Client) endpointsFor(id string, returned *Queued) endpoints {
-	built := endpoints{
-		status: genURL(gen.NewGetStatusRequest(c.server+"/", id, nil)),
-		result: genURL(gen.NewGetResultRequest(c.server+"/", id)),
-		cancel: genURL(gen.NewCancelRequest(c.server+"/", id)),
-	}
+	job := c.server + appPath + url.PathEscape(id)
+	built := endpoints{status: job + "/status", result: job, cancel: job + "/cancel"}
 	if returned == nil {
 		return built
 	}
@@ -71,15 +70,6 @@ func (c *Client) endpointsFor(id string, returned *Queued) endpoints {
 		result: pick(returned.ResponseURL, built.result),
 		cancel: pick(returned.CancelURL, built.cancel),
 	}
-}
-
-// genURL is the URL of a generated request; the base URL was checked in
-// New, so building cannot fail.
-func genURL(req *http.Request, err error) string {
-	if err != nil {
-		return ""
-	}
-	return req.URL.String()
 }
 
 func hostOf(raw string) string {

@@ -5,12 +5,25 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fluxi2i/fluxi2i/gen"
 )
 
 func TestEndpointsUseOnlyReturnedURLsOnTheOriginForThisJob(t *testing.T) {
 	c, err := New(WithBaseURL("https://api.chainhub.tech"), WithBearerToken("t"))
 	require.NoError(t, err)
 	built := c.endpointsFor("r1", nil)
+	// The paths are the spec's, as the generated request builders make them.
+	for _, id := range []string{"r1", "a/b c?"} {
+		ep := c.endpointsFor(id, nil)
+		st, err := gen.NewGetStatusRequest(c.server+"/", id, nil)
+		require.NoError(t, err)
+		res, err := gen.NewGetResultRequest(c.server+"/", id)
+		require.NoError(t, err)
+		cn, err := gen.NewCancelRequest(c.server+"/", id)
+		require.NoError(t, err)
+		assert.Equal(t, endpoints{status: st.URL.String(), result: res.URL.String(), cancel: cn.URL.String()}, ep, id)
+	}
 	assert.Equal(t, endpoints{
 		status: "https://api.chainhub.tech/fal-ai/flux-1/requests/r1/status",
 		result: "https://api.chainhub.tech/fal-ai/flux-1/requests/r1",
