@@ -2,7 +2,7 @@
 GO      ?= go
 SPEC    := openapi/openapi.yaml
 CONFIG  := openapi/oapi-codegen.yaml
-GENFILE := gen/fluxi2i.gen.go
+GENFILES := fluxi2i.gen.go validate.gen.go
 CODEGEN := $(GO) run github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen
 
 .PHONY: generate check-generated lint test bench fuzz soak interop
@@ -18,10 +18,13 @@ check-generated:
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	sed "s#^output: .*#output: $$tmp/fluxi2i.gen.go#" $(CONFIG) > "$$tmp/config.yaml" && \
 	$(CODEGEN) -config "$$tmp/config.yaml" $(SPEC) && \
-	if ! diff -u $(GENFILE) "$$tmp/fluxi2i.gen.go"; then \
-		echo "gen/ is out of date or was edited by hand: run 'make generate' and commit" >&2; exit 1; \
-	fi; \
-	extra=$$(ls gen | grep -vx fluxi2i.gen.go); \
+	$(GO) run ./internal/cmd/genvalidate -spec $(SPEC) -types "$$tmp/fluxi2i.gen.go" -out "$$tmp/validate.gen.go" && \
+	for f in $(GENFILES); do \
+		if ! diff -u gen/$$f "$$tmp/$$f"; then \
+			echo "gen/$$f is out of date or was edited by hand: run 'make generate' and commit" >&2; exit 1; \
+		fi; \
+	done; \
+	extra=$$(ls gen | grep -vx -e fluxi2i.gen.go -e validate.gen.go); \
 	if [ -n "$$extra" ]; then echo "unexpected files in gen/: $$extra" >&2; exit 1; fi; \
 	echo "gen/ matches $(SPEC)"
 

@@ -18,19 +18,19 @@ import (
 
 // Defines values for InputAcceleration.
 const (
-	High    InputAcceleration = "high"
-	None    InputAcceleration = "none"
-	Regular InputAcceleration = "regular"
+	InputAccelerationHigh    InputAcceleration = "high"
+	InputAccelerationNone    InputAcceleration = "none"
+	InputAccelerationRegular InputAcceleration = "regular"
 )
 
 // Valid indicates whether the value is a known member of the InputAcceleration enum.
 func (e InputAcceleration) Valid() bool {
 	switch e {
-	case High:
+	case InputAccelerationHigh:
 		return true
-	case None:
+	case InputAccelerationNone:
 		return true
-	case Regular:
+	case InputAccelerationRegular:
 		return true
 	default:
 		return false
@@ -39,16 +39,16 @@ func (e InputAcceleration) Valid() bool {
 
 // Defines values for InputOutputFormat.
 const (
-	Jpeg InputOutputFormat = "jpeg"
-	Png  InputOutputFormat = "png"
+	InputOutputFormatJpeg InputOutputFormat = "jpeg"
+	InputOutputFormatPng  InputOutputFormat = "png"
 )
 
 // Valid indicates whether the value is a known member of the InputOutputFormat enum.
 func (e InputOutputFormat) Valid() bool {
 	switch e {
-	case Jpeg:
+	case InputOutputFormatJpeg:
 		return true
-	case Png:
+	case InputOutputFormatPng:
 		return true
 	default:
 		return false
@@ -75,16 +75,16 @@ func (e Logs) Valid() bool {
 
 // Defines values for SubmitParamsXFalQueuePriority.
 const (
-	Low    SubmitParamsXFalQueuePriority = "low"
-	Normal SubmitParamsXFalQueuePriority = "normal"
+	SubmitParamsXFalQueuePriorityLow    SubmitParamsXFalQueuePriority = "low"
+	SubmitParamsXFalQueuePriorityNormal SubmitParamsXFalQueuePriority = "normal"
 )
 
 // Valid indicates whether the value is a known member of the SubmitParamsXFalQueuePriority enum.
 func (e SubmitParamsXFalQueuePriority) Valid() bool {
 	switch e {
-	case Low:
+	case SubmitParamsXFalQueuePriorityLow:
 		return true
-	case Normal:
+	case SubmitParamsXFalQueuePriorityNormal:
 		return true
 	default:
 		return false
@@ -111,16 +111,19 @@ func (e SubmitParamsXFalStoreIO) Valid() bool {
 
 // Defines values for SubmitParamsXFalNoRetry.
 const (
-	SubmitParamsXFalNoRetryN0 SubmitParamsXFalNoRetry = "0"
-	SubmitParamsXFalNoRetryN1 SubmitParamsXFalNoRetry = "1"
+	SubmitParamsXFalNoRetryN1   SubmitParamsXFalNoRetry = "1"
+	SubmitParamsXFalNoRetryTrue SubmitParamsXFalNoRetry = "true"
+	SubmitParamsXFalNoRetryYes  SubmitParamsXFalNoRetry = "yes"
 )
 
 // Valid indicates whether the value is a known member of the SubmitParamsXFalNoRetry enum.
 func (e SubmitParamsXFalNoRetry) Valid() bool {
 	switch e {
-	case SubmitParamsXFalNoRetryN0:
-		return true
 	case SubmitParamsXFalNoRetryN1:
+		return true
+	case SubmitParamsXFalNoRetryTrue:
+		return true
+	case SubmitParamsXFalNoRetryYes:
 		return true
 	default:
 		return false
@@ -163,6 +166,12 @@ func (e StreamStatusParamsLogs) Valid() bool {
 	}
 }
 
+// CancelOutcome defines model for CancelOutcome.
+type CancelOutcome struct {
+	// Success Whether the cancellation was accepted.
+	Success bool `json:"success"`
+}
+
 // CancelStatus Example: {"status":"CANCELLATION_REQUESTED"}
 type CancelStatus struct {
 	// Status CANCELLATION_REQUESTED, ALREADY_COMPLETED or NOT_FOUND.
@@ -171,16 +180,16 @@ type CancelStatus struct {
 
 // Enqueued defines model for Enqueued.
 type Enqueued struct {
-	CancelUrl     *string     `json:"cancel_url,omitempty"`
+	CancelURL     *string     `json:"cancel_url,omitempty"`
 	Logs          *[]LogEntry `json:"logs,omitempty"`
 	Metrics       *Metrics    `json:"metrics,omitempty"`
 	QueuePosition *int        `json:"queue_position,omitempty"`
-	RequestId     string      `json:"request_id"`
-	ResponseUrl   *string     `json:"response_url,omitempty"`
+	RequestID     string      `json:"request_id"`
+	ResponseURL   *string     `json:"response_url,omitempty"`
 
 	// Status Example: IN_QUEUE
 	Status    *string `json:"status,omitempty"`
-	StatusUrl *string `json:"status_url,omitempty"`
+	StatusURL *string `json:"status_url,omitempty"`
 }
 
 // Image defines model for Image.
@@ -192,8 +201,8 @@ type Image struct {
 	FileSize    *int64  `json:"file_size,omitempty"`
 	Height      *int    `json:"height,omitempty"`
 
-	// Url An https URL, or a data URI in sync_mode.
-	Url   string `json:"url"`
+	// URL An https URL, or a data URI in sync_mode.
+	URL   string `json:"url"`
 	Width *int   `json:"width,omitempty"`
 }
 
@@ -201,22 +210,24 @@ type Image struct {
 //
 // Example: {"image_url":"https://fal.media/files/koala/Chls9L2ZnvuipUTEwlnJC.png","prompt":"A cat dressed as a wizard with a background of a mystic forest.","seed":9007199254740992,"strength":0.95}
 type Input struct {
-	// Acceleration Generation speed. The aggregator documents "regular" as the
-	// default, fal direct "none". The aggregator also lists "default",
-	// which means leaving the field out.
+	// Acceleration Generation speed. The default is fal's: "none" (fal's published
+	// schema). The aggregator's document says "regular"; it lists
+	// "default" too, which means leaving the field out.
 	Acceleration        *InputAcceleration `json:"acceleration,omitempty"`
 	EnableSafetyChecker *bool              `json:"enable_safety_checker,omitempty"`
 
 	// GuidanceScale Classifier-free guidance scale.
 	GuidanceScale *float64 `json:"guidance_scale,omitempty"`
 
-	// ImageUrl The input image: an http(s) URL, or a base64 data URI of a jpeg,
+	// ImageURL The input image: an http(s) URL, or a base64 data URI of a jpeg,
 	// png, webp, gif or avif image. The URL accepts the following file
-	// types: jpg, jpeg, png, webp, gif, avif.
+	// types: jpg, jpeg, png, webp, gif, avif. A plain string at fal
+	// (any case of scheme, data URI parameters allowed): the client
+	// checks its form, the contract does not narrow it.
 	//
 	//
 	// Example: https://fal.media/files/koala/Chls9L2ZnvuipUTEwlnJC.png
-	ImageUrl string `json:"image_url"`
+	ImageURL string `json:"image_url"`
 
 	// NumImages Number of images generated.
 	NumImages *int `json:"num_images,omitempty"`
@@ -242,9 +253,9 @@ type Input struct {
 	SyncMode *bool `json:"sync_mode,omitempty"`
 }
 
-// InputAcceleration Generation speed. The aggregator documents "regular" as the
-// default, fal direct "none". The aggregator also lists "default",
-// which means leaving the field out.
+// InputAcceleration Generation speed. The default is fal's: "none" (fal's published
+// schema). The aggregator's document says "regular"; it lists
+// "default" too, which means leaving the field out.
 type InputAcceleration string
 
 // InputOutputFormat The aggregator also lists "default", which means leaving the field out.
@@ -280,7 +291,12 @@ type Output struct {
 type PlatformError struct {
 	Detail *string `json:"detail,omitempty"`
 
-	// ErrorType request_timeout, startup_timeout, runner_scheduling_failure, runner_connection_timeout, runner_disconnected, runner_incomplete_response, runner_server_error, internal_error, client_cancelled, bad_request, ...
+	// ErrorType fal's error types: request_timeout, startup_timeout (504);
+	// runner_scheduling_failure, runner_connection_timeout,
+	// runner_disconnected, runner_connection_refused,
+	// runner_connection_error (503); runner_incomplete_response (502);
+	// runner_server_error, internal_error (500); client_disconnected,
+	// client_cancelled (499); bad_request (400). Others may appear.
 	ErrorType *string `json:"error_type,omitempty"`
 }
 
@@ -290,7 +306,7 @@ type PlatformError struct {
 //
 // Example: {"logs":[{"level":"INFO","message":"step 1/40","source":"USER","timestamp":"2026-11-22T10:00:00.120Z"}],"status":"IN_PROGRESS"}
 type QueueStatus struct {
-	CancelUrl *string     `json:"cancel_url,omitempty"`
+	CancelURL *string     `json:"cancel_url,omitempty"`
 	Error     *string     `json:"error,omitempty"`
 	ErrorType *string     `json:"error_type,omitempty"`
 	Logs      *[]LogEntry `json:"logs,omitempty"`
@@ -298,12 +314,12 @@ type QueueStatus struct {
 
 	// QueuePosition 0 means next.
 	QueuePosition *int    `json:"queue_position,omitempty"`
-	RequestId     *string `json:"request_id,omitempty"`
-	ResponseUrl   *string `json:"response_url,omitempty"`
+	RequestID     *string `json:"request_id,omitempty"`
+	ResponseURL   *string `json:"response_url,omitempty"`
 
 	// Status Example: IN_PROGRESS
 	Status    string  `json:"status"`
-	StatusUrl *string `json:"status_url,omitempty"`
+	StatusURL *string `json:"status_url,omitempty"`
 }
 
 // ValidationDetail A list of field errors, or one message.
@@ -329,7 +345,7 @@ type ValidationErrorItem struct {
 	Loc  *[]ValidationErrorItem_Loc_Item `json:"loc,omitempty"`
 	Msg  string                          `json:"msg"`
 	Type *string                         `json:"type,omitempty"`
-	Url  *string                         `json:"url,omitempty"`
+	URL  *string                         `json:"url,omitempty"`
 }
 
 // ValidationErrorItemLoc0 defines model for ValidationErrorItem.Loc.0.
@@ -347,12 +363,12 @@ type ValidationErrorItem_Loc_Item struct {
 type WebhookPayload struct {
 	// Error Example: Invalid status code: 422
 	Error            *string `json:"error,omitempty"`
-	GatewayRequestId *string `json:"gateway_request_id,omitempty"`
+	GatewayRequestID *string `json:"gateway_request_id,omitempty"`
 
 	// Payload The Output on OK; the model's error body on ERROR.
 	Payload      *map[string]interface{} `json:"payload,omitempty"`
 	PayloadError *string                 `json:"payload_error,omitempty"`
-	RequestId    string                  `json:"request_id"`
+	RequestID    string                  `json:"request_id"`
 
 	// Status OK or ERROR.
 	//
@@ -363,11 +379,15 @@ type WebhookPayload struct {
 // Logs defines model for Logs.
 type Logs int
 
-// RequestId Example: acf05732-7cb3-445b-9f39-fdaeccb1d730
-type RequestId = string
+// RequestID Example: acf05732-7cb3-445b-9f39-fdaeccb1d730
+type RequestID = string
 
 // SubmitParams defines parameters for Submit.
 type SubmitParams struct {
+	// FalMaxQueueLength Fail fast: when more than this many jobs wait in the queue, fal
+	// answers 429 at once instead of queueing the job.
+	FalMaxQueueLength *int `form:"fal_max_queue_length,omitempty" json:"fal_max_queue_length,omitempty"`
+
 	// FalWebhook URL fal POSTs the WebhookPayload to when the job ends.
 	FalWebhook        *string                        `form:"fal_webhook,omitempty" json:"fal_webhook,omitempty"`
 	XFalQueuePriority *SubmitParamsXFalQueuePriority `json:"X-Fal-Queue-Priority,omitempty"`
@@ -385,7 +405,7 @@ type SubmitParams struct {
 	// XFalObjectLifecyclePreference JSON such as {"expiration_duration_seconds": 3600} for output media.
 	XFalObjectLifecyclePreference *string `json:"X-Fal-Object-Lifecycle-Preference,omitempty"`
 
-	// XFalNoRetry "1" disables server-side retries.
+	// XFalNoRetry "1", "true" or "yes" disables fal's own retries of the run.
 	XFalNoRetry *SubmitParamsXFalNoRetry `json:"X-Fal-No-Retry,omitempty"`
 }
 
@@ -648,19 +668,19 @@ type ClientInterface interface {
 	// promptly. A failed model answers its error here.
 	//
 	// Corresponds with GET /fal-ai/flux-1/requests/{request_id} (the `GetResult` operationId).
-	GetResult(ctx context.Context, requestId RequestId, reqEditors ...RequestEditorFn) (*http.Response, error)
+	GetResult(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// Cancel Ask the queue to cancel the job
 	//
 	// Only an explicit cancel stops a queued job; dropping the connection does not.
 	//
 	// Corresponds with PUT /fal-ai/flux-1/requests/{request_id}/cancel (the `Cancel` operationId).
-	Cancel(ctx context.Context, requestId RequestId, reqEditors ...RequestEditorFn) (*http.Response, error)
+	Cancel(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetStatus The job's queue status
 	//
 	// Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status (the `GetStatus` operationId).
-	GetStatus(ctx context.Context, requestId RequestId, params *GetStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+	GetStatus(ctx context.Context, requestID RequestID, params *GetStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// StreamStatus The job's status changes as Server-Sent Events
 	//
@@ -669,7 +689,7 @@ type ClientInterface interface {
 	// after COMPLETED; a stream that ends on any other status is an error.
 	//
 	// Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status/stream (the `StreamStatus` operationId).
-	StreamStatus(ctx context.Context, requestId RequestId, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+	StreamStatus(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // SubmitWithBody Queue an image-to-image job
@@ -720,8 +740,8 @@ func (c *Client) Submit(ctx context.Context, params *SubmitParams, body SubmitJS
 // promptly. A failed model answers its error here.
 //
 // Corresponds with GET /fal-ai/flux-1/requests/{request_id} (the `GetResult` operationId).
-func (c *Client) GetResult(ctx context.Context, requestId RequestId, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewGetResultRequest(c.Server, requestId)
+func (c *Client) GetResult(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetResultRequest(c.Server, requestID)
 	if err != nil {
 		return nil, err
 	}
@@ -737,8 +757,8 @@ func (c *Client) GetResult(ctx context.Context, requestId RequestId, reqEditors 
 // Only an explicit cancel stops a queued job; dropping the connection does not.
 //
 // Corresponds with PUT /fal-ai/flux-1/requests/{request_id}/cancel (the `Cancel` operationId).
-func (c *Client) Cancel(ctx context.Context, requestId RequestId, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCancelRequest(c.Server, requestId)
+func (c *Client) Cancel(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCancelRequest(c.Server, requestID)
 	if err != nil {
 		return nil, err
 	}
@@ -752,8 +772,8 @@ func (c *Client) Cancel(ctx context.Context, requestId RequestId, reqEditors ...
 // GetStatus The job's queue status
 //
 // Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status (the `GetStatus` operationId).
-func (c *Client) GetStatus(ctx context.Context, requestId RequestId, params *GetStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewGetStatusRequest(c.Server, requestId, params)
+func (c *Client) GetStatus(ctx context.Context, requestID RequestID, params *GetStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetStatusRequest(c.Server, requestID, params)
 	if err != nil {
 		return nil, err
 	}
@@ -771,8 +791,8 @@ func (c *Client) GetStatus(ctx context.Context, requestId RequestId, params *Get
 // after COMPLETED; a stream that ends on any other status is an error.
 //
 // Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status/stream (the `StreamStatus` operationId).
-func (c *Client) StreamStatus(ctx context.Context, requestId RequestId, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewStreamStatusRequest(c.Server, requestId, params)
+func (c *Client) StreamStatus(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStreamStatusRequest(c.Server, requestID, params)
 	if err != nil {
 		return nil, err
 	}
@@ -821,6 +841,18 @@ func NewSubmitRequestWithBody(server string, params *SubmitParams, contentType s
 		// styled parameters, preserving literal commas as delimiters
 		// per the OpenAPI spec (e.g. "color=blue,black,brown").
 		var rawQueryFragments []string
+
+		if params.FalMaxQueueLength != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "fal_max_queue_length", *params.FalMaxQueueLength, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
 
 		if params.FalWebhook != nil {
 
@@ -921,12 +953,12 @@ func NewSubmitRequestWithBody(server string, params *SubmitParams, contentType s
 }
 
 // NewGetResultRequest constructs an http.Request for the GetResult method
-func NewGetResultRequest(server string, requestId RequestId) (*http.Request, error) {
+func NewGetResultRequest(server string, requestID RequestID) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
 
-	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "request_id", requestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "request_id", requestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
 	if err != nil {
 		return nil, err
 	}
@@ -955,12 +987,12 @@ func NewGetResultRequest(server string, requestId RequestId) (*http.Request, err
 }
 
 // NewCancelRequest constructs an http.Request for the Cancel method
-func NewCancelRequest(server string, requestId RequestId) (*http.Request, error) {
+func NewCancelRequest(server string, requestID RequestID) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
 
-	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "request_id", requestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "request_id", requestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
 	if err != nil {
 		return nil, err
 	}
@@ -989,12 +1021,12 @@ func NewCancelRequest(server string, requestId RequestId) (*http.Request, error)
 }
 
 // NewGetStatusRequest constructs an http.Request for the GetStatus method
-func NewGetStatusRequest(server string, requestId RequestId, params *GetStatusParams) (*http.Request, error) {
+func NewGetStatusRequest(server string, requestID RequestID, params *GetStatusParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
 
-	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "request_id", requestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "request_id", requestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
 	if err != nil {
 		return nil, err
 	}
@@ -1050,12 +1082,12 @@ func NewGetStatusRequest(server string, requestId RequestId, params *GetStatusPa
 }
 
 // NewStreamStatusRequest constructs an http.Request for the StreamStatus method
-func NewStreamStatusRequest(server string, requestId RequestId, params *StreamStatusParams) (*http.Request, error) {
+func NewStreamStatusRequest(server string, requestID RequestID, params *StreamStatusParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
 
-	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "request_id", requestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "request_id", requestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
 	if err != nil {
 		return nil, err
 	}
@@ -1184,7 +1216,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /fal-ai/flux-1/requests/{request_id} (the `GetResult` operationId).
-	GetResultWithResponse(ctx context.Context, requestId RequestId, reqEditors ...RequestEditorFn) (*GetResultResponse, error)
+	GetResultWithResponse(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*GetResultResponse, error)
 
 	// CancelWithResponse Ask the queue to cancel the job
 	//
@@ -1193,14 +1225,14 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with PUT /fal-ai/flux-1/requests/{request_id}/cancel (the `Cancel` operationId).
-	CancelWithResponse(ctx context.Context, requestId RequestId, reqEditors ...RequestEditorFn) (*CancelResponse, error)
+	CancelWithResponse(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*CancelResponse, error)
 
 	// GetStatusWithResponse The job's queue status
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status (the `GetStatus` operationId).
-	GetStatusWithResponse(ctx context.Context, requestId RequestId, params *GetStatusParams, reqEditors ...RequestEditorFn) (*GetStatusResponse, error)
+	GetStatusWithResponse(ctx context.Context, requestID RequestID, params *GetStatusParams, reqEditors ...RequestEditorFn) (*GetStatusResponse, error)
 
 	// StreamStatusWithResponse The job's status changes as Server-Sent Events
 	//
@@ -1211,12 +1243,12 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status/stream (the `StreamStatus` operationId).
-	StreamStatusWithResponse(ctx context.Context, requestId RequestId, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*StreamStatusResponse, error)
+	StreamStatusWithResponse(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*StreamStatusResponse, error)
 }
 
 // SubmitResponse200Headers the declared response headers of an HTTP 200 response for Submit
 type SubmitResponse200Headers struct {
-	XFalRequestId *string
+	XFalRequestID *string
 }
 
 // SubmitResponse400Headers the declared response headers of an HTTP 400 response for Submit
@@ -1431,7 +1463,8 @@ func (r SubmitResponse) ContentType() string {
 
 // GetResultResponse200Headers the declared response headers of an HTTP 200 response for GetResult
 type GetResultResponse200Headers struct {
-	XFalRequestId *string
+	XFalBillableUnits *string
+	XFalRequestID     *string
 }
 
 // GetResultResponse400Headers the declared response headers of an HTTP 400 response for GetResult
@@ -1745,6 +1778,8 @@ type CancelResponse504Headers struct {
 type CancelResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CancelOutcome
 	// JSON202 the response for an HTTP 202 `application/json` response
 	JSON202 *CancelStatus
 	// JSON400 the response for an HTTP 400 `application/json` response
@@ -1783,6 +1818,11 @@ type CancelResponse struct {
 	Headers503 *CancelResponse503Headers
 	// Headers504 the parsed response headers for an HTTP 504 response
 	Headers504 *CancelResponse504Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CancelResponse) GetJSON200() *CancelOutcome {
+	return r.JSON200
 }
 
 // GetJSON202 returns the response for an HTTP 202 `application/json` response
@@ -2367,8 +2407,8 @@ func (c *ClientWithResponses) SubmitWithResponse(ctx context.Context, params *Su
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /fal-ai/flux-1/requests/{request_id} (the `GetResult` operationId).
-func (c *ClientWithResponses) GetResultWithResponse(ctx context.Context, requestId RequestId, reqEditors ...RequestEditorFn) (*GetResultResponse, error) {
-	rsp, err := c.GetResult(ctx, requestId, reqEditors...)
+func (c *ClientWithResponses) GetResultWithResponse(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*GetResultResponse, error) {
+	rsp, err := c.GetResult(ctx, requestID, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2382,8 +2422,8 @@ func (c *ClientWithResponses) GetResultWithResponse(ctx context.Context, request
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with PUT /fal-ai/flux-1/requests/{request_id}/cancel (the `Cancel` operationId).
-func (c *ClientWithResponses) CancelWithResponse(ctx context.Context, requestId RequestId, reqEditors ...RequestEditorFn) (*CancelResponse, error) {
-	rsp, err := c.Cancel(ctx, requestId, reqEditors...)
+func (c *ClientWithResponses) CancelWithResponse(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*CancelResponse, error) {
+	rsp, err := c.Cancel(ctx, requestID, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2395,8 +2435,8 @@ func (c *ClientWithResponses) CancelWithResponse(ctx context.Context, requestId 
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status (the `GetStatus` operationId).
-func (c *ClientWithResponses) GetStatusWithResponse(ctx context.Context, requestId RequestId, params *GetStatusParams, reqEditors ...RequestEditorFn) (*GetStatusResponse, error) {
-	rsp, err := c.GetStatus(ctx, requestId, params, reqEditors...)
+func (c *ClientWithResponses) GetStatusWithResponse(ctx context.Context, requestID RequestID, params *GetStatusParams, reqEditors ...RequestEditorFn) (*GetStatusResponse, error) {
+	rsp, err := c.GetStatus(ctx, requestID, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2412,8 +2452,8 @@ func (c *ClientWithResponses) GetStatusWithResponse(ctx context.Context, request
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status/stream (the `StreamStatus` operationId).
-func (c *ClientWithResponses) StreamStatusWithResponse(ctx context.Context, requestId RequestId, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*StreamStatusResponse, error) {
-	rsp, err := c.StreamStatus(ctx, requestId, params, reqEditors...)
+func (c *ClientWithResponses) StreamStatusWithResponse(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*StreamStatusResponse, error) {
+	rsp, err := c.StreamStatus(ctx, requestID, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2521,7 +2561,7 @@ func ParseSubmitResponse(rsp *http.Response) (*SubmitResponse, error) {
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			}
-			headers.XFalRequestId = &value
+			headers.XFalRequestID = &value
 		}
 		response.Headers200 = &headers
 	case rsp.StatusCode == 400:
@@ -2928,12 +2968,19 @@ func ParseGetResultResponse(rsp *http.Response) (*GetResultResponse, error) {
 	switch {
 	case rsp.StatusCode == 200:
 		var headers GetResultResponse200Headers
+		if values := rsp.Header.Values("X-Fal-Billable-Units"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Billable-Units", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalBillableUnits = &value
+		}
 		if values := rsp.Header.Values("X-Fal-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			}
-			headers.XFalRequestId = &value
+			headers.XFalRequestID = &value
 		}
 		response.Headers200 = &headers
 	case rsp.StatusCode == 400:
@@ -3306,6 +3353,13 @@ func ParseCancelResponse(rsp *http.Response) (*CancelResponse, error) {
 	}
 
 	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CancelOutcome
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
 		var dest CancelStatus
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {

@@ -106,14 +106,39 @@ func TestValidationAgreesWithSpec(t *testing.T) {
 	}
 	check("prompt", "")
 
-	for _, u := range []string{
-		"https://example.com/a.png", "http://example.com/a", "ftp://example.com/a.png",
-		"example.com/a.png", "https://", "https://exa mple.com/a.png",
-		"data:image/png;base64,iVBORw0KGgo=", "data:image/jpeg;base64,/9j/4AAQ", "data:image/jpg;base64,/9j/",
-		"data:image/webp;base64,UklGRg==", "data:image/gif;base64,R0lGOD==", "data:image/avif;base64,AAAAHGZ0eXA=",
-		"data:image/bmp;base64,Qk0=", "data:text/plain;base64,aGk=", "data:image/png,rawbytes",
-		"data:image/png;base64,not base64!", "",
+	// image_url is a plain string in the contract, as at fal; the client
+	// checks its form on top, so it refuses a subset of what the spec
+	// accepts and never a form fal accepts.
+	for u, want := range map[string]bool{
+		"https://example.com/a.png": true, "http://example.com/a": true, "HTTPS://example.com/A.PNG": true,
+		"data:image/png;base64,iVBORw0KGgo=": true, "data:image/jpeg;base64,/9j/4AAQ": true, "data:image/jpg;base64,/9j/": true,
+		"data:image/webp;base64,UklGRg==": true, "data:image/gif;base64,R0lGOD==": true, "data:image/avif;base64,AAAAHGZ0eXA=": true,
+		"DATA:image/PNG;base64,iVBORw0KGgo=": true, "data:image/png;name=cat.png;base64,iVBORw0KGgo=": true,
+		"ftp://example.com/a.png": false, "example.com/a.png": false, "https://": false, "https://exa mple.com/a.png": false,
+		"data:image/bmp;base64,Qk0=": false, "data:text/plain;base64,aGk=": false, "data:image/png,rawbytes": false,
+		"data:image/png;base64,not base64!": false, "": false,
 	} {
-		check("image_url", u)
+		body := base()
+		body["image_url"] = u
+		specOK, wrapOK, err := verdicts(t, body)
+		assert.Equal(t, want, wrapOK, "image_url=%q: %v", u, err)
+		if wrapOK {
+			assert.True(t, specOK, "image_url=%q: the client accepts only what the spec accepts", u)
+		} else {
+			assert.True(t, names(err, "image_url"), "image_url=%q: the error names the field: %v", u, err)
+		}
+	}
+}
+
+// TestValidateRefusesNonFiniteNumbers: NaN and infinities never reach the
+// wire (encoding/json cannot encode them), and the error names the field.
+func TestValidateRefusesNonFiniteNumbers(t *testing.T) {
+	for _, v := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		in := gen.Input{ImageURL: "https://example.com/cat.png", Prompt: "a cat", Strength: &v, GuidanceScale: &v}
+		err := wrapper.Validate(in)
+		require.Error(t, err)
+		assert.True(t, names(err, "strength"), "%v", err)
+		assert.True(t, names(err, "guidance_scale"), "%v", err)
+		assert.Contains(t, err.Error(), "finite")
 	}
 }

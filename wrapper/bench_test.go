@@ -53,12 +53,12 @@ func rawJob(b *testing.B, hc *http.Client, base, auth string, body []byte) {
 	var q gen.Enqueued
 	do(http.MethodPost, base+"/fal-ai/flux-1/dev/image-to-image", body, &q)
 	var st gen.QueueStatus
-	do(http.MethodGet, base+"/fal-ai/flux-1/requests/"+q.RequestId+"/status", nil, &st)
+	do(http.MethodGet, base+"/fal-ai/flux-1/requests/"+q.RequestID+"/status", nil, &st)
 	if st.Status != "COMPLETED" {
 		b.Fatalf("status %s", st.Status)
 	}
 	var out gen.Output
-	do(http.MethodGet, base+"/fal-ai/flux-1/requests/"+q.RequestId, nil, &out)
+	do(http.MethodGet, base+"/fal-ai/flux-1/requests/"+q.RequestID, nil, &out)
 }
 
 // benchRun runs whole jobs with a polling wrapper client: the same three
@@ -213,7 +213,7 @@ func BenchmarkSubmitLargeImage(b *testing.B) {
 				return err
 			}
 			in := input()
-			in.ImageUrl = "data:image/png;base64," + base64.StdEncoding.EncodeToString(data)
+			in.ImageURL = "data:image/png;base64," + base64.StdEncoding.EncodeToString(data)
 			_, err = c.Submit(context.Background(), in)
 			return err
 		},
@@ -347,7 +347,7 @@ func BenchmarkJobsInFlight(b *testing.B) {
 				}
 				for {
 					var st gen.QueueStatus
-					if err := call(http.MethodGet, srv.URL+"/fal-ai/flux-1/requests/"+q.RequestId+"/status?logs=1", nil, &st); err != nil {
+					if err := call(http.MethodGet, srv.URL+"/fal-ai/flux-1/requests/"+q.RequestID+"/status?logs=1", nil, &st); err != nil {
 						return err
 					}
 					if st.Status == "COMPLETED" {
@@ -356,7 +356,7 @@ func BenchmarkJobsInFlight(b *testing.B) {
 					time.Sleep(500 * time.Millisecond)
 				}
 				var out gen.Output
-				return call(http.MethodGet, srv.URL+"/fal-ai/flux-1/requests/"+q.RequestId, nil, &out)
+				return call(http.MethodGet, srv.URL+"/fal-ai/flux-1/requests/"+q.RequestID, nil, &out)
 			}
 		})
 	})

@@ -174,7 +174,7 @@ func TestInvalidInputSendsNothingAndNamesEveryField(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, c := setup(t, instant)
 		in := gen.Input{
-			ImageUrl:          "ftp://example.com/a.png",
+			ImageURL:          "ftp://example.com/a.png",
 			Strength:          ptr(1.5),
 			NumInferenceSteps: ptr(5),
 			GuidanceScale:     ptr(25.0),

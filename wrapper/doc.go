@@ -3,7 +3,7 @@
 // or through an aggregator that proxies it.
 //
 //	c, err := wrapper.New(wrapper.WithBearerToken(token)) // or WithFalKey, or the environment
-//	out, err := c.Run(ctx, gen.Input{ImageUrl: url, Prompt: "..."},
+//	out, err := c.Run(ctx, gen.Input{ImageURL: url, Prompt: "..."},
 //		wrapper.OnUpdate(func(s wrapper.Status) { log.Println(s.Status, s.QueuePosition) }))
 //
 // The input and output types are those generated from the OpenAPI spec into

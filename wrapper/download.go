@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"mime"
@@ -15,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/media"
 )
 
 // OpenImage opens one output image, whether its url is http(s) or a data
@@ -25,14 +25,18 @@ import (
 func (c *Client) OpenImage(ctx context.Context, img gen.Image) (io.ReadCloser, string, error) {
 	var rc io.ReadCloser
 	switch {
-	case strings.HasPrefix(img.Url, "data:"):
-		data, err := decodeDataURI(img.Url)
+	case media.IsDataURI(img.URL):
+		d, err := media.ParseDataURI(img.URL)
 		if err != nil {
-			return nil, "", err
+			return nil, "", fmt.Errorf("fluxi2i: image url: %w", err)
+		}
+		data, err := d.Decode()
+		if err != nil {
+			return nil, "", fmt.Errorf("fluxi2i: image url: %w", err)
 		}
 		rc = io.NopCloser(bytes.NewReader(data))
-	case strings.HasPrefix(img.Url, "https://"), strings.HasPrefix(img.Url, "http://"):
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, img.Url, nil)
+	case strings.HasPrefix(img.URL, "https://"), strings.HasPrefix(img.URL, "http://"):
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, img.URL, nil)
 		if err != nil {
 			return nil, "", fmt.Errorf("fluxi2i: image url: %w", err)
 		}
@@ -51,7 +55,7 @@ func (c *Client) OpenImage(ctx context.Context, img gen.Image) (io.ReadCloser, s
 		}
 		rc = &limitedBody{r: io.LimitReader(resp.Body, c.maxBody+1), c: resp.Body, limit: c.maxBody}
 	default:
-		return nil, "", fmt.Errorf("fluxi2i: image url %.40q is neither http(s) nor a data URI", img.Url)
+		return nil, "", fmt.Errorf("fluxi2i: image url %.40q is neither http(s) nor a data URI", img.URL)
 	}
 	br := bufio.NewReaderSize(rc, 512)
 	head, _ := br.Peek(512)
@@ -104,12 +108,7 @@ func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix st
 
 // ExtensionFor is the file extension of an image MIME type ("jpeg" for
 // image/jpeg).
-func ExtensionFor(mimeType string) string {
-	if ext, ok := strings.CutPrefix(mimeType, "image/"); ok && ext != "" {
-		return ext
-	}
-	return "bin"
-}
+func ExtensionFor(mimeType string) string { return media.Extension(mimeType) }
 
 func writeAtomic(path string, r io.Reader) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".fluxi2i-*")
@@ -129,26 +128,6 @@ func writeAtomic(path string, r io.Reader) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
-}
-
-// decodeDataURI decodes a base64 data URI's payload.
-func decodeDataURI(s string) ([]byte, error) {
-	rest, ok := strings.CutPrefix(s, "data:")
-	if !ok {
-		return nil, fmt.Errorf("fluxi2i: not a data URI")
-	}
-	meta, payload, ok := strings.Cut(rest, ",")
-	if !ok || !strings.HasSuffix(meta, ";base64") {
-		return nil, fmt.Errorf("fluxi2i: data URI is not base64")
-	}
-	b, err := base64.StdEncoding.DecodeString(payload)
-	if err != nil {
-		if b, err2 := base64.RawStdEncoding.DecodeString(payload); err2 == nil {
-			return b, nil
-		}
-		return nil, fmt.Errorf("fluxi2i: data URI payload: %w", err)
-	}
-	return b, nil
 }
 
 // limitedBody fails a read past limit bytes.

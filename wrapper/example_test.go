@@ -33,7 +33,7 @@ func ExampleClient_Run() {
 	steps := 0
 	n := 2
 	out, err := c.Run(ctx, gen.Input{
-		ImageUrl:  "https://example.com/cat.png",
+		ImageURL:  "https://example.com/cat.png",
 		Prompt:    "a cat dressed as a wizard",
 		NumImages: &n,
 	}, wrapper.OnUpdate(func(s wrapper.Status) { steps += len(s.NewLogs) }))
@@ -58,7 +58,7 @@ func ExampleClient_Wait() {
 		log.Fatal(err)
 	}
 	ctx := context.Background()
-	q, err := c.Submit(ctx, gen.Input{ImageUrl: "https://example.com/cat.png", Prompt: "a fox"})
+	q, err := c.Submit(ctx, gen.Input{ImageURL: "https://example.com/cat.png", Prompt: "a fox"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func ExampleClient_Wait() {
 // Invalid input is refused before anything is sent, naming each field.
 func ExampleValidate() {
 	s := 2.0
-	err := wrapper.Validate(gen.Input{ImageUrl: "ftp://example.com/a.png", Prompt: "x", Strength: &s})
+	err := wrapper.Validate(gen.Input{ImageURL: "ftp://example.com/a.png", Prompt: "x", Strength: &s})
 	fmt.Println(err)
-	// Output: fluxi2i: invalid input: image_url: must be an http(s) URL or a data:image/{jpeg,png,webp,gif,avif};base64 URI; strength: 2 is out of range: allowed 0.01 to 1
+	// Output: fluxi2i: invalid input: image_url: must be an http(s) URL or a base64 data URI of a jpeg, png, webp, gif or avif image; strength: 2 is out of range: allowed 0.01 to 1
 }

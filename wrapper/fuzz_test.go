@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fluxi2i/fluxi2i/internal/media"
 )
 
 func FuzzDecodeStatus(f *testing.F) {
@@ -87,21 +89,27 @@ func FuzzDataURI(f *testing.F) {
 	f.Add("https://example.com/a.png", []byte(nil))
 	f.Fuzz(func(t *testing.T, s string, payload []byte) {
 		// Whatever comes in: no panic, and only data URIs decode.
-		if b, err := decodeDataURI(s); err == nil {
-			SniffImage(b)
-			if !strings.HasPrefix(s, "data:") {
-				t.Fatal("decoded something that is not a data URI")
+		if d, err := media.ParseDataURI(s); err == nil {
+			if b, err := d.Decode(); err == nil {
+				SniffImage(b)
+			}
+			if !media.IsDataURI(s) {
+				t.Fatal("parsed something that is not a data URI")
 			}
 		}
 		checkImageURL(s)
 		// Any bytes made into an image data URI pass validation and
 		// decode back to themselves.
-		for _, typ := range imageTypes {
+		for _, typ := range media.ImageTypes {
 			uri := "data:image/" + typ + ";base64," + base64.StdEncoding.EncodeToString(payload)
 			if msg := checkImageURL(uri); msg != "" {
 				t.Fatalf("%s rejected: %s", typ, msg)
 			}
-			b, err := decodeDataURI(uri)
+			d, err := media.ParseDataURI(uri)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := d.Decode()
 			if err != nil || !bytes.Equal(b, payload) {
 				t.Fatalf("round trip failed: %v", err)
 			}

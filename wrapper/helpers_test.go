@@ -31,7 +31,7 @@ func setup(t *testing.T, sopts []queuetest.Option, copts ...wrapper.Option) (*qu
 }
 
 func input() gen.Input {
-	return gen.Input{ImageUrl: "https://example.com/cat.png", Prompt: "a cat dressed as a wizard"}
+	return gen.Input{ImageURL: "https://example.com/cat.png", Prompt: "a cat dressed as a wizard"}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/fluxi2i/fluxi2i/internal/media"
 )
 
 // Image is an input image that becomes image_url as a base64 data URI.
@@ -25,42 +27,7 @@ var ErrNotAnImage = errors.New("fluxi2i: not a jpeg, png, webp, gif or avif imag
 
 // SniffImage returns the MIME type of an image from its first bytes (512
 // are enough): image/jpeg, image/png, image/gif, image/webp or image/avif.
-func SniffImage(head []byte) (string, bool) {
-	switch {
-	case bytes.HasPrefix(head, []byte{0xff, 0xd8, 0xff}):
-		return "image/jpeg", true
-	case bytes.HasPrefix(head, []byte("\x89PNG\r\n\x1a\n")):
-		return "image/png", true
-	case bytes.HasPrefix(head, []byte("GIF87a")), bytes.HasPrefix(head, []byte("GIF89a")):
-		return "image/gif", true
-	case len(head) >= 12 && string(head[:4]) == "RIFF" && string(head[8:12]) == "WEBP":
-		return "image/webp", true
-	case isAVIF(head):
-		return "image/avif", true
-	}
-	return "", false
-}
-
-// isAVIF looks for an ISO-BMFF ftyp box naming the avif or avis brand,
-// as major brand or compatible brand.
-func isAVIF(b []byte) bool {
-	if len(b) < 16 || string(b[4:8]) != "ftyp" {
-		return false
-	}
-	size := int(b[0])<<24 | int(b[1])<<16 | int(b[2])<<8 | int(b[3])
-	if size < 16 || size > len(b) {
-		size = min(len(b), 64)
-	}
-	for i := 8; i+4 <= size; i += 4 {
-		if i == 12 {
-			continue // minor version
-		}
-		if brand := string(b[i : i+4]); brand == "avif" || brand == "avis" {
-			return true
-		}
-	}
-	return false
-}
+func SniffImage(head []byte) (string, bool) { return media.Sniff(head) }
 
 // ImageFile returns the image in the file at path. The file is read when
 // the request is sent (and again for a retry), not now; its type is
@@ -137,7 +104,7 @@ func (im *Image) DataURI() (string, error) {
 }
 
 // WithImage makes Submit or Run send im as image_url, replacing
-// Input.ImageUrl, streamed into the request body.
+// Input.ImageURL, streamed into the request body.
 func WithImage(im *Image) CallOption {
 	return func(cfg *callConfig) error {
 		if im == nil {

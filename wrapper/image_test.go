@@ -86,14 +86,14 @@ func TestStreamedImageReachesTheServerIntact(t *testing.T) {
 
 			srv.Inject(queuetest.OpSubmit, queuetest.Fail(503)) // the retry must replay the body
 			in := input()
-			in.ImageUrl = "ignored: WithImage replaces it"
+			in.ImageURL = "ignored: WithImage replaces it"
 			q, err := c.Submit(context.Background(), in, wrapper.WithImage(im))
 			require.NoError(t, err)
 			assert.Equal(t, 2, q.Attempts)
 			got, _, ok := srv.Job(q.RequestID)
 			require.True(t, ok)
 			want := "data:image/png;base64," + base64.StdEncoding.EncodeToString(data)
-			assert.Equal(t, want, got.ImageUrl)
+			assert.Equal(t, want, got.ImageURL)
 			assert.Equal(t, in.Prompt, got.Prompt)
 
 			uri, err := im.DataURI()
@@ -138,7 +138,7 @@ func TestSaveImagesFromURLsAndDataURIs(t *testing.T) {
 		for _, sync := range []bool{false, true} {
 			in := input()
 			in.NumImages = ptr(2)
-			in.OutputFormat = ptr(gen.Png)
+			in.OutputFormat = ptr(gen.InputOutputFormatPng)
 			in.SyncMode = ptr(sync)
 			out, err := c.Run(context.Background(), in)
 			require.NoError(t, err)
@@ -180,31 +180,31 @@ func TestOpenImageChecks(t *testing.T) {
 	require.NoError(t, err)
 	ctx := context.Background()
 
-	rc, typ, err := c.OpenImage(ctx, gen.Image{Url: srv.URL + "/ok", ContentType: ptr("image/jpeg")})
+	rc, typ, err := c.OpenImage(ctx, gen.Image{URL: srv.URL + "/ok", ContentType: ptr("image/jpeg")})
 	require.NoError(t, err)
 	b, _ := io.ReadAll(rc)
 	rc.Close()
 	assert.Equal(t, jpeg, b)
 	assert.Equal(t, "image/jpeg", typ)
 
-	_, _, err = c.OpenImage(ctx, gen.Image{Url: srv.URL + "/ok", ContentType: ptr("image/png")})
+	_, _, err = c.OpenImage(ctx, gen.Image{URL: srv.URL + "/ok", ContentType: ptr("image/png")})
 	assert.ErrorContains(t, err, "declares image/png but the bytes are image/jpeg")
-	_, _, err = c.OpenImage(ctx, gen.Image{Url: srv.URL + "/html"})
+	_, _, err = c.OpenImage(ctx, gen.Image{URL: srv.URL + "/html"})
 	assert.ErrorIs(t, err, wrapper.ErrNotAnImage)
-	_, _, err = c.OpenImage(ctx, gen.Image{Url: srv.URL + "/gone"})
+	_, _, err = c.OpenImage(ctx, gen.Image{URL: srv.URL + "/gone"})
 	assert.ErrorContains(t, err, "HTTP 404")
-	rc, _, err = c.OpenImage(ctx, gen.Image{Url: srv.URL + "/big"})
+	rc, _, err = c.OpenImage(ctx, gen.Image{URL: srv.URL + "/big"})
 	require.NoError(t, err, "the limit bites while reading")
 	_, err = io.ReadAll(rc)
 	rc.Close()
 	assert.ErrorContains(t, err, "limit")
-	_, _, err = c.OpenImage(ctx, gen.Image{Url: "ftp://x/y.png"})
+	_, _, err = c.OpenImage(ctx, gen.Image{URL: "ftp://x/y.png"})
 	assert.Error(t, err)
-	_, _, err = c.OpenImage(ctx, gen.Image{Url: "data:image/png;base64,@@@"})
+	_, _, err = c.OpenImage(ctx, gen.Image{URL: "data:image/png;base64,@@@"})
 	assert.Error(t, err)
 
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	_, _, err = c.OpenImage(cctx, gen.Image{Url: srv.URL + "/ok"})
+	_, _, err = c.OpenImage(cctx, gen.Image{URL: srv.URL + "/ok"})
 	assert.ErrorIs(t, err, context.Canceled)
 }

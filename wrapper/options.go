@@ -47,8 +47,8 @@ type Priority = gen.SubmitParamsXFalQueuePriority
 
 // Queue priorities (X-Fal-Queue-Priority).
 const (
-	PriorityNormal Priority = gen.Normal
-	PriorityLow    Priority = gen.Low
+	PriorityNormal Priority = gen.SubmitParamsXFalQueuePriorityNormal
+	PriorityLow    Priority = gen.SubmitParamsXFalQueuePriorityLow
 )
 
 // Webhook asks fal to POST the job's outcome to target when it ends (see

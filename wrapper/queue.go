@@ -65,7 +65,7 @@ const imageMarker = "fluxi2i:streamed-image:7f3a9c"
 func (c *Client) submit(ctx context.Context, in gen.Input, cfg *callConfig) (*Queued, error) {
 	in = Normalize(in)
 	if cfg.image != nil {
-		in.ImageUrl = cfg.image.prefix() // a valid, empty data URI of the sniffed type
+		in.ImageURL = cfg.image.prefix() // a valid, empty data URI of the sniffed type
 	}
 	if err := Validate(in); err != nil {
 		return nil, err
@@ -78,7 +78,7 @@ func (c *Client) submit(ctx context.Context, in gen.Input, cfg *callConfig) (*Qu
 		return c.submitBody(ctx, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }, int64(len(body)), cfg)
 	}
 	im := cfg.image
-	in.ImageUrl = imageMarker
+	in.ImageURL = imageMarker
 	js, err := json.Marshal(in)
 	if err != nil {
 		return nil, fmt.Errorf("fluxi2i: encoding the input: %w", err)
@@ -124,7 +124,7 @@ func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, 
 		},
 		decode: func(resp *http.Response, body []byte) error {
 			var e gen.Enqueued
-			if err := json.Unmarshal(body, &e); err != nil || e.RequestId == "" {
+			if err := json.Unmarshal(body, &e); err != nil || e.RequestID == "" {
 				// The job exists; its id may still be in the header.
 				if id := resp.Header.Get("X-Fal-Request-Id"); id != "" {
 					q = Queued{RequestID: id, Raw: append(json.RawMessage(nil), body...)}
@@ -136,10 +136,10 @@ func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, 
 				return err
 			}
 			q = Queued{
-				RequestID:     e.RequestId,
-				StatusURL:     deref(e.StatusUrl),
-				ResponseURL:   deref(e.ResponseUrl),
-				CancelURL:     deref(e.CancelUrl),
+				RequestID:     e.RequestID,
+				StatusURL:     deref(e.StatusURL),
+				ResponseURL:   deref(e.ResponseURL),
+				CancelURL:     deref(e.CancelURL),
 				QueuePosition: e.QueuePosition,
 				Raw:           body,
 			}

@@ -29,7 +29,7 @@ func testRunHappyPath(t *testing.T, mode wrapper.StatusMode) {
 		var queued *wrapper.Queued
 		in := input()
 		in.NumImages = ptr(2)
-		in.OutputFormat = ptr(gen.Png)
+		in.OutputFormat = ptr(gen.InputOutputFormatPng)
 		out, err := c.Run(context.Background(), in,
 			wrapper.OnQueued(func(q *wrapper.Queued) { queued = q }),
 			wrapper.OnUpdate(func(s wrapper.Status) {

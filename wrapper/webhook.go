@@ -283,19 +283,19 @@ func DecodeWebhook(body []byte) (WebhookEvent, error) {
 	if err := json.Unmarshal(body, &p); err != nil {
 		return WebhookEvent{}, fmt.Errorf("fluxi2i: webhook payload: %w", err)
 	}
-	if p.RequestId == "" {
+	if p.RequestID == "" {
 		return WebhookEvent{}, errors.New("fluxi2i: webhook payload: no request_id")
 	}
-	ev := WebhookEvent{RequestID: p.RequestId, GatewayRequestID: deref(p.GatewayRequestId), Status: p.Status, Raw: body}
+	ev := WebhookEvent{RequestID: p.RequestID, GatewayRequestID: deref(p.GatewayRequestID), Status: p.Status, Raw: body}
 	raw := p.Payload
 	isNull := len(raw) == 0 || string(raw) == "null"
 	switch {
 	case p.PayloadError != nil && *p.PayloadError != "":
-		ev.Err = fmt.Errorf("fluxi2i: request %s: fal could not serialise the output: %s", p.RequestId, *p.PayloadError)
+		ev.Err = fmt.Errorf("fluxi2i: request %s: fal could not serialise the output: %s", p.RequestID, *p.PayloadError)
 	case p.Status == "OK":
 		var out gen.Output
 		if isNull || json.Unmarshal(raw, &out) != nil {
-			return WebhookEvent{}, fmt.Errorf("fluxi2i: webhook payload of request %s is not an output", p.RequestId)
+			return WebhookEvent{}, fmt.Errorf("fluxi2i: webhook payload of request %s is not an output", p.RequestID)
 		}
 		ev.Output = &out
 	default:
@@ -304,7 +304,7 @@ func DecodeWebhook(body []byte) (WebhookEvent, error) {
 			code, _ = strconv.Atoi(strings.TrimPrefix(msg, "Invalid status code: "))
 		}
 		resp := &http.Response{StatusCode: code, Header: http.Header{}}
-		apiErr := apiError("webhook", p.RequestId, resp, raw)
+		apiErr := apiError("webhook", p.RequestID, resp, raw)
 		if apiErr.Detail == "" && len(apiErr.Fields) == 0 {
 			apiErr.Detail = deref(p.Error)
 		}

@@ -249,7 +249,7 @@ func (f *inputFlags) build(fs *flag.FlagSet) (gen.Input, []wrapper.CallOption, e
 	case f.image == "":
 		bad = append(bad, wrapper.FieldError{Field: "--image", Message: "is required: a local image file or an http(s) URL"})
 	case strings.HasPrefix(f.image, "http://") || strings.HasPrefix(f.image, "https://") || strings.HasPrefix(f.image, "data:"):
-		in.ImageUrl = f.image
+		in.ImageURL = f.image
 	default:
 		im, err := wrapper.ImageFile(f.image)
 		if err != nil {
@@ -292,8 +292,8 @@ func (f *inputFlags) build(fs *flag.FlagSet) (gen.Input, []wrapper.CallOption, e
 		opts = append(opts, wrapper.Webhook(f.webhook))
 	}
 	probe := in
-	if probe.ImageUrl == "" {
-		probe.ImageUrl = "https://placeholder.invalid/x.png" // the file was checked above
+	if probe.ImageURL == "" {
+		probe.ImageURL = "https://placeholder.invalid/x.png" // the file was checked above
 	}
 	var ie *wrapper.InputError
 	if err := wrapper.Validate(wrapper.Normalize(probe)); errors.As(err, &ie) {

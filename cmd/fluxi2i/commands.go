@@ -66,8 +66,8 @@ func (a *app) save(ctx context.Context, c *wrapper.Client, id string, result *ge
 		images := make([]map[string]any, len(result.Images))
 		for i, img := range result.Images {
 			images[i] = map[string]any{"path": paths[i], "content_type": img.ContentType, "width": img.Width, "height": img.Height}
-			if len(img.Url) < 2048 {
-				images[i]["url"] = img.Url
+			if len(img.URL) < 2048 {
+				images[i]["url"] = img.URL
 			}
 		}
 		a.printJSON(map[string]any{"request_id": id, "images": images, "seed": result.Seed, "prompt": result.Prompt, "timings": result.Timings, "has_nsfw_concepts": result.HasNsfwConcepts})

@@ -9,7 +9,6 @@ package simulator
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"hash/fnv"
 	"image"
@@ -19,12 +18,12 @@ import (
 	"image/png"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	_ "golang.org/x/image/webp" // webp input: the standard library has no decoder
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/media"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 )
 
@@ -45,7 +44,7 @@ func Options() []queuetest.Option {
 // Model renders the job's images. An input it cannot read is a 422 naming
 // image_url, as the real model answers.
 func Model(ctx context.Context, _ string, in gen.Input) ([]queuetest.Image, error) {
-	src, err := loadImage(ctx, in.ImageUrl)
+	src, err := loadImage(ctx, in.ImageURL)
 	if err != nil {
 		return nil, &queuetest.ModelError{StatusCode: 422, Field: "image_url", Detail: err.Error()}
 	}
@@ -61,7 +60,7 @@ func Model(ctx context.Context, _ string, in gen.Input) ([]queuetest.Image, erro
 	if in.Seed != nil {
 		seed = *in.Seed
 	}
-	png := in.OutputFormat != nil && *in.OutputFormat == gen.Png
+	png := in.OutputFormat != nil && *in.OutputFormat == gen.InputOutputFormatPng
 	out := make([]queuetest.Image, 0, n)
 	for i := range n {
 		img := Transform(src, in.Prompt, seed+int64(i), strength)
@@ -91,12 +90,12 @@ func encodePNG(w io.Writer, img image.Image) error {
 func loadImage(ctx context.Context, u string) (image.Image, error) {
 	var r io.Reader
 	switch {
-	case strings.HasPrefix(u, "data:"):
-		_, payload, ok := strings.Cut(u, ";base64,")
-		if !ok {
-			return nil, fmt.Errorf("image_url is not a base64 data URI")
+	case media.IsDataURI(u):
+		d, err := media.ParseDataURI(u)
+		if err != nil {
+			return nil, fmt.Errorf("image_url: %v", err)
 		}
-		r = base64.NewDecoder(base64.StdEncoding, strings.NewReader(payload))
+		r = d.Reader()
 	default:
 		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()

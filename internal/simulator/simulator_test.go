@@ -27,7 +27,7 @@ func sampleURI(t *testing.T, w, h int) string {
 }
 
 func TestModelIsDeterministicAndKeepsTheSize(t *testing.T) {
-	in := gen.Input{ImageUrl: sampleURI(t, 33, 21), Prompt: "p"}
+	in := gen.Input{ImageURL: sampleURI(t, 33, 21), Prompt: "p"}
 	seed := int64(5)
 	in.Seed = &seed
 	a, err := Model(context.Background(), "r", in)
@@ -68,7 +68,7 @@ func TestUnreadableInputIsA422NamingImageURL(t *testing.T) {
 		"data:image/png;base64," + base64.StdEncoding.EncodeToString([]byte("not a png")),
 		"data:image/avif;base64," + base64.StdEncoding.EncodeToString([]byte("\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1")),
 	} {
-		_, err := Model(context.Background(), "r", gen.Input{ImageUrl: u, Prompt: "p"})
+		_, err := Model(context.Background(), "r", gen.Input{ImageURL: u, Prompt: "p"})
 		var me *queuetest.ModelError
 		require.True(t, errors.As(err, &me))
 		assert.Equal(t, 422, me.StatusCode)

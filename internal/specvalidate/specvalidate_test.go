@@ -137,7 +137,7 @@ func TestFieldErrorsNameTheField(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, "http://x/fal-ai/flux-1/dev/image-to-image", nil)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Key k")
-	_, err := v.Request(req.Context(), req, []byte(`{"image_url":"ftp://x","prompt":"p","num_images":9}`))
+	_, err := v.Request(req.Context(), req, []byte(`{"image_url":"","prompt":"p","num_images":9}`))
 	require.Error(t, err)
 	var locs []string
 	for _, fe := range FieldErrors(err) {

@@ -13,6 +13,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/media"
 	"github.com/fluxi2i/fluxi2i/internal/specvalidate"
 )
 
@@ -292,8 +293,8 @@ func (s *Server) submit(r *http.Request, body []byte) answer {
 	ph := s.phaseOf(j, now)
 	st, res, cancel := s.urls(r, j.id)
 	a := jsonAnswer(http.StatusOK, gen.Enqueued{
-		Status: ptr("IN_QUEUE"), RequestId: j.id,
-		StatusUrl: &st, ResponseUrl: &res, CancelUrl: &cancel,
+		Status: ptr("IN_QUEUE"), RequestID: j.id,
+		StatusURL: &st, ResponseURL: &res, CancelURL: &cancel,
 		QueuePosition: ptr(ph.position),
 	})
 	a.header.Set("X-Fal-Request-Id", j.id)
@@ -310,7 +311,7 @@ func (s *Server) lookup(r *http.Request) *job {
 // when withLogs.
 func (s *Server) statusBody(r *http.Request, j *job, ph phase, withLogs bool, from int) gen.QueueStatus {
 	st, res, cancel := s.urls(r, j.id)
-	q := gen.QueueStatus{Status: ph.status, RequestId: &j.id, StatusUrl: &st, ResponseUrl: &res, CancelUrl: &cancel}
+	q := gen.QueueStatus{Status: ph.status, RequestID: &j.id, StatusURL: &st, ResponseURL: &res, CancelURL: &cancel}
 	switch ph.status {
 	case "IN_QUEUE":
 		q.QueuePosition = ptr(ph.position)
@@ -376,11 +377,11 @@ func (s *Server) result(r *http.Request, _ []byte) answer {
 	}
 	out := gen.Output{Images: []gen.Image{}, Timings: map[string]float64{"inference": s.cfg.runTime.Seconds()}, Seed: seedOf(j), Prompt: j.in.Prompt, HasNsfwConcepts: []bool{}}
 	for i, im := range images {
-		url := s.mediaBase(r) + "/files/" + j.id + "/" + strconv.Itoa(i) + "." + extOf(im.ContentType)
+		url := s.mediaBase(r) + "/files/" + j.id + "/" + strconv.Itoa(i) + "." + media.Extension(im.ContentType)
 		if j.in.SyncMode != nil && *j.in.SyncMode {
-			url = dataURI(im)
+			url = media.EncodeDataURI(im.ContentType, im.Data)
 		}
-		out.Images = append(out.Images, gen.Image{Url: url, ContentType: ptr(im.ContentType), Width: ptr(im.Width), Height: ptr(im.Height), FileSize: ptr(int64(len(im.Data)))})
+		out.Images = append(out.Images, gen.Image{URL: url, ContentType: ptr(im.ContentType), Width: ptr(im.Width), Height: ptr(im.Height), FileSize: ptr(int64(len(im.Data)))})
 		out.HasNsfwConcepts = append(out.HasNsfwConcepts, false)
 	}
 	a := jsonAnswer(http.StatusOK, out)

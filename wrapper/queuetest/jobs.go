@@ -3,7 +3,6 @@ package queuetest
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"hash/fnv"
 	"image"
@@ -63,7 +62,7 @@ func PlaceholderModel(_ context.Context, _ string, in gen.Input) ([]Image, error
 		n = *in.NumImages
 	}
 	im := Image{ContentType: "image/jpeg", Data: placeholders.jpeg, Width: 8, Height: 8}
-	if in.OutputFormat != nil && *in.OutputFormat == gen.Png {
+	if in.OutputFormat != nil && *in.OutputFormat == gen.InputOutputFormatPng {
 		im = Image{ContentType: "image/png", Data: placeholders.png, Width: 8, Height: 8}
 	}
 	out := make([]Image, n)
@@ -180,15 +179,4 @@ func seedOf(j *job) int64 {
 	h := fnv.New64a()
 	h.Write([]byte(j.id))
 	return int64(h.Sum64() >> 1)
-}
-
-func dataURI(im Image) string {
-	return "data:" + im.ContentType + ";base64," + base64.StdEncoding.EncodeToString(im.Data)
-}
-
-func extOf(contentType string) string {
-	if contentType == "image/png" {
-		return "png"
-	}
-	return "jpeg"
 }

@@ -83,7 +83,7 @@ func (c *tc) submit() gen.Enqueued {
 	require.Equal(c.t, 200, resp.StatusCode, string(b))
 	var q gen.Enqueued
 	require.NoError(c.t, json.Unmarshal(b, &q))
-	assert.Equal(c.t, q.RequestId, resp.Header.Get("X-Fal-Request-Id"))
+	assert.Equal(c.t, q.RequestID, resp.Header.Get("X-Fal-Request-Id"))
 	return q
 }
 
@@ -99,8 +99,8 @@ func TestLifecycleFollowsTheProtocol(t *testing.T) {
 		q := c.submit()
 		assert.Equal(t, "IN_QUEUE", *q.Status)
 		assert.Equal(t, 2, *q.QueuePosition)
-		assert.Equal(t, c.srv.URL+"/fal-ai/flux-1/requests/"+q.RequestId+"/status", *q.StatusUrl, "owner/app only")
-		statusPath := "/fal-ai/flux-1/requests/" + q.RequestId + "/status"
+		assert.Equal(t, c.srv.URL+"/fal-ai/flux-1/requests/"+q.RequestID+"/status", *q.StatusURL, "owner/app only")
+		statusPath := "/fal-ai/flux-1/requests/" + q.RequestID + "/status"
 
 		resp, b := c.call(http.MethodGet, statusPath, "")
 		assert.Equal(t, 202, resp.StatusCode)
@@ -122,7 +122,7 @@ func TestLifecycleFollowsTheProtocol(t *testing.T) {
 		assert.Len(t, *s.Logs, 2)
 		assert.Equal(t, "step 1/4", (*s.Logs)[0].Message)
 
-		resp, b = c.call(http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestId, "")
+		resp, b = c.call(http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestID, "")
 		assert.Equal(t, 400, resp.StatusCode, "result before completion")
 		assert.Contains(t, string(b), "still in progress")
 
@@ -134,7 +134,7 @@ func TestLifecycleFollowsTheProtocol(t *testing.T) {
 		assert.Len(t, *s.Logs, 4)
 		assert.Equal(t, 4.0, *s.Metrics.InferenceTime)
 
-		resp, b = c.call(http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestId, "")
+		resp, b = c.call(http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestID, "")
 		require.Equal(t, 200, resp.StatusCode)
 		var out gen.Output
 		require.NoError(t, json.Unmarshal(b, &out))
@@ -142,11 +142,11 @@ func TestLifecycleFollowsTheProtocol(t *testing.T) {
 		assert.Len(t, out.HasNsfwConcepts, 2)
 		assert.Equal(t, "a cat", out.Prompt)
 
-		img, data := c.raw(http.MethodGet, out.Images[0].Url, "", "")
+		img, data := c.raw(http.MethodGet, out.Images[0].URL, "", "")
 		assert.Equal(t, 200, img.StatusCode)
 		assert.Equal(t, "image/jpeg", img.Header.Get("Content-Type"))
 		assert.Equal(t, []byte{0xff, 0xd8}, data[:2])
-		assert.True(t, strings.HasPrefix(out.Images[0].Url, c.srv.ForeignURL), "media is served from another origin")
+		assert.True(t, strings.HasPrefix(out.Images[0].URL, c.srv.ForeignURL), "media is served from another origin")
 	})
 }
 
@@ -154,7 +154,7 @@ func TestCancelAnswers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := start(t, queuetest.QueueTime(time.Minute))
 		q := c.submit()
-		p := "/fal-ai/flux-1/requests/" + q.RequestId
+		p := "/fal-ai/flux-1/requests/" + q.RequestID
 		resp, b := c.call(http.MethodPut, p+"/cancel", "")
 		assert.Equal(t, 202, resp.StatusCode)
 		assert.JSONEq(t, `{"status":"CANCELLATION_REQUESTED"}`, string(b))
@@ -262,8 +262,8 @@ func TestForeignURLsSwitch(t *testing.T) {
 		c := start(t)
 		c.srv.SetForeignURLs(true)
 		q := c.submit()
-		assert.True(t, strings.HasPrefix(*q.StatusUrl, "http://"+queuetest.PipeForeignHost+"/"))
-		resp, _ := c.raw(http.MethodGet, *q.StatusUrl, "Bearer leaked", "")
+		assert.True(t, strings.HasPrefix(*q.StatusURL, "http://"+queuetest.PipeForeignHost+"/"))
+		resp, _ := c.raw(http.MethodGet, *q.StatusURL, "Bearer leaked", "")
 		assert.Equal(t, 202, resp.StatusCode, "the foreign origin answers, so a leak goes unnoticed but for the counter")
 		assert.EqualValues(t, 1, c.srv.Stats().ForeignAuthorized)
 	})
@@ -276,10 +276,10 @@ func TestSyncModeReturnsDataURIs(t *testing.T) {
 		require.Equal(t, 200, resp.StatusCode)
 		var q gen.Enqueued
 		require.NoError(t, json.Unmarshal(b, &q))
-		_, b = c.call(http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestId, "")
+		_, b = c.call(http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestID, "")
 		var out gen.Output
 		require.NoError(t, json.Unmarshal(b, &out))
-		assert.True(t, strings.HasPrefix(out.Images[0].Url, "data:image/png;base64,"))
+		assert.True(t, strings.HasPrefix(out.Images[0].URL, "data:image/png;base64,"))
 		assert.Equal(t, int64(9223372036854775807), out.Seed)
 	})
 }
@@ -288,7 +288,7 @@ func TestStatusStream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := start(t, queuetest.QueueTime(3*time.Second), queuetest.RunTime(3*time.Second), queuetest.LogLines(3))
 		q := c.submit()
-		req, _ := http.NewRequest(http.MethodGet, c.srv.URL+"/fal-ai/flux-1/requests/"+q.RequestId+"/status/stream?logs=1", nil)
+		req, _ := http.NewRequest(http.MethodGet, c.srv.URL+"/fal-ai/flux-1/requests/"+q.RequestID+"/status/stream?logs=1", nil)
 		req.Header.Set("Authorization", "Key k")
 		req.Header.Set("Accept", "text/event-stream")
 		resp, err := c.hc.Do(req)
@@ -330,7 +330,7 @@ func TestItsOwnAnswersAreCheckedAgainstTheSpec(t *testing.T) {
 		require.Equal(t, 200, resp.StatusCode)
 		var q gen.Enqueued
 		require.NoError(t, json.Unmarshal(b, &q))
-		resp, _ = c.raw(http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestId, "Key k", "")
+		resp, _ = c.raw(http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestID, "Key k", "")
 		assert.Equal(t, 418, resp.StatusCode)
 		v := srv.Violations()
 		require.Len(t, v, 1)
