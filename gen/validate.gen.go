@@ -19,6 +19,18 @@ type FieldViolation struct {
 	Message string // what is wrong and what is allowed
 }
 
+// The ranges of the schema's numeric fields.
+const (
+	InputGuidanceScaleMinimum     = 1    // guidance_scale
+	InputGuidanceScaleMaximum     = 20   // guidance_scale
+	InputNumImagesMinimum         = 1    // num_images
+	InputNumImagesMaximum         = 4    // num_images
+	InputNumInferenceStepsMinimum = 10   // num_inference_steps
+	InputNumInferenceStepsMaximum = 50   // num_inference_steps
+	InputStrengthMinimum          = 0.01 // strength
+	InputStrengthMaximum          = 1    // strength
+)
+
 // ValidateInput checks in against the Input schema of the spec: its required
 // fields, string lengths, numeric ranges (NaN and infinities are refused)
 // and enums. It returns one FieldViolation per bad field, in field order.

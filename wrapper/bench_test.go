@@ -155,7 +155,7 @@ func BenchmarkDetection(b *testing.B) {
 			var lat []time.Duration
 			var id string
 			for b.Loop() {
-				if _, err := c.Run(context.Background(), input(), wrapper.OnQueued(func(q *wrapper.Queued) { id = q.RequestID })); err != nil {
+				if _, err := c.Run(context.Background(), input(), wrapper.WithOnQueued(func(q *wrapper.Queued) { id = q.RequestID })); err != nil {
 					b.Fatal(err)
 				}
 				done, asked, ok := srv.Detection(id)
@@ -368,7 +368,7 @@ func BenchmarkJobsInFlight(b *testing.B) {
 					b.Fatal(err)
 				}
 				return func() error {
-					_, err := c.Run(context.Background(), input(), wrapper.OnUpdate(func(wrapper.Status) {}))
+					_, err := c.Run(context.Background(), input(), wrapper.WithOnUpdate(func(wrapper.Status) {}))
 					return err
 				}
 			})

@@ -11,10 +11,12 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/fluxi2i/fluxi2i/gen"
 )
 
 // Version is the library version sent in the User-Agent.
-const Version = "0.1.0"
+const Version = "0.2.0"
 
 // Base URLs of the two ways to reach the model.
 const (
@@ -26,36 +28,24 @@ const (
 
 // Environment variables New reads when no credential option is given.
 const (
-	EnvAPIKey  = "FLUXI2I_API_KEY"  // Bearer token (Key scheme when EnvBaseURL is fal's queue)
+	EnvAPIKey  = "FLUXI2I_API_KEY"  // read as WithAPIKey: Bearer, or Key at fal's queue host
 	EnvBaseURL = "FLUXI2I_BASE_URL" // base URL; default AggregatorURL
-	EnvFalKey  = "FAL_KEY"          // fal's key: means fal direct with the Key scheme
+	EnvFalKey  = "FAL_KEY"          // fal's key: means fal directly (FalURL) with the Key scheme
 )
 
 // ErrNoCredentials is returned by New when no API key was given and none is
 // in the environment.
-var ErrNoCredentials = errors.New("fluxi2i: no API key: use WithBearerToken or WithFalKey, or set " + EnvAPIKey + " or " + EnvFalKey)
+var ErrNoCredentials = errors.New("fluxi2i: no API key: use WithAPIKey, WithBearerToken or WithFalKey, or set " + EnvAPIKey + " or " + EnvFalKey)
 
 // Client talks to the queue of fal-ai/flux-1/dev/image-to-image. It is safe
 // for concurrent use; construct it once.
 type Client struct {
-	base        *url.URL     // scheme://host[:port][/prefix], no trailing slash
-	server      string       // base as a string, for the generated request builders
-	auth        *credential  // full Authorization header value; a pointer so fmt never prints it
-	scheme      string       // "Bearer" or "Key", for String
-	http        *http.Client // bound to the configured origin
-	download    *http.Client // the caller's client as given, for images (never with the key)
-	log         *slog.Logger
-	userAgent   string
-	backoff     Backoff
-	maxRetries  int
-	atMostOnce  bool
-	pollFirst   time.Duration
-	pollMax     time.Duration
-	cancelWait  time.Duration // deadline of the best-effort cancel; 0 disables it
-	maxBody     int64
-	mode        StatusMode
-	streamIdle  time.Duration
-	streamSlots chan struct{} // one token per open status stream
+	set         settings                 // the client's defaults; calls copy them
+	api         *gen.ClientWithResponses // builds every request from the spec
+	server      string                   // the base URL as a string
+	queue       *http.Client             // API calls: bound to the configured origin
+	download    *http.Client             // images: the caller's client as given, never with the key
+	streamSlots chan struct{}            // one token per open status stream
 
 	stats struct {
 		submits, submitRetries, retries atomic.Int64
@@ -63,222 +53,107 @@ type Client struct {
 	}
 }
 
-// Option configures a Client in New.
-type Option func(*Client) error
-
-// WithBaseURL sets the API's base URL (default AggregatorURL; FalURL for fal
-// directly). A path prefix is kept: every call goes below it.
-func WithBaseURL(raw string) Option {
-	return func(c *Client) error { return c.setBase(raw) }
-}
-
-// WithBearerToken authenticates with "Authorization: Bearer <token>", as the
-// aggregator expects.
-func WithBearerToken(token string) Option {
-	return func(c *Client) error { return c.setAuth("Bearer", token) }
-}
-
-// WithFalKey authenticates with fal's "Authorization: Key <key>" scheme. It
-// does not change the base URL: add WithBaseURL(FalURL) to call fal directly.
-func WithFalKey(key string) Option {
-	return func(c *Client) error { return c.setAuth("Key", key) }
-}
-
-// WithHTTPClient sends every request through hc (its Transport, Timeout and
-// Jar are used; redirects off the configured origin are not followed). A
-// Timeout bounds each request, the status stream included: a stream it cuts
-// short falls back to polling, so keep it well above a poll's round trip.
-func WithHTTPClient(hc *http.Client) Option {
-	return func(c *Client) error {
-		if hc == nil {
-			return errors.New("fluxi2i: WithHTTPClient: nil *http.Client")
-		}
-		c.http = hc
-		return nil
-	}
-}
-
-// WithLogger logs requests and retries at debug level and retried submits
-// at warn level. The API key is never logged.
-func WithLogger(l *slog.Logger) Option {
-	return func(c *Client) error {
-		if l != nil {
-			c.log = l
-		}
-		return nil
-	}
-}
-
-// WithUserAgent puts product in front of the library's own User-Agent.
-func WithUserAgent(product string) Option {
-	return func(c *Client) error {
-		c.userAgent = strings.TrimSpace(product) + " " + c.userAgent
-		return nil
-	}
-}
-
-// WithRetries sets how many times a failed call is retried (default 4; 0
-// turns retries off).
-func WithRetries(n int) Option {
-	return func(c *Client) error {
-		if n < 0 {
-			return fmt.Errorf("fluxi2i: WithRetries(%d): must be 0 or more", n)
-		}
-		c.maxRetries = n
-		return nil
-	}
-}
-
-// WithBackoff replaces the wait between retries (default: exponential with
-// full jitter, 250 ms doubling to 10 s). A Retry-After from the server wins.
-func WithBackoff(b Backoff) Option {
-	return func(c *Client) error {
-		if b == nil {
-			return errors.New("fluxi2i: WithBackoff: nil Backoff")
-		}
-		c.backoff = b
-		return nil
-	}
-}
-
-// WithAtMostOnce makes every Submit of this client at-most-once: it is
-// retried only where the server cannot have started the job. See the
-// package documentation.
-func WithAtMostOnce() Option {
-	return func(c *Client) error { c.atMostOnce = true; return nil }
-}
-
-// WithPollInterval sets the first wait between status polls and the cap it
-// grows to (default 100 ms growing to 2 s).
-func WithPollInterval(first, max time.Duration) Option {
-	return func(c *Client) error {
-		if first <= 0 || max < first {
-			return fmt.Errorf("fluxi2i: WithPollInterval(%v, %v): need 0 < first <= max", first, max)
-		}
-		c.pollFirst, c.pollMax = first, max
-		return nil
-	}
-}
-
-// WithCancelOnExit sets the deadline of the best-effort Cancel that Run and
-// Wait send when their context ends (default 5 s); 0 turns it off, so the
-// job keeps running and can be resumed with Wait.
-func WithCancelOnExit(deadline time.Duration) Option {
-	return func(c *Client) error {
-		if deadline < 0 {
-			return fmt.Errorf("fluxi2i: WithCancelOnExit(%v): must be 0 or more", deadline)
-		}
-		c.cancelWait = deadline
-		return nil
-	}
-}
-
-// WithMaxResponseBytes caps how much of one response body is read (default
-// 64 MiB, room for sync_mode images).
-func WithMaxResponseBytes(n int64) Option {
-	return func(c *Client) error {
-		if n <= 0 {
-			return fmt.Errorf("fluxi2i: WithMaxResponseBytes(%d): must be positive", n)
-		}
-		c.maxBody = n
-		return nil
-	}
-}
-
-// New returns a Client. Options win over the environment: without a
-// credential option, FLUXI2I_API_KEY (Bearer) and FLUXI2I_BASE_URL are read,
-// then FAL_KEY, which means fal directly (FalURL, Key scheme). With no key
-// anywhere New fails with ErrNoCredentials.
+// New returns a Client. Options win over the environment. Without a
+// credential option, FLUXI2I_API_KEY is read (as WithAPIKey), then FAL_KEY,
+// which means fal directly (FalURL, Key scheme) unless a base URL is set;
+// without WithBaseURL, FLUXI2I_BASE_URL is read, then AggregatorURL is
+// used. With no key anywhere New fails with ErrNoCredentials.
 func New(opts ...Option) (*Client, error) {
-	c := &Client{
-		http:       http.DefaultClient,
+	s := settings{
+		hc:         http.DefaultClient,
 		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		userAgent:  "fluxi2i-go/" + Version,
 		backoff:    DefaultBackoff(),
-		maxRetries: 4,
+		retries:    4,
 		pollFirst:  100 * time.Millisecond,
 		pollMax:    2 * time.Second,
 		cancelWait: 5 * time.Second,
 		maxBody:    64 << 20,
-		streamIdle: 30 * time.Second,
+		maxStreams: 512,
+		idle:       30 * time.Second,
+		getenv:     os.Getenv,
 	}
-	c.streamSlots = make(chan struct{}, 512)
-	for _, o := range opts {
-		if err := o(c); err != nil {
-			return nil, err
-		}
-	}
-	if err := c.fromEnv(); err != nil {
+	if err := s.apply(forNew, "New", opts); err != nil {
 		return nil, err
 	}
-	if c.auth == nil {
+	if err := s.fromEnv(); err != nil {
+		return nil, err
+	}
+	if s.auth == nil {
 		return nil, ErrNoCredentials
 	}
-	c.download = c.http
-	c.http = originBound(c.http, c.base)
+	if s.autoKey != "" && isFalHost(s.base) {
+		s.auth = newCredential("Key", s.autoKey)
+	}
+	c := &Client{
+		set:         s,
+		server:      s.base.String(),
+		download:    s.hc,
+		queue:       originBound(s.hc, s.base),
+		streamSlots: make(chan struct{}, s.maxStreams),
+	}
+	api, err := gen.NewClientWithResponses(c.server,
+		gen.WithHTTPClient(sender{c}),
+		gen.WithRequestEditorFn(c.authorize))
+	if err != nil {
+		return nil, fmt.Errorf("fluxi2i: base URL: %w", err)
+	}
+	c.api = api
 	return c, nil
 }
 
-func (c *Client) fromEnv() error {
-	if c.auth == nil {
-		if k := strings.TrimSpace(os.Getenv(EnvAPIKey)); k != "" {
-			scheme := "Bearer"
-			if c.base == nil {
-				if err := c.setBase(envOr(EnvBaseURL, AggregatorURL)); err != nil {
-					return fmt.Errorf("%s: %w", EnvBaseURL, err)
-				}
+// fromEnv fills what the options left unset from the environment.
+func (s *settings) fromEnv() error {
+	env := func(k string) string { return strings.TrimSpace(s.getenv(k)) }
+	if s.auth == nil {
+		switch {
+		case env(EnvAPIKey) != "":
+			if err := WithAPIKey(env(EnvAPIKey)).set(s); err != nil {
+				return fmt.Errorf("%s: %w", EnvAPIKey, err)
 			}
-			if c.base.Host == "queue.fal.run" {
-				scheme = "Key"
+		case env(EnvFalKey) != "":
+			if err := s.setAuth("Key", env(EnvFalKey)); err != nil {
+				return fmt.Errorf("%s: %w", EnvFalKey, err)
 			}
-			if err := c.setAuth(scheme, k); err != nil {
-				return err
-			}
-		} else if k := strings.TrimSpace(os.Getenv(EnvFalKey)); k != "" {
-			if c.base == nil {
-				if err := c.setBase(FalURL); err != nil {
-					return err
-				}
-			}
-			if err := c.setAuth("Key", k); err != nil {
-				return err
+			if s.base == nil && env(EnvBaseURL) == "" {
+				s.base, _ = parseBase(FalURL)
 			}
 		}
 	}
-	if c.base == nil {
-		if err := c.setBase(envOr(EnvBaseURL, AggregatorURL)); err != nil {
+	if s.base == nil {
+		raw := env(EnvBaseURL)
+		if raw == "" {
+			raw = AggregatorURL
+		}
+		u, err := parseBase(raw)
+		if err != nil {
 			return fmt.Errorf("%s: %w", EnvBaseURL, err)
 		}
+		s.base = u
 	}
 	return nil
 }
 
-func envOr(k, def string) string {
-	if v := strings.TrimSpace(os.Getenv(k)); v != "" {
-		return v
-	}
-	return def
-}
+// isFalHost reports fal's own queue host, which wants the Key scheme.
+func isFalHost(u *url.URL) bool { return strings.EqualFold(u.Hostname(), "queue.fal.run") }
 
-func (c *Client) setBase(raw string) error {
+func parseBase(raw string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil {
-		return fmt.Errorf("fluxi2i: base URL %q: %v", raw, err)
+		return nil, fmt.Errorf("fluxi2i: base URL %q: %v", raw, err)
 	}
 	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("fluxi2i: base URL %q: need http(s)://host", raw)
+		return nil, fmt.Errorf("fluxi2i: base URL %q: need http(s)://host", raw)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("fluxi2i: base URL %q: no user info, query or fragment allowed", u.Redacted())
+		return nil, fmt.Errorf("fluxi2i: base URL %q: no user info, query or fragment allowed", u.Redacted())
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""
-	c.base = u
-	c.server = u.String()
-	return nil
+	return u, nil
 }
 
-func (c *Client) setAuth(scheme, key string) error {
+func (s *settings) setAuth(scheme, key string) error {
 	key = strings.TrimSpace(key)
 	if key == "" {
 		return ErrNoCredentials
@@ -286,9 +161,21 @@ func (c *Client) setAuth(scheme, key string) error {
 	if strings.ContainsAny(key, "\r\n") {
 		return errors.New("fluxi2i: API key contains a line break")
 	}
-	c.scheme = scheme
-	c.auth = &credential{header: scheme + " " + key}
+	s.auth, s.autoKey = newCredential(scheme, key), ""
 	return nil
+}
+
+// call returns the client's settings with opts applied for a call that
+// provides have.
+func (c *Client) call(have scope, name string, opts []Option) (*settings, error) {
+	s := c.set
+	if len(opts) == 0 {
+		return &s, nil
+	}
+	if err := s.apply(have, name, opts); err != nil {
+		return nil, err
+	}
+	return &s, nil
 }
 
 // BaseURL is the configured base URL.
@@ -296,7 +183,7 @@ func (c *Client) BaseURL() string { return c.server }
 
 // String describes the client without its credential.
 func (c *Client) String() string {
-	return fmt.Sprintf("fluxi2i.Client{base: %s, auth: %s [REDACTED]}", c.server, c.scheme)
+	return fmt.Sprintf("fluxi2i.Client{base: %s, auth: %s [REDACTED]}", c.server, c.set.auth.scheme)
 }
 
 // Stats counts what the client did; submits retried after an ambiguous
@@ -322,9 +209,14 @@ func (c *Client) Stats() Stats {
 	}
 }
 
-// credential holds the Authorization header value. It never prints.
-type credential struct{ header string }
+// credential holds the Authorization scheme and key. It never prints.
+type credential struct{ scheme, key, value string }
 
+func newCredential(scheme, key string) *credential {
+	return &credential{scheme: scheme, key: key, value: scheme + " " + key}
+}
+
+func (c *credential) header() string     { return c.value }
 func (*credential) String() string       { return "[REDACTED]" }
 func (*credential) GoString() string     { return "[REDACTED]" }
 func (*credential) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }

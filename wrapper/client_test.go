@@ -131,12 +131,12 @@ func TestSubmitOptionsOnTheWire(t *testing.T) {
 	require.NoError(t, err)
 	hook := "https://hooks.example.com/fal?user=a b&sig=x/y"
 	_, err = c.Submit(context.Background(), input(),
-		wrapper.Webhook(hook),
+		wrapper.WithWebhook(hook),
 		wrapper.WithPriority(wrapper.PriorityLow),
-		wrapper.RunnerHint("session-42"),
-		wrapper.StartTimeout(90*time.Second),
-		wrapper.NoStoreIO(),
-		wrapper.MediaExpiry(time.Hour),
+		wrapper.WithRunnerHint("session-42"),
+		wrapper.WithStartTimeout(90*time.Second),
+		wrapper.WithNoStoreIO(),
+		wrapper.WithMediaExpiry(time.Hour),
 		wrapper.WithHeader("X-Fal-No-Retry", "1"),
 	)
 	require.NoError(t, err)
@@ -156,11 +156,11 @@ func TestBadCallOptionsSendNothing(t *testing.T) {
 	srv, got := recordingServer(t)
 	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("tok"))
 	require.NoError(t, err)
-	for name, o := range map[string]wrapper.CallOption{
-		"webhook":       wrapper.Webhook("not a url"),
+	for name, o := range map[string]wrapper.Option{
+		"webhook":       wrapper.WithWebhook("not a url"),
 		"priority":      wrapper.WithPriority("urgent"),
-		"start timeout": wrapper.StartTimeout(time.Second),
-		"media expiry":  wrapper.MediaExpiry(time.Millisecond),
+		"start timeout": wrapper.WithStartTimeout(time.Second),
+		"media expiry":  wrapper.WithMediaExpiry(time.Millisecond),
 		"auth header":   wrapper.WithHeader("authorization", "Bearer other"),
 	} {
 		_, err := c.Submit(context.Background(), input(), o)
@@ -222,20 +222,30 @@ func TestNoCredentialReachesAForeignOrigin(t *testing.T) {
 		srv, c := setup(t, []queuetest.Option{queuetest.ForeignURLs(), queuetest.QueueTime(2 * time.Second), queuetest.RunTime(time.Second)})
 		q, err := c.Submit(context.Background(), input())
 		require.NoError(t, err)
-		u, _ := url.Parse(q.StatusURL)
+		var raw struct {
+			StatusURL string `json:"status_url"`
+		}
+		require.NoError(t, json.Unmarshal(q.Raw, &raw))
+		u, _ := url.Parse(raw.StatusURL)
 		assert.Equal(t, queuetest.PipeForeignHost, u.Hostname(), "the server did hand out foreign URLs")
 		out, err := c.Run(context.Background(), input())
 		require.NoError(t, err)
 		assert.NotEmpty(t, out.Images)
 		_, err = c.Wait(context.Background(), q.RequestID)
 		require.NoError(t, err)
+		assert.Zero(t, srv.Stats().ForeignRequests, "status, result and cancel stay on the configured origin")
+		// The images live on the foreign origin (as fal's CDN): it is
+		// contacted, and never with the key.
+		paths, err := c.SaveImages(context.Background(), &out.Output, t.TempDir(), out.RequestID)
+		require.NoError(t, err)
+		assert.NotEmpty(t, paths)
 		st := srv.Stats()
-		assert.Zero(t, st.ForeignRequests, "status, result and cancel stay on the configured origin")
-		assert.Zero(t, st.ForeignAuthorized)
+		assert.Equal(t, int64(len(paths)), st.ForeignRequests, "the foreign origin was contacted for the images")
+		assert.Zero(t, st.ForeignAuthorized, "and received no key")
 	})
 }
 
-func TestSameOriginJobURLsAreUsed(t *testing.T) {
+func TestABasePathPrefixIsKept(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, c := setup(t, []queuetest.Option{queuetest.WithBasePath("/gw")})
 		out, err := c.Run(context.Background(), input())

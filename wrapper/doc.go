@@ -4,7 +4,7 @@
 //
 //	c, err := wrapper.New(wrapper.WithBearerToken(token)) // or WithFalKey, or the environment
 //	out, err := c.Run(ctx, gen.Input{ImageURL: url, Prompt: "..."},
-//		wrapper.OnUpdate(func(s wrapper.Status) { log.Println(s.Status, s.QueuePosition) }))
+//		wrapper.WithOnUpdate(func(s wrapper.Status) { log.Println(s.Status, s.QueuePosition) }))
 //
 // The input and output types are those generated from the OpenAPI spec into
 // package gen. Every call that does I/O takes a context first; every wait
@@ -16,19 +16,24 @@
 // returns without sleeping, then polls with an interval that starts short
 // (100 ms) and grows to a cap (2 s), honouring Retry-After. When the
 // context ends before the job completes, a best-effort Cancel goes out under
-// its own short deadline (KeepRunningOnExit or WithCancelOnExit(0) turn this
-// off) and the returned *JobError names the request id. A job left running
-// can be resumed with Wait(ctx, id): no paid result is lost. Use OnQueued to
-// store the request id before the wait begins.
+// its own short deadline (WithCancelOnExit(0) turns this off) and the
+// returned *JobError names the request id. A job left running can be
+// resumed with Wait(ctx, id): no paid result is lost. Use WithOnQueued to
+// store the request id before the wait begins. A job that exists is never
+// given up for a transient failure: Wait keeps retrying status and result
+// calls that get no answer or a retryable one until the job ends or the
+// context does.
 //
 // # Retries
 //
-// Status, result and cancel calls are retried on transport errors, on 408,
-// 429, 500, 502, 503 and 504, and on a 2xx answer whose body cannot be
-// decoded: up to 4 retries (WithRetries), waiting the server's Retry-After
-// (seconds or an HTTP date) when it sends one and otherwise an exponential
-// backoff with full jitter (250 ms doubling to 10 s; WithBackoff replaces
-// it). A 504 with X-Fal-Request-Timeout-Type: user (the StartTimeout the
+// Requests are retried on transport errors, on an idle timeout (no
+// headers, bytes or events for 30 s; WithIdleTimeout), on a body cut short,
+// on 408, 429, 500, 502, 503 and 504, and on a 2xx answer whose body cannot
+// be decoded: up to 4 retries (WithRetries), waiting the server's
+// Retry-After (seconds or an HTTP date, at most 2 min, at least the first
+// poll interval) when it sends one and otherwise an exponential backoff
+// with full jitter (250 ms doubling to 10 s; WithBackoff replaces it).
+// Image downloads are retried the same way, from their first byte. A 504 with X-Fal-Request-Timeout-Type: user (the StartTimeout the
 // caller set has passed) and an answer marked X-Fal-Retryable: false are
 // never retried.
 //
@@ -37,7 +42,7 @@
 // queued the job but its answer was lost in transit, the retry queues a
 // second job, which runs and is billed too. Retried submits are counted in
 // Stats().SubmitRetries and in Queued.Attempts, and logged at warn level.
-// With WithAtMostOnce (per client) or AtMostOnce (per call), a submit is
+// With WithAtMostOnce (per client or per call), a submit is
 // retried only where the server cannot have started the job (429, 503, and
 // a connection that could not be made); any other failure after the request
 // was sent returns a *SubmitError matching ErrOutcomeUnknown, saying the
@@ -57,10 +62,10 @@
 //
 // # Credentials
 //
-// The key is sent only to the configured base URL's origin. Status, result
-// and cancel URLs returned by the server are used only when they are on that
-// origin, otherwise they are built from the base URL; redirects off the
-// origin are not followed. The key never appears in errors, logs or String.
+// The key is sent only to the configured base URL's origin: the request
+// editor that attaches it checks the origin itself, redirects off the
+// origin are not followed, and image downloads never carry it. The key
+// never appears in errors, logs or String.
 //
 // For tests, package queuetest serves a fake queue in-process.
 package wrapper

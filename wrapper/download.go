@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -19,43 +20,20 @@ import (
 
 // OpenImage opens one output image, whether its url is http(s) or a data
 // URI (sync_mode), and returns its bytes with the type sniffed from them.
-// A download goes through the client's HTTP client without the API key,
-// honours ctx and the client's response size limit, and fails when the
-// bytes are not an image or not of the type the output declares.
+// A download goes through the client's send path without the API key: it
+// honours ctx, the idle limit and the response size limit, and opening it
+// is retried like any request (transport errors, 408, 429, 5xx,
+// Retry-After). It fails when the bytes are not an image or not of the
+// type the output declares.
 func (c *Client) OpenImage(ctx context.Context, img gen.Image) (io.ReadCloser, string, error) {
 	var rc io.ReadCloser
-	switch {
-	case media.IsDataURI(img.URL):
-		d, err := media.ParseDataURI(img.URL)
-		if err != nil {
-			return nil, "", fmt.Errorf("fluxi2i: image url: %w", err)
-		}
-		data, err := d.Decode()
-		if err != nil {
-			return nil, "", fmt.Errorf("fluxi2i: image url: %w", err)
-		}
-		rc = io.NopCloser(bytes.NewReader(data))
-	case strings.HasPrefix(img.URL, "https://"), strings.HasPrefix(img.URL, "http://"):
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, img.URL, nil)
-		if err != nil {
-			return nil, "", fmt.Errorf("fluxi2i: image url: %w", err)
-		}
-		req.Header.Set("User-Agent", c.userAgent) // and never Authorization
-		resp, err := c.download.Do(req)
-		if err != nil {
-			return nil, "", fmt.Errorf("fluxi2i: downloading an image: %w", scrubURL(err))
-		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			return nil, "", fmt.Errorf("fluxi2i: downloading an image from %s: HTTP %d", req.URL.Host, resp.StatusCode)
-		}
-		if resp.ContentLength > c.maxBody {
-			resp.Body.Close()
-			return nil, "", &tooLargeError{c.maxBody}
-		}
-		rc = &limitedBody{r: io.LimitReader(resp.Body, c.maxBody+1), c: resp.Body, limit: c.maxBody}
-	default:
-		return nil, "", fmt.Errorf("fluxi2i: image url %.40q is neither http(s) nor a data URI", img.URL)
+	_, err := c.do(ctx, &c.set, op{name: "download", stream: true, download: true}, func(ctx context.Context, x *exchange) error {
+		var err error
+		rc, err = c.openImage(ctx, img)
+		return err
+	})
+	if err != nil {
+		return nil, "", err
 	}
 	br := bufio.NewReaderSize(rc, 512)
 	head, _ := br.Peek(512)
@@ -66,12 +44,57 @@ func (c *Client) OpenImage(ctx context.Context, img gen.Image) (io.ReadCloser, s
 	}
 	if declared := deref(img.ContentType); declared != "" && !sameImageType(declared, sniffed) {
 		rc.Close()
-		return nil, "", fmt.Errorf("fluxi2i: the output declares %s but the bytes are %s", declared, sniffed)
+		return nil, "", fmt.Errorf("fluxi2i: the output declares %.40q but the bytes are %s", declared, sniffed)
 	}
 	return struct {
 		io.Reader
 		io.Closer
 	}{br, rc}, sniffed, nil
+}
+
+// openImage is one attempt at opening an image; the context carries the
+// exchange for the send path.
+func (c *Client) openImage(ctx context.Context, img gen.Image) (io.ReadCloser, error) {
+	switch {
+	case media.IsDataURI(img.URL):
+		d, err := media.ParseDataURI(img.URL)
+		if err != nil {
+			return nil, fmt.Errorf("fluxi2i: image url: %w", err)
+		}
+		if int64(d.EncodedLen())/4*3 > c.set.maxBody {
+			return nil, &tooLargeError{c.set.maxBody}
+		}
+		data, err := d.Decode()
+		if err != nil {
+			return nil, fmt.Errorf("fluxi2i: image url: %w", err)
+		}
+		return io.NopCloser(bytes.NewReader(data)), nil
+	case hasHTTPScheme(img.URL):
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, img.URL, nil)
+		if err != nil {
+			return nil, fmt.Errorf("fluxi2i: image url: %w", err)
+		}
+		req.Header.Set("User-Agent", c.set.userAgent) // and never Authorization
+		resp, err := sender{c}.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return nil, &APIError{Op: "download", StatusCode: resp.StatusCode, Detail: "from " + req.URL.Host}
+		}
+		if resp.ContentLength > c.set.maxBody {
+			resp.Body.Close()
+			return nil, &tooLargeError{c.set.maxBody}
+		}
+		return &limitedBody{r: io.LimitReader(resp.Body, c.set.maxBody+1), c: resp.Body, limit: c.set.maxBody}, nil
+	}
+	return nil, fmt.Errorf("fluxi2i: image url %.40q is neither http(s) nor a data URI", img.URL)
+}
+
+func hasHTTPScheme(s string) bool {
+	i := strings.Index(s, "://")
+	return i > 0 && (strings.EqualFold(s[:i], "http") || strings.EqualFold(s[:i], "https"))
 }
 
 func sameImageType(declared, sniffed string) bool {
@@ -82,22 +105,50 @@ func sameImageType(declared, sniffed string) bool {
 	return mt == sniffed || (mt == "image/jpg" && sniffed == "image/jpeg")
 }
 
+// ErrTooManyImages is returned by SaveImages for an output with more
+// images than the spec allows a job to make (num_images' maximum).
+var ErrTooManyImages = fmt.Errorf("fluxi2i: more than %d images in one output", gen.InputNumImagesMaximum)
+
 // SaveImages writes every image of out into dir as prefix-N.ext, the
-// extension following the image's type, and returns the paths. A file is
-// written whole or not at all.
+// extension following the image's type, and returns the paths. Each image
+// is downloaded with retries, restarting from its first byte, written to a
+// temporary file, synced and renamed: a file is written whole or not at
+// all. prefix must be a plain file name (no separator, no "..", no control
+// character): a request id from the server is checked, never trusted.
 func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix string) ([]string, error) {
+	if err := SafeName(prefix); err != nil {
+		return nil, fmt.Errorf("fluxi2i: file name prefix: %w", err)
+	}
+	if len(out.Images) > gen.InputNumImagesMaximum {
+		return nil, fmt.Errorf("%w: %d", ErrTooManyImages, len(out.Images))
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	var paths []string
 	for i, img := range out.Images {
-		rc, typ, err := c.OpenImage(ctx, img)
-		if err != nil {
-			return paths, fmt.Errorf("image %d: %w", i, err)
-		}
-		path := filepath.Join(dir, prefix+"-"+strconv.Itoa(i)+"."+ExtensionFor(typ))
-		err = writeAtomic(path, rc)
-		rc.Close()
+		var path string
+		_, err := c.do(ctx, &c.set, op{name: "download", id: prefix, stream: true, download: true}, func(ctx context.Context, x *exchange) error {
+			rc, err := c.openImage(ctx, img)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			br := bufio.NewReaderSize(rc, 512)
+			head, _ := br.Peek(512)
+			typ, ok := SniffImage(head)
+			if !ok {
+				if x.started {
+					return &sendError{op: "download", id: prefix, sent: true, err: ErrNotAnImage} // a broken body: try again
+				}
+				return ErrNotAnImage
+			}
+			if declared := deref(img.ContentType); declared != "" && !sameImageType(declared, typ) {
+				return fmt.Errorf("fluxi2i: the output declares %.40q but the bytes are %s", declared, typ)
+			}
+			path = filepath.Join(dir, prefix+"-"+strconv.Itoa(i)+"."+ExtensionFor(typ))
+			return writeAtomic(path, br, prefix)
+		})
 		if err != nil {
 			return paths, fmt.Errorf("image %d: %w", i, err)
 		}
@@ -106,12 +157,51 @@ func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix st
 	return paths, nil
 }
 
+// SafeName checks a name that came from the wire before it becomes part
+// of a file name: not empty, no path separator, not "." or "..", no
+// control character, at most 200 bytes.
+func SafeName(name string) error {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return fmt.Errorf("%q is not a file name", name)
+	case len(name) > 200:
+		return fmt.Errorf("%.20q... is longer than 200 bytes", name)
+	case strings.ContainsAny(name, `/\`) || strings.Contains(name, ".."):
+		return fmt.Errorf("%q contains a path separator or ..", name)
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return fmt.Errorf("%q contains a control character", name)
+		}
+	}
+	return nil
+}
+
 // ExtensionFor is the file extension of an image MIME type ("jpeg" for
-// image/jpeg).
+// image/jpeg, "bin" for what is not an image type fal uses).
 func ExtensionFor(mimeType string) string { return media.Extension(mimeType) }
 
-func writeAtomic(path string, r io.Reader) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".fluxi2i-*")
+// readError marks a failure to read the download, as opposed to one to
+// write the file: the former is retried.
+type readError struct{ r io.Reader }
+
+func (r readError) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	var tooBig *tooLargeError
+	if err != nil && err != io.EOF && !errors.As(err, &tooBig) {
+		err = &sendError{op: "download", sent: true, err: err}
+	}
+	return n, err
+}
+
+// writeAtomic writes r to path through a synced temporary file in the same
+// directory, renamed into place.
+func writeAtomic(path string, r io.Reader, id string) error {
+	dir := filepath.Dir(path)
+	if rel, err := filepath.Rel(dir, path); err != nil || rel != filepath.Base(path) {
+		return fmt.Errorf("fluxi2i: %s is not in %s", path, dir)
+	}
+	tmp, err := os.CreateTemp(dir, ".fluxi2i-*")
 	if err != nil {
 		return err
 	}
@@ -120,7 +210,15 @@ func writeAtomic(path string, r io.Reader) error {
 		tmp.Close()
 		return err
 	}
-	if _, err := io.Copy(tmp, r); err != nil {
+	if _, err := io.Copy(tmp, readError{r}); err != nil {
+		tmp.Close()
+		var se *sendError
+		if errors.As(err, &se) {
+			se.id = id
+		}
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return err
 	}

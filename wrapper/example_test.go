@@ -36,7 +36,7 @@ func ExampleClient_Run() {
 		ImageURL:  "https://example.com/cat.png",
 		Prompt:    "a cat dressed as a wizard",
 		NumImages: &n,
-	}, wrapper.OnUpdate(func(s wrapper.Status) { steps += len(s.NewLogs) }))
+	}, wrapper.WithOnUpdate(func(s wrapper.Status) { steps += len(s.NewLogs) }))
 	var je *wrapper.JobError
 	if errors.As(err, &je) {
 		log.Fatalf("job %s: %v (resume with c.Wait)", je.RequestID, err)

@@ -8,12 +8,14 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/media"
 )
 
@@ -35,13 +37,22 @@ func FuzzDecodeStatus(f *testing.F) {
 	})
 }
 
+// decodeOutput decodes a result body as the client does: gen's parser.
+func decodeOutput(body []byte) (*gen.Output, error) {
+	r, err := gen.ParseGetResultResponse(&http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(bytes.NewReader(body))})
+	if err != nil {
+		return nil, err
+	}
+	return r.JSON200, nil
+}
+
 func FuzzDecodeOutput(f *testing.F) {
 	f.Add([]byte(`{"images":[{"url":"https://x/a.png"}],"timings":{},"seed":9223372036854775807,"has_nsfw_concepts":[false],"prompt":"p"}`))
 	f.Add([]byte(`{"images":null}`))
 	f.Add([]byte(`{"seed":1.5e300}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		out, err := decodeOutput(body)
-		if err != nil {
+		if err != nil || out == nil || out.Images == nil {
 			return
 		}
 		if out.Images == nil {
@@ -53,7 +64,7 @@ func FuzzDecodeOutput(f *testing.F) {
 			t.Fatal(err)
 		}
 		again, err := decodeOutput(b)
-		if err != nil || again.Seed != out.Seed {
+		if err != nil || again == nil || again.Seed != out.Seed {
 			t.Fatalf("round trip changed the output: %v", err)
 		}
 	})

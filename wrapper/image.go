@@ -103,18 +103,6 @@ func (im *Image) DataURI() (string, error) {
 	return b.String(), nil
 }
 
-// WithImage makes Submit or Run send im as image_url, replacing
-// Input.ImageURL, streamed into the request body.
-func WithImage(im *Image) CallOption {
-	return func(cfg *callConfig) error {
-		if im == nil {
-			return &InputError{Fields: []FieldError{{Field: "image_url", Message: "WithImage(nil)"}}}
-		}
-		cfg.image = im
-		return nil
-	}
-}
-
 // b64Reader base64-encodes src as it is read.
 type b64Reader struct {
 	src io.Reader

@@ -143,7 +143,7 @@ func TestSaveImagesFromURLsAndDataURIs(t *testing.T) {
 			out, err := c.Run(context.Background(), in)
 			require.NoError(t, err)
 			dir := t.TempDir()
-			paths, err := c.SaveImages(context.Background(), out, dir, "cat")
+			paths, err := c.SaveImages(context.Background(), &out.Output, dir, "cat")
 			require.NoError(t, err)
 			require.Equal(t, []string{filepath.Join(dir, "cat-0.png"), filepath.Join(dir, "cat-1.png")}, paths)
 			for _, p := range paths {
@@ -188,7 +188,7 @@ func TestOpenImageChecks(t *testing.T) {
 	assert.Equal(t, "image/jpeg", typ)
 
 	_, _, err = c.OpenImage(ctx, gen.Image{URL: srv.URL + "/ok", ContentType: ptr("image/png")})
-	assert.ErrorContains(t, err, "declares image/png but the bytes are image/jpeg")
+	assert.ErrorContains(t, err, "declares \"image/png\" but the bytes are image/jpeg")
 	_, _, err = c.OpenImage(ctx, gen.Image{URL: srv.URL + "/html"})
 	assert.ErrorIs(t, err, wrapper.ErrNotAnImage)
 	_, _, err = c.OpenImage(ctx, gen.Image{URL: srv.URL + "/gone"})

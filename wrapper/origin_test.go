@@ -1,6 +1,11 @@
 package wrapper
 
 import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -9,47 +14,64 @@ import (
 	"github.com/fluxi2i/fluxi2i/gen"
 )
 
-func TestEndpointsUseOnlyReturnedURLsOnTheOriginForThisJob(t *testing.T) {
-	c, err := New(WithBaseURL("https://api.chainhub.tech"), WithBearerToken("t"))
+// TestEveryRequestIsBuiltFromTheSpec: submit, status, stream, result and
+// cancel go where gen's request builders say, below the base URL's prefix,
+// whatever job URLs the server returns (here: fal's host, another app, a
+// gateway prefix), and the id is escaped as the spec's builders escape it.
+func TestEveryRequestIsBuiltFromTheSpec(t *testing.T) {
+	const id = "r1/x y"
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.EscapedPath()+"?"+r.URL.RawQuery)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		foreign := map[string]any{
+			"status": "COMPLETED", "request_id": id,
+			"status_url":   "https://queue.fal.run/fal-ai/flux-pro/requests/other/status",
+			"response_url": "http://" + r.Host + "/gw/fal-ai/flux-1/requests/other",
+			"cancel_url":   "https://queue.fal.run/fal-ai/flux-1/requests/other/cancel",
+		}
+		switch {
+		case r.Method == http.MethodPost:
+		case r.Method == http.MethodPut:
+			w.WriteHeader(http.StatusAccepted)
+			foreign = map[string]any{"status": "CANCELLATION_REQUESTED"}
+		case r.Header.Get("Accept") == "text/event-stream":
+			w.Header().Set("Content-Type", "text/event-stream")
+			b, _ := json.Marshal(foreign)
+			w.Write([]byte("data: " + string(b) + "\n\n"))
+			return
+		case r.URL.Path == "/base/fal-ai/flux-1/requests/r1%2Fx%20y" || r.URL.RawPath != "" && r.URL.Query().Get("logs") == "":
+			foreign = map[string]any{"images": []any{}, "timings": map[string]any{}, "seed": 1, "has_nsfw_concepts": []any{}, "prompt": "p"}
+		}
+		json.NewEncoder(w).Encode(foreign)
+	}))
+	defer srv.Close()
+	c, err := New(WithBaseURL(srv.URL+"/base"), WithBearerToken("t"), WithEnvironment(nil))
 	require.NoError(t, err)
-	built := c.endpointsFor("r1", nil)
-	// The paths are the spec's, as the generated request builders make them.
-	for _, id := range []string{"r1", "a/b c?"} {
-		ep := c.endpointsFor(id, nil)
-		st, err := gen.NewGetStatusRequest(c.server+"/", id, nil)
-		require.NoError(t, err)
-		res, err := gen.NewGetResultRequest(c.server+"/", id)
-		require.NoError(t, err)
-		cn, err := gen.NewCancelRequest(c.server+"/", id)
-		require.NoError(t, err)
-		assert.Equal(t, endpoints{status: st.URL.String(), result: res.URL.String(), cancel: cn.URL.String()}, ep, id)
-	}
-	assert.Equal(t, endpoints{
-		status: "https://api.chainhub.tech/fal-ai/flux-1/requests/r1/status",
-		result: "https://api.chainhub.tech/fal-ai/flux-1/requests/r1",
-		cancel: "https://api.chainhub.tech/fal-ai/flux-1/requests/r1/cancel",
-	}, built)
+	ctx := context.Background()
+	_, err = c.Submit(ctx, gen.Input{ImageURL: "https://example.com/a.png", Prompt: "p"})
+	require.NoError(t, err)
+	_, err = c.Wait(ctx, id)
+	require.NoError(t, err)
+	_, err = c.Status(ctx, id, true)
+	require.NoError(t, err)
+	require.NoError(t, c.Cancel(ctx, id))
 
-	for name, c2 := range map[string]struct {
-		q    Queued
-		want endpoints
-	}{
-		"fal's own host (the seed's example)": {Queued{
-			StatusURL: "https://queue.fal.run/fal-ai/flux-1/requests/r1/status", ResponseURL: "https://queue.fal.run/fal-ai/flux-1/requests/r1", CancelURL: "https://queue.fal.run/fal-ai/flux-1/requests/r1/cancel",
-		}, built},
-		"another app on the origin": {Queued{StatusURL: "https://api.chainhub.tech/fal-ai/flux-pro/requests/r1/status"}, built},
-		"another job on the origin": {Queued{StatusURL: "https://api.chainhub.tech/fal-ai/flux-1/requests/r2/status"}, built},
-		"other scheme":              {Queued{StatusURL: "http://api.chainhub.tech/fal-ai/flux-1/requests/r1/status"}, built},
-		"other port":                {Queued{StatusURL: "https://api.chainhub.tech:8443/fal-ai/flux-1/requests/r1/status"}, built},
-		"user info":                 {Queued{StatusURL: "https://x@api.chainhub.tech/fal-ai/flux-1/requests/r1/status"}, built},
-		"a gateway prefix on the origin": {Queued{
-			StatusURL: "https://api.chainhub.tech/gw/v2/fal-ai/flux-1/requests/r1/status", ResponseURL: "https://api.chainhub.tech/gw/v2/fal-ai/flux-1/requests/r1", CancelURL: "https://api.chainhub.tech/gw/v2/fal-ai/flux-1/requests/r1/cancel",
-		}, endpoints{
-			status: "https://api.chainhub.tech/gw/v2/fal-ai/flux-1/requests/r1/status",
-			result: "https://api.chainhub.tech/gw/v2/fal-ai/flux-1/requests/r1",
-			cancel: "https://api.chainhub.tech/gw/v2/fal-ai/flux-1/requests/r1/cancel",
-		}},
-	} {
-		assert.Equal(t, c2.want, c.endpointsFor("r1", &c2.q), name)
+	server := srv.URL + "/base/"
+	want := func(r *http.Request, err error) string {
+		require.NoError(t, err)
+		return r.Method + " " + r.URL.EscapedPath() + "?" + r.URL.RawQuery
 	}
+	logs := gen.GetStatusParamsLogsN1
+	assert.Equal(t, []string{
+		want(gen.NewSubmitRequestWithBody(server, &gen.SubmitParams{}, "application/json", nil)),
+		want(gen.NewStreamStatusRequest(server, id, &gen.StreamStatusParams{})),
+		want(gen.NewGetResultRequest(server, id)),
+		want(gen.NewGetStatusRequest(server, id, &gen.GetStatusParams{Logs: &logs})),
+		want(gen.NewCancelRequest(server, id)),
+	}, got)
+	assert.Contains(t, got[1], "/base/fal-ai/flux-1/requests/r1%2Fx%20y/status/stream")
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
@@ -24,15 +25,13 @@ const (
 
 // Queued is the queue's answer to Submit.
 type Queued struct {
-	RequestID string
-	// The URLs as the server returned them. Status, Result and Cancel only
-	// use them when they are on the configured origin.
-	StatusURL, ResponseURL, CancelURL string
-	QueuePosition                     *int
+	RequestID     string
+	QueuePosition *int
 	// Attempts is the number of submit requests sent: above 1 the submit was
 	// retried (see the package documentation on duplicate jobs).
 	Attempts int
-	// Raw is the answer's JSON as received.
+	// Raw is the answer's JSON as received (with the job URLs the server
+	// returned, which the client does not use: it builds its own).
 	Raw json.RawMessage
 }
 
@@ -48,36 +47,46 @@ type Status struct {
 	retryAfter time.Duration // the answer's Retry-After; -1 when none
 }
 
+// Result is a completed job's output, with its request id and what the
+// server billed for it.
+type Result struct {
+	gen.Output
+	RequestID string
+	// BillableUnits is what the server reported billing the job
+	// (X-Fal-Billable-Units); 0 when it reported nothing.
+	BillableUnits float64
+}
+
 // Submit validates in and queues it, returning at once with the request id.
 // Nothing is sent when in is invalid: the *InputError names every bad field.
-func (c *Client) Submit(ctx context.Context, in gen.Input, opts ...CallOption) (*Queued, error) {
-	cfg, err := c.callConfig(opts)
+func (c *Client) Submit(ctx context.Context, in gen.Input, opts ...Option) (*Queued, error) {
+	s, err := c.call(forSubmit, "Submit", opts)
 	if err != nil {
 		return nil, err
 	}
-	return c.submit(ctx, in, cfg)
+	return c.submit(ctx, in, s)
 }
 
 // imageMarker stands in for image_url while the body of a WithImage submit
 // is encoded; the image is streamed in its place.
 const imageMarker = "fluxi2i:streamed-image:7f3a9c"
 
-func (c *Client) submit(ctx context.Context, in gen.Input, cfg *callConfig) (*Queued, error) {
+func (c *Client) submit(ctx context.Context, in gen.Input, s *settings) (*Queued, error) {
 	in = Normalize(in)
-	if cfg.image != nil {
-		in.ImageURL = cfg.image.prefix() // a valid, empty data URI of the sniffed type
+	if s.image != nil {
+		in.ImageURL = s.image.prefix() // a valid, empty data URI of the sniffed type
 	}
 	if err := Validate(in); err != nil {
 		return nil, err
 	}
-	if cfg.image == nil {
+	if s.image == nil {
 		body, err := json.Marshal(in)
 		if err != nil {
 			return nil, fmt.Errorf("fluxi2i: encoding the input: %w", err)
 		}
-		return c.submitBody(ctx, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }, int64(len(body)), cfg)
+		return c.submitBody(ctx, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }, int64(len(body)), s)
 	}
-	im := cfg.image
+	im := s.image
 	in.ImageURL = imageMarker
 	js, err := json.Marshal(in)
 	if err != nil {
@@ -93,65 +102,52 @@ func (c *Client) submit(ctx context.Context, in gen.Input, cfg *callConfig) (*Qu
 			return nil, fmt.Errorf("fluxi2i: opening the image: %w", err)
 		}
 		return &streamedBody{Reader: io.MultiReader(bytes.NewReader(prefix), &b64Reader{src: src}, bytes.NewReader(suffix)), src: src}, nil
-	}, size, cfg)
+	}, size, s)
 }
 
 // submitBody sends a submit whose JSON body newBody produces afresh for
 // every attempt.
-func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, error), size int64, cfg *callConfig) (*Queued, error) {
+func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, error), size int64, s *settings) (*Queued, error) {
 	var q Queued
-	attempts, err := c.do(ctx, call{
-		op:         "submit",
-		submit:     true,
-		atMostOnce: cfg.atMostOnce,
-		build: func(ctx context.Context) (*http.Request, error) {
-			body, err := newBody()
-			if err != nil {
-				return nil, err
-			}
-			req, err := gen.NewSubmitRequestWithBody(c.server+"/", &cfg.params, "application/json", body)
-			if err != nil {
-				body.Close()
-				return nil, err
-			}
-			req.ContentLength = size
-			req.GetBody = newBody
-			for k, vs := range cfg.headers {
-				req.Header[k] = vs
-			}
-			req.Header.Set("Accept", "application/json")
-			return req.WithContext(ctx), nil
-		},
-		decode: func(resp *http.Response, body []byte) error {
-			var e gen.Enqueued
-			if err := json.Unmarshal(body, &e); err != nil || e.RequestID == "" {
-				// The job exists; its id may still be in the header.
-				if id := resp.Header.Get("X-Fal-Request-Id"); id != "" {
-					q = Queued{RequestID: id, Raw: append(json.RawMessage(nil), body...)}
-					return nil
-				}
-				if err == nil {
-					err = errors.New("no request_id")
-				}
-				return err
-			}
-			q = Queued{
-				RequestID:     e.RequestID,
-				StatusURL:     deref(e.StatusURL),
-				ResponseURL:   deref(e.ResponseURL),
-				CancelURL:     deref(e.CancelURL),
-				QueuePosition: e.QueuePosition,
-				Raw:           body,
+	sized := func(_ context.Context, req *http.Request) error {
+		req.ContentLength = size
+		req.GetBody = newBody
+		for k, vs := range s.headers {
+			req.Header[k] = vs
+		}
+		return nil
+	}
+	attempts, err := c.do(ctx, s, op{name: "submit", submit: true}, func(ctx context.Context, x *exchange) error {
+		body, err := newBody()
+		if err != nil {
+			return err
+		}
+		r, err := c.api.SubmitWithBodyWithResponse(ctx, &s.params, "application/json", body, sized)
+		if r != nil && r.JSON200 != nil && r.JSON200.RequestID != "" {
+			e := r.JSON200
+			q = Queued{RequestID: e.RequestID, QueuePosition: e.QueuePosition, Raw: r.Body}
+			return nil
+		}
+		// Queued, but the answer is broken or cut short: the job exists
+		// when its id came in the header.
+		if id := x.header.Get("X-Fal-Request-Id"); id != "" && x.status >= 200 && x.status < 300 {
+			q = Queued{RequestID: id}
+			if r != nil {
+				q.Raw = r.Body
 			}
 			return nil
-		},
+		}
+		if err == nil {
+			err = fmt.Errorf("undecodable HTTP %d answer: no request_id", x.status)
+		}
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	q.Attempts = attempts
 	c.stats.submits.Add(1)
-	c.log.Debug("fluxi2i: queued", "request_id", q.RequestID, "attempts", attempts)
+	c.set.log.Debug("fluxi2i: queued", "request_id", q.RequestID, "attempts", attempts)
 	return &q, nil
 }
 
@@ -160,28 +156,32 @@ func (c *Client) Status(ctx context.Context, requestID string, withLogs bool) (*
 	if err := checkID(requestID); err != nil {
 		return nil, err
 	}
-	return c.status(ctx, requestID, c.endpointsFor(requestID, nil), withLogs)
+	return c.status(ctx, &c.set, requestID, withLogs, persistNone)
 }
 
-func (c *Client) status(ctx context.Context, id string, ep endpoints, withLogs bool) (*Status, error) {
+var logsOn = gen.GetStatusParamsLogsN1
+
+func (c *Client) status(ctx context.Context, s *settings, id string, withLogs bool, persist persistence) (*Status, error) {
 	var st Status
-	c.stats.polls.Add(1)
-	target := ep.status
+	params := &gen.GetStatusParams{}
 	if withLogs {
-		target += "?logs=1"
+		params.Logs = &logsOn
 	}
-	_, err := c.do(ctx, call{
-		op: "status",
-		id: id,
-		build: func(ctx context.Context) (*http.Request, error) {
-			return newRequest(ctx, http.MethodGet, target)
-		},
-		decode: func(resp *http.Response, body []byte) error {
-			var err error
-			st, err = decodeStatus(body)
-			st.retryAfter = retryAfter(resp.Header, time.Now())
+	_, err := c.do(ctx, s, op{name: "status", id: id, persist: persist}, func(ctx context.Context, x *exchange) error {
+		c.stats.polls.Add(1)
+		r, err := c.api.GetStatusWithResponse(ctx, id, params)
+		if err != nil {
 			return err
-		},
+		}
+		qs := r.JSON200
+		if qs == nil {
+			qs = r.JSON202
+		}
+		if qs == nil || qs.Status == "" {
+			return fmt.Errorf("fluxi2i: status%s: undecodable HTTP %d answer", ofID(id), x.status)
+		}
+		st = Status{QueueStatus: *qs, Raw: r.Body, retryAfter: retryAfter(x.header, time.Now())}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -191,57 +191,33 @@ func (c *Client) status(ctx context.Context, id string, ep endpoints, withLogs b
 
 // Result fetches the output of a completed job. A failed model answers its
 // error here, as an *APIError naming the request id.
-func (c *Client) Result(ctx context.Context, requestID string) (*gen.Output, error) {
+func (c *Client) Result(ctx context.Context, requestID string) (*Result, error) {
 	if err := checkID(requestID); err != nil {
 		return nil, err
 	}
-	return c.result(ctx, requestID, c.endpointsFor(requestID, nil))
+	return c.result(ctx, &c.set, requestID, persistNone)
 }
 
-func (c *Client) result(ctx context.Context, id string, ep endpoints) (*gen.Output, error) {
-	var out gen.Output
-	_, err := c.do(ctx, call{
-		op: "result",
-		id: id,
-		build: func(ctx context.Context) (*http.Request, error) {
-			return newRequest(ctx, http.MethodGet, ep.result)
-		},
-		decode: func(_ *http.Response, body []byte) error {
-			var err error
-			out, err = decodeOutput(body)
+func (c *Client) result(ctx context.Context, s *settings, id string, persist persistence) (*Result, error) {
+	var res Result
+	_, err := c.do(ctx, s, op{name: "result", id: id, persist: persist}, func(ctx context.Context, x *exchange) error {
+		r, err := c.api.GetResultWithResponse(ctx, id)
+		if err != nil {
 			return err
-		},
+		}
+		if r.JSON200 == nil || r.JSON200.Images == nil {
+			return fmt.Errorf("fluxi2i: result%s: undecodable HTTP %d answer: no images", ofID(id), x.status)
+		}
+		res = Result{Output: *r.JSON200, RequestID: id}
+		if h := r.Headers200; h != nil && h.XFalBillableUnits != nil {
+			res.BillableUnits, _ = strconv.ParseFloat(*h.XFalBillableUnits, 64)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &out, nil
-}
-
-// decodeStatus decodes a status body (or stream event): unknown statuses
-// and fields are kept (Raw), a missing status is an error.
-func decodeStatus(body []byte) (Status, error) {
-	st := Status{Raw: body}
-	if err := json.Unmarshal(body, &st.QueueStatus); err != nil {
-		return Status{}, err
-	}
-	if st.Status == "" {
-		return Status{}, errors.New("no status field")
-	}
-	return st, nil
-}
-
-// decodeOutput decodes a result body; one without images is an error,
-// never an empty output.
-func decodeOutput(body []byte) (gen.Output, error) {
-	var out gen.Output
-	if err := json.Unmarshal(body, &out); err != nil {
-		return gen.Output{}, err
-	}
-	if out.Images == nil {
-		return gen.Output{}, errors.New("no images field")
-	}
-	return out, nil
+	return &res, nil
 }
 
 // ErrAlreadyCompleted matches (errors.Is) the APIError of a Cancel that came
@@ -255,20 +231,24 @@ func (c *Client) Cancel(ctx context.Context, requestID string) error {
 	if err := checkID(requestID); err != nil {
 		return err
 	}
-	return c.cancel(ctx, requestID, c.endpointsFor(requestID, nil))
+	return c.cancel(ctx, &c.set, requestID)
 }
 
-func (c *Client) cancel(ctx context.Context, id string, ep endpoints) error {
-	_, err := c.do(ctx, call{
-		op: "cancel",
-		id: id,
-		build: func(ctx context.Context) (*http.Request, error) {
-			return newRequest(ctx, http.MethodPut, ep.cancel)
-		},
-		decode: func(_ *http.Response, body []byte) error {
-			var cs gen.CancelStatus
-			return json.Unmarshal(body, &cs)
-		},
+func (c *Client) cancel(ctx context.Context, s *settings, id string) error {
+	_, err := c.do(ctx, s, op{name: "cancel", id: id}, func(ctx context.Context, x *exchange) error {
+		r, err := c.api.CancelWithResponse(ctx, id)
+		switch {
+		case err != nil:
+			return err
+		case r.JSON202 != nil:
+			return nil
+		case r.JSON200 != nil && r.JSON200.Success:
+			return nil
+		case r.JSON200 != nil:
+			// A definite no, not worth retrying: wrapped so that it is not.
+			return &APIError{Op: "cancel", StatusCode: x.status, RequestID: id, Detail: "the queue did not accept the cancellation"}
+		}
+		return fmt.Errorf("fluxi2i: cancel%s: undecodable HTTP %d answer", ofID(id), x.status)
 	})
 	var apiErr *APIError
 	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusBadRequest && apiErr.Detail == "ALREADY_COMPLETED" {
@@ -277,18 +257,9 @@ func (c *Client) cancel(ctx context.Context, id string, ep endpoints) error {
 	return err
 }
 
-func newRequest(ctx context.Context, method, target string) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, method, target, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	return req, nil
-}
-
 func checkID(id string) error {
 	if id == "" {
-		return &InputError{Fields: []FieldError{{Field: "request_id", Message: "must not be empty"}}}
+		return invalid("request_id", "must not be empty")
 	}
 	return nil
 }

@@ -3,11 +3,7 @@ package wrapper
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -16,160 +12,59 @@ import (
 // maxRetryAfter bounds a server's Retry-After; the context bounds it too.
 const maxRetryAfter = 2 * time.Minute
 
-// call describes one API operation for do, the one place that retries.
-type call struct {
-	op    string // "submit", "status", "result", "cancel"
-	id    string // request id, when known
-	build func(ctx context.Context) (*http.Request, error)
-	// decode parses a 2xx answer; an error makes the attempt a failure that
-	// is retried like a transport error.
-	decode func(resp *http.Response, body []byte) error
-	// submit marks the paid POST; atMostOnce restricts its retries.
-	submit     bool
-	atMostOnce bool
+// outcome is what one attempt came to, as the retry decision sees it.
+type outcome struct {
+	err    error       // nil: success
+	status int         // the answer's status code; 0 when none came
+	header http.Header // the answer's headers, when one came
 }
 
-// do runs c with retries and returns the number of requests sent.
-//
-// Retried: transport errors, 408, 429, 500, 502, 503, 504 (not a 504 whose
-// X-Fal-Request-Timeout-Type is "user", nor anything X-Fal-Retryable: false
-// marks), and a 2xx whose body cannot be decoded. The wait is the server's
-// Retry-After when it sends one, the Backoff otherwise; it ends with ctx.
-// An at-most-once submit is retried only after 429, 503 or a failure to
-// connect; anything else that leaves the job's existence unknown returns a
-// *SubmitError with Unknown set.
-func (c *Client) do(ctx context.Context, cl call) (attempts int, err error) {
-	// unknown: some submit attempt may have queued the job, so a final
-	// failure cannot say it was not queued.
-	unknown := false
-	fail := func(attempt int, err error) (int, error) {
-		if cl.submit {
-			return attempt, &SubmitError{Attempts: attempt, Unknown: unknown, Err: err}
-		}
-		return attempt, err
-	}
-	for attempt := 1; ; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return fail(attempt-1, err) // nothing more was sent
-		}
-		wait, retry, ambiguous, err := c.attempt(ctx, cl)
-		if err == nil {
-			return attempt, nil
-		}
-		unknown = unknown || ambiguous
-		switch {
-		case cl.submit && cl.atMostOnce && ambiguous:
-			return fail(attempt, err)
-		case ctx.Err() != nil:
-			return fail(attempt, ctx.Err())
-		case !retry || attempt > c.maxRetries:
-			return fail(attempt, err)
-		}
-		if wait < 0 {
-			wait = c.backoff.Delay(attempt)
-		}
-		c.log.Debug("fluxi2i: retrying", "op", cl.op, "request_id", cl.id, "attempt", attempt+1, "wait", wait, "error", err)
-		if err := sleep(ctx, wait); err != nil {
-			return fail(attempt, err)
-		}
-		c.stats.retries.Add(1)
-		if cl.submit {
-			c.stats.submitRetries.Add(1)
-			c.log.Warn("fluxi2i: retrying submit; if the lost answer had queued the job it may run twice",
-				"attempt", attempt+1, "error", err)
-		}
-	}
-}
-
-// attempt sends one request. wait is the server's Retry-After (-1 when it
-// sent none); retry tells whether another attempt may help; ambiguous that
-// the server may have acted on the request.
-func (c *Client) attempt(ctx context.Context, cl call) (wait time.Duration, retry, ambiguous bool, err error) {
-	req, err := cl.build(ctx)
-	if err != nil {
-		return -1, false, false, err
-	}
-	c.authorize(req)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		// Only a failure to connect proves the request was never sent.
-		return -1, true, !notSent(err), fmt.Errorf("fluxi2i: %s%s: %w", cl.op, ofID(cl.id), scrubURL(err))
-	}
-	body, rerr := readLimited(resp.Body, c.maxBody)
-	resp.Body.Close()
-	readErr := func() error {
-		return fmt.Errorf("fluxi2i: %s%s: reading the HTTP %d answer: %w", cl.op, ofID(cl.id), resp.StatusCode, rerr)
-	}
+// classify tells whether another attempt may help (retry) and whether the
+// server may have acted on this one (ambiguous). It is a pure function of
+// the outcome:
+//   - a transport failure, an idle timeout or a body cut short: retried;
+//     ambiguous unless the connection was never made;
+//   - a body over the size limit: not retried, ambiguous;
+//   - an *APIError: retried when retryable (408, 429, 500, 502, 503, 504,
+//     or X-Fal-Retryable: true; never a 504 of the caller's start
+//     deadline, never X-Fal-Retryable: false); ambiguous when retried,
+//     except 429 and 503, which turn the request away before any job;
+//   - a 2xx whose body could not be decoded: retried, ambiguous;
+//   - a request that could not be built: neither.
+func classify(o outcome) (retry, ambiguous bool) {
+	var se *sendError
+	var ae *APIError
 	var tooBig *tooLargeError
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		derr := cl.decode(resp, body)
-		switch {
-		case derr == nil:
-			// Complete, or broken off after enough arrived (a submit's
-			// X-Fal-Request-Id header): either way the answer is known.
-			return 0, false, false, nil
-		case rerr != nil:
-			return -1, !errors.As(rerr, &tooBig), true, readErr()
+	switch {
+	case o.err == nil:
+		return false, false
+	case errors.As(o.err, &tooBig):
+		return false, true
+	case errors.As(o.err, &se):
+		return true, se.sent
+	case errors.As(o.err, &ae):
+		if !ae.Retryable {
+			return false, false // a definite answer: nothing was done
 		}
-		return -1, true, true, fmt.Errorf("fluxi2i: %s%s: undecodable HTTP %d answer: %w", cl.op, ofID(cl.id), resp.StatusCode, derr)
+		return true, ae.StatusCode != http.StatusTooManyRequests && ae.StatusCode != http.StatusServiceUnavailable
+	case o.status >= 200 && o.status < 300:
+		return true, true // undecodable answer
 	}
-	if rerr != nil {
-		return -1, !errors.As(rerr, &tooBig), true, readErr()
-	}
-	apiErr := apiError(cl.op, cl.id, resp, body)
-	retry = apiErr.Retryable
-	// 429 and 503 say the server turned the request away before the job.
-	ambiguous = resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable
-	if !retry {
-		ambiguous = false // a definite answer: the job was not queued
-	}
-	return retryAfter(resp.Header, time.Now()), retry, ambiguous, apiErr
+	return false, false
 }
 
-// authorize sets the User-Agent, and the credential only for the configured
-// origin.
-func (c *Client) authorize(req *http.Request) {
-	req.Header.Set("User-Agent", c.userAgent)
-	if sameOrigin(req.URL, c.base) {
-		req.Header.Set("Authorization", c.auth.header)
-	} else {
-		req.Header.Del("Authorization")
+// retryDelay is how long to wait before retry number attempt: the
+// server's Retry-After when it sent one (never less than floor, never more
+// than maxRetryAfter), the backoff otherwise.
+func retryDelay(o outcome, attempt int, b Backoff, floor time.Duration, now time.Time) time.Duration {
+	if d := retryAfter(o.header, now); d >= 0 {
+		return max(d, floor)
 	}
+	return b.Delay(attempt)
 }
 
-func ofID(id string) string {
-	if id == "" {
-		return ""
-	}
-	return " of request " + id
-}
-
-// notSent reports a transport error that happened before the request could
-// be written: the connection was never made.
-func notSent(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	var dns *net.DNSError
-	return errors.As(err, &dns)
-}
-
-// scrubURL drops the query of a *url.Error's URL (a webhook URL may carry
-// a token of the caller's).
-func scrubURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		if u, perr := url.Parse(ue.URL); perr == nil && u.RawQuery != "" {
-			u.RawQuery = ""
-			return &url.Error{Op: ue.Op, URL: u.String(), Err: ue.Err}
-		}
-	}
-	return err
-}
-
-// retryAfter parses Retry-After (seconds or an HTTP date); -1 when absent
-// or unparsable.
+// retryAfter parses Retry-After (seconds or an HTTP date), capped at
+// maxRetryAfter; -1 when absent or unparsable.
 func retryAfter(h http.Header, now time.Time) time.Duration {
 	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
@@ -177,16 +72,116 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 	}
 	var d time.Duration
 	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if secs < 0 {
+		if secs < 0 || secs != secs {
 			return -1
 		}
-		d = time.Duration(secs * float64(time.Second))
+		d = time.Duration(min(secs, maxRetryAfter.Seconds()) * float64(time.Second))
 	} else if t, err := http.ParseTime(v); err == nil {
 		d = max(t.Sub(now), 0)
 	} else {
 		return -1
 	}
 	return min(d, maxRetryAfter)
+}
+
+// attempt runs one try of an operation through the send path: it calls
+// gen with a context carrying x.
+type attempt func(ctx context.Context, x *exchange) error
+
+// op is one API operation for do.
+type op struct {
+	name, id string
+	submit   bool // the paid POST: ambiguity is reported, atMostOnce honoured
+	stream   bool
+	download bool
+	// persist keeps retrying past the retry budget, until the context
+	// ends, the failures it names (observing a job that exists).
+	persist persistence
+}
+
+// persistence is which failures an operation keeps retrying past the
+// retry budget.
+type persistence int
+
+const (
+	persistNone persistence = iota
+	// persistUnanswered: no answer came (transport failure, idle timeout,
+	// body cut short), or the server said to come back (408, 429, 503).
+	// A result call of a finished job persists so: a 500 there is the
+	// model's own answer.
+	persistUnanswered
+	// persistRetryable: every retryable failure (status polls).
+	persistRetryable
+)
+
+// keepsTrying reports whether o persists past the budget after out.
+func (p persistence) keepsTrying(out outcome) bool {
+	switch p {
+	case persistRetryable:
+		return true
+	case persistUnanswered:
+		var se *sendError
+		if errors.As(out.err, &se) {
+			return true
+		}
+		switch out.status {
+		case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusServiceUnavailable:
+			return true
+		}
+	}
+	return false
+}
+
+// do runs o's attempts until one succeeds, one fails for good, the
+// retries run out or ctx ends, and returns the number of requests sent.
+// A submit's failure is a *SubmitError saying whether the job may exist.
+func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attempts int, err error) {
+	unknown := false // some submit attempt may have queued the job
+	fail := func(n int, err error) (int, error) {
+		if o.submit {
+			return n, &SubmitError{Attempts: n, Unknown: unknown, Err: err}
+		}
+		return n, err
+	}
+	for n := 1; ; n++ {
+		if err := ctx.Err(); err != nil {
+			return fail(n-1, err) // nothing more was sent
+		}
+		x := &exchange{op: o.name, id: o.id, stream: o.stream, download: o.download}
+		err := try(x.begin(ctx, s.idle), x)
+		if err == nil {
+			if !o.stream {
+				x.end() // a streamed body ends the attempt when closed
+			}
+			return n, nil
+		}
+		x.end()
+		if !x.started { // never reached the wire
+			return fail(n-1, err)
+		}
+		out := outcome{err: err, status: x.status, header: x.header}
+		retry, ambiguous := classify(out)
+		unknown = unknown || (o.submit && ambiguous)
+		switch {
+		case ctx.Err() != nil:
+			return fail(n, ctx.Err())
+		case o.submit && s.atMostOnce && ambiguous:
+			return fail(n, err)
+		case !retry || (n > s.retries && !o.persist.keepsTrying(out)):
+			return fail(n, err)
+		}
+		wait := retryDelay(out, min(n, 30), s.backoff, s.pollFirst, time.Now())
+		c.set.log.Debug("fluxi2i: retrying", "op", o.name, "request_id", o.id, "attempt", n+1, "wait", wait, "error", err)
+		if err := sleep(ctx, wait); err != nil {
+			return fail(n, err)
+		}
+		c.stats.retries.Add(1)
+		if o.submit {
+			c.stats.submitRetries.Add(1)
+			c.set.log.Warn("fluxi2i: retrying submit; if the lost answer had queued the job it may run twice",
+				"attempt", n+1, "error", err)
+		}
+	}
 }
 
 // sleep waits d or until ctx ends.
@@ -202,22 +197,4 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-type tooLargeError struct{ limit int64 }
-
-func (e *tooLargeError) Error() string {
-	return fmt.Sprintf("body larger than the %d-byte limit (WithMaxResponseBytes)", e.limit)
-}
-
-// readLimited reads all of r, failing past limit bytes.
-func readLimited(r io.Reader, limit int64) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return b, err
-	}
-	if int64(len(b)) > limit {
-		return nil, &tooLargeError{limit}
-	}
-	return b, nil
 }

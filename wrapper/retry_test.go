@@ -145,7 +145,7 @@ func TestUserStartTimeoutIsNeverRetried(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, c := setup(t, instant)
 		srv.Inject(queuetest.OpSubmit, queuetest.UserTimeout())
-		_, err := c.Submit(context.Background(), input(), wrapper.StartTimeout(30*time.Second))
+		_, err := c.Submit(context.Background(), input(), wrapper.WithStartTimeout(30*time.Second))
 		var apiErr *wrapper.APIError
 		require.ErrorAs(t, err, &apiErr)
 		assert.True(t, apiErr.UserTimeout)
@@ -202,7 +202,7 @@ func TestAtMostOnceRetriesWhereTheJobCannotHaveStarted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, c := setup(t, instant)
 		srv.Inject(queuetest.OpSubmit, queuetest.Fail(429).RetryAfter(2), queuetest.Fail(503))
-		q, err := c.Submit(context.Background(), input(), wrapper.AtMostOnce())
+		q, err := c.Submit(context.Background(), input(), wrapper.WithAtMostOnce())
 		require.NoError(t, err)
 		assert.Equal(t, 3, q.Attempts)
 		assert.EqualValues(t, 1, srv.Stats().Jobs)

@@ -6,21 +6,21 @@ import (
 	"github.com/fluxi2i/fluxi2i/gen"
 )
 
-// Run submits in and waits for its result: Submit, then Wait. Use OnQueued
+// Run submits in and waits for its result: Submit, then Wait. Use WithOnQueued
 // to learn the request id as soon as the job is queued (to store it, so a
 // crashed caller can resume with Wait). Errors after the job was queued are
 // *JobError values naming the request id.
-func (c *Client) Run(ctx context.Context, in gen.Input, opts ...CallOption) (*gen.Output, error) {
-	cfg, err := c.callConfig(opts)
+func (c *Client) Run(ctx context.Context, in gen.Input, opts ...Option) (*Result, error) {
+	s, err := c.call(forRun, "Run", opts)
 	if err != nil {
 		return nil, err
 	}
-	q, err := c.submit(ctx, in, cfg)
+	q, err := c.submit(ctx, in, s)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.onQueued != nil {
-		cfg.onQueued(q)
+	if s.onQueued != nil {
+		s.onQueued(q)
 	}
-	return c.wait(ctx, q.RequestID, c.endpointsFor(q.RequestID, q), cfg)
+	return c.wait(ctx, s, q.RequestID)
 }

@@ -31,8 +31,8 @@ func testRunHappyPath(t *testing.T, mode wrapper.StatusMode) {
 		in.NumImages = ptr(2)
 		in.OutputFormat = ptr(gen.InputOutputFormatPng)
 		out, err := c.Run(context.Background(), in,
-			wrapper.OnQueued(func(q *wrapper.Queued) { queued = q }),
-			wrapper.OnUpdate(func(s wrapper.Status) {
+			wrapper.WithOnQueued(func(q *wrapper.Queued) { queued = q }),
+			wrapper.WithOnUpdate(func(s wrapper.Status) {
 				states = append(states, s.Status)
 				for _, l := range s.NewLogs {
 					logs = append(logs, l.Message)
@@ -98,7 +98,7 @@ func TestContextEndCancelsTheJobAndNamesIt(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		var id string
-		_, err := c.Run(ctx, input(), wrapper.OnQueued(func(q *wrapper.Queued) { id = q.RequestID }))
+		_, err := c.Run(ctx, input(), wrapper.WithOnQueued(func(q *wrapper.Queued) { id = q.RequestID }))
 		var je *wrapper.JobError
 		require.ErrorAs(t, err, &je)
 		assert.Equal(t, id, je.RequestID)
@@ -117,7 +117,7 @@ func TestKeepRunningOnExitLeavesAResumableJob(t *testing.T) {
 		srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(30 * time.Second), queuetest.RunTime(time.Second)})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err := c.Run(ctx, input(), wrapper.KeepRunningOnExit())
+		_, err := c.Run(ctx, input(), wrapper.WithCancelOnExit(0))
 		var je *wrapper.JobError
 		require.ErrorAs(t, err, &je)
 		assert.False(t, je.Cancelled)

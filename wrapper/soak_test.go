@@ -38,7 +38,7 @@ func TestFaultSoak(t *testing.T) {
 		srv, c := setup(t, []queuetest.Option{
 			queuetest.QueueTime(2 * time.Second), queuetest.RunTime(3 * time.Second), queuetest.LogLines(3),
 			queuetest.ForeignURLs(), queuetest.Chaos(*soakRate, 42, nil),
-		}, wrapper.WithRetries(12), wrapper.WithStreamIdle(5*time.Second))
+		}, wrapper.WithRetries(12), wrapper.WithIdleTimeout(5*time.Second))
 
 		type outcome struct {
 			id     string
@@ -52,14 +52,14 @@ func TestFaultSoak(t *testing.T) {
 			wg.Go(func() {
 				o := &results[i]
 				out, err := c.Run(context.Background(), input(),
-					wrapper.OnQueued(func(q *wrapper.Queued) { o.id = q.RequestID }),
-					wrapper.OnUpdate(func(s wrapper.Status) { o.logs += len(s.NewLogs) }))
+					wrapper.WithOnQueued(func(q *wrapper.Queued) { o.id = q.RequestID }),
+					wrapper.WithOnUpdate(func(s wrapper.Status) { o.logs += len(s.NewLogs) }))
 				o.err = err
 				if err == nil {
 					o.images = len(out.Images)
 					if i%10 == 0 {
 						// Output images live on the foreign (media) origin.
-						_, err := c.SaveImages(context.Background(), out, t.TempDir(), o.id)
+						_, err := c.SaveImages(context.Background(), &out.Output, t.TempDir(), o.id)
 						o.err = err
 					}
 				}

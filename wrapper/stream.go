@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
+	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/sse"
 )
 
@@ -40,53 +40,6 @@ func (m StatusMode) String() string {
 	return fmt.Sprintf("StatusMode(%d)", int(m))
 }
 
-// WithStatusMode sets how the client follows jobs (default StatusAuto).
-func WithStatusMode(m StatusMode) Option {
-	return func(c *Client) error {
-		if m < StatusAuto || m > StatusStream {
-			return fmt.Errorf("fluxi2i: WithStatusMode(%v): unknown mode", m)
-		}
-		c.mode = m
-		return nil
-	}
-}
-
-// WithStreamIdle sets how long the status stream may stay silent (no event,
-// no keepalive) before it is given up (default 30 s).
-func WithStreamIdle(d time.Duration) Option {
-	return func(c *Client) error {
-		if d <= 0 {
-			return fmt.Errorf("fluxi2i: WithStreamIdle(%v): must be positive", d)
-		}
-		c.streamIdle = d
-		return nil
-	}
-}
-
-// WithMaxStreams caps how many status streams the client holds open at
-// once (default 512): each is a connection. In StatusAuto a job that finds
-// every stream taken polls instead; in StatusStream it waits for one.
-func WithMaxStreams(n int) Option {
-	return func(c *Client) error {
-		if n < 1 {
-			return fmt.Errorf("fluxi2i: WithMaxStreams(%d): must be at least 1", n)
-		}
-		c.streamSlots = make(chan struct{}, n)
-		return nil
-	}
-}
-
-// UseStatusMode overrides the client's StatusMode for one call.
-func UseStatusMode(m StatusMode) CallOption {
-	return func(cfg *callConfig) error {
-		if m < StatusAuto || m > StatusStream {
-			return &InputError{Fields: []FieldError{{Field: "status mode", Message: "unknown mode"}}}
-		}
-		cfg.mode = m
-		return nil
-	}
-}
-
 // streamError is a status stream that failed without the caller's context
 // ending: the reason polling takes over.
 type streamError struct {
@@ -98,66 +51,55 @@ type streamError struct {
 func (e *streamError) Error() string { return "status stream: " + e.err.Error() }
 func (e *streamError) Unwrap() error { return e.err }
 
-var (
-	errStreamIdle  = errors.New("silent past the idle limit")
-	errStreamEnded = errors.New("ended before COMPLETED")
-)
+var errStreamEnded = errors.New("ended before COMPLETED")
 
-// stream follows the job over one status stream until COMPLETED (done),
-// handing every event to w.
-func (w *watcher) stream(ctx context.Context) (done bool, err error) {
-	c := w.c
-	target := w.ep.status + "/stream"
-	if w.withLogs {
-		target += "?logs=1"
-	}
-	sctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	req, err := http.NewRequestWithContext(sctx, http.MethodGet, target, nil)
-	if err != nil {
-		return false, err
-	}
+// maxEvent caps one status event: a status is a few hundred bytes, its
+// logs a few KiB.
+const maxEvent = 1 << 20
+
+var acceptEvents gen.RequestEditorFn = func(_ context.Context, req *http.Request) error {
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")
-	c.authorize(req)
+	return nil
+}
+
+// stream follows the job over one status stream until COMPLETED (done),
+// handing every event to w. Silence past the idle limit, headers included,
+// ends it (the send path's idle timer, reset by every line that arrives,
+// keepalive comments included).
+func (w *watcher) stream(ctx context.Context) (done bool, err error) {
+	c := w.c
+	params := &gen.StreamStatusParams{}
+	if w.withLogs {
+		v := gen.StreamStatusParamsLogsN1
+		params.Logs = &v
+	}
+	x := &exchange{op: "stream", id: w.id, stream: true}
 	c.stats.streams.Add(1)
-	// Silence is measured from the request on: a server that never answers
-	// the headers is as dead as one that stops sending events.
-	idle := time.AfterFunc(c.streamIdle, func() { cancel(errStreamIdle) })
-	defer idle.Stop()
-	resp, err := c.http.Do(req)
+	resp, err := c.api.StreamStatus(x.begin(ctx, w.s.idle), w.id, params, acceptEvents)
 	if err != nil {
+		x.end()
 		if ctx.Err() != nil {
 			return false, ctx.Err()
 		}
-		if cause := context.Cause(sctx); cause != nil {
-			err = cause
+		var apiErr *APIError
+		if errors.As(err, &apiErr) {
+			switch apiErr.StatusCode {
+			case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusNotImplemented:
+				return false, &streamError{refused: true, err: apiErr}
+			}
 		}
 		return false, &streamError{err: err}
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := readLimited(resp.Body, 64<<10)
-		apiErr := apiError("stream", w.id, resp, body)
-		switch resp.StatusCode {
-		case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusNotImplemented:
-			return false, &streamError{refused: true, err: apiErr}
-		}
-		return false, &streamError{err: apiErr}
-	}
-
-	idle.Reset(c.streamIdle)
-	r := sse.NewReader(resp.Body, int(min(c.maxBody, 1<<30)))
-	r.OnLine = func() { idle.Reset(c.streamIdle) }
+	r := sse.NewReader(resp.Body, maxEvent)
 	for events := 0; ; events++ {
 		ev, err := r.Next()
 		if err != nil {
 			if ctx.Err() != nil {
 				return false, ctx.Err()
 			}
-			if cause := context.Cause(sctx); cause != nil {
-				err = cause
-			} else if errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) {
 				err = errStreamEnded
 			}
 			return false, &streamError{events: events, err: err}
@@ -177,4 +119,17 @@ func (w *watcher) stream(ctx context.Context) (done bool, err error) {
 			return true, nil
 		}
 	}
+}
+
+// decodeStatus decodes a stream event: unknown statuses and fields are
+// kept (Raw), a missing status is an error.
+func decodeStatus(body []byte) (Status, error) {
+	st := Status{Raw: body, retryAfter: -1}
+	if err := json.Unmarshal(body, &st.QueueStatus); err != nil {
+		return Status{}, err
+	}
+	if st.Status == "" {
+		return Status{}, errors.New("no status field")
+	}
+	return st, nil
 }

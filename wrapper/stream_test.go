@@ -20,9 +20,9 @@ var slowJob = []queuetest.Option{queuetest.QueueTime(3 * time.Second), queuetest
 
 // runCollect runs one job and returns the states and log lines its updates
 // carried.
-func runCollect(t *testing.T, c *wrapper.Client, opts ...wrapper.CallOption) (states, logs []string) {
+func runCollect(t *testing.T, c *wrapper.Client, opts ...wrapper.Option) (states, logs []string) {
 	t.Helper()
-	opts = append(opts, wrapper.OnUpdate(func(s wrapper.Status) {
+	opts = append(opts, wrapper.WithOnUpdate(func(s wrapper.Status) {
 		states = append(states, s.Status)
 		for _, l := range s.NewLogs {
 			logs = append(logs, l.Message)
@@ -73,7 +73,7 @@ func TestStreamFallsBackToPolling(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				var logBuf bytes.Buffer
 				logger := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-				srv, c := setup(t, slowJob, wrapper.WithStreamIdle(2*time.Second), wrapper.WithLogger(logger))
+				srv, c := setup(t, slowJob, wrapper.WithIdleTimeout(2*time.Second), wrapper.WithLogger(logger))
 				srv.Inject(queuetest.OpStream, f)
 				states, logs := runCollect(t, c)
 				assert.Equal(t, allLogs, logs, "every log line once, in order, across the fallback")
@@ -111,7 +111,7 @@ func TestForcedStreamingGivesUpWhenRefused(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, c := setup(t, slowJob)
 		srv.Inject(queuetest.OpStream, queuetest.Fail(405))
-		_, err := c.Run(context.Background(), input(), wrapper.UseStatusMode(wrapper.StatusStream))
+		_, err := c.Run(context.Background(), input(), wrapper.WithStatusMode(wrapper.StatusStream))
 		var apiErr *wrapper.APIError
 		require.ErrorAs(t, err, &apiErr)
 		assert.Equal(t, 405, apiErr.StatusCode)
@@ -124,7 +124,7 @@ func TestForcedStreamingGivesUpWhenRefused(t *testing.T) {
 func TestForcedPollingOpensNoStream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, c := setup(t, slowJob)
-		_, logs := runCollect(t, c, wrapper.UseStatusMode(wrapper.StatusPoll))
+		_, logs := runCollect(t, c, wrapper.WithStatusMode(wrapper.StatusPoll))
 		assert.Equal(t, allLogs, logs)
 		assert.Zero(t, srv.Stats().StreamCalls)
 	})
@@ -164,7 +164,7 @@ func TestStreamsAreCappedAndTheRestPoll(t *testing.T) {
 
 func TestStreamWhoseHeadersNeverComeFallsBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv, c := setup(t, slowJob, wrapper.WithStreamIdle(2*time.Second))
+		srv, c := setup(t, slowJob, wrapper.WithIdleTimeout(2*time.Second))
 		srv.Inject(queuetest.OpStream, queuetest.Slow(time.Hour))
 		start := time.Now()
 		_, logs := runCollect(t, c)

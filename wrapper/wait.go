@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"iter"
-
-	"github.com/fluxi2i/fluxi2i/gen"
 )
 
 // errStopped ends a watch whose consumer stopped listening.
@@ -24,73 +22,79 @@ func ended(status string) bool {
 // Wait waits until the job completes, then returns its result. It follows
 // the status stream, falling back to polling (see StatusMode); polling
 // looks at once (a finished job returns with no sleep), then waits an
-// interval that grows from short to a cap, honouring Retry-After.
+// interval that grows from short to a cap, honouring Retry-After but never
+// polling faster than the first interval.
+//
+// A job that exists is never given up for a transient failure: status and
+// result calls that keep failing (transport errors, timeouts, 429, 5xx) are
+// retried with backoff, beyond WithRetries, until the job ends or ctx does.
+// Only a permanent answer (404, 401/403, a model error) ends Wait early.
 //
 // When ctx ends first, a best-effort Cancel goes out under its own short
-// deadline (unless KeepRunningOnExit or WithCancelOnExit(0)), and the
-// *JobError names the request id: a job left running can be resumed with
-// Wait. Every error after the job was identified is a *JobError; a model
-// failure is the *APIError inside it.
-func (c *Client) Wait(ctx context.Context, requestID string, opts ...CallOption) (*gen.Output, error) {
+// deadline (unless WithCancelOnExit(0)), and the *JobError names the
+// request id: a job left running can be resumed with Wait. Every error
+// after the job was identified is a *JobError; a model failure is the
+// *APIError inside it.
+func (c *Client) Wait(ctx context.Context, requestID string, opts ...Option) (*Result, error) {
 	if err := checkID(requestID); err != nil {
 		return nil, err
 	}
-	cfg, err := c.callConfig(opts)
+	s, err := c.call(forWait, "Wait", opts)
 	if err != nil {
 		return nil, err
 	}
-	return c.wait(ctx, requestID, c.endpointsFor(requestID, nil), cfg)
+	return c.wait(ctx, s, requestID)
 }
 
 // Updates yields the job's status changes until it completes (the last one
 // yielded is the completed status); it stops early when the loop breaks. An
 // error is yielded last, as a *JobError. It never cancels the job.
-func (c *Client) Updates(ctx context.Context, requestID string, opts ...CallOption) iter.Seq2[Status, error] {
+func (c *Client) Updates(ctx context.Context, requestID string, opts ...Option) iter.Seq2[Status, error] {
 	return func(yield func(Status, error) bool) {
 		if err := checkID(requestID); err != nil {
 			yield(Status{}, err)
 			return
 		}
-		cfg, err := c.callConfig(opts)
+		s, err := c.call(forUpdates, "Updates", opts)
 		if err != nil {
 			yield(Status{}, err)
 			return
 		}
-		last, err := c.watch(ctx, requestID, c.endpointsFor(requestID, nil), true, cfg.mode, func(s Status) bool { return yield(s, nil) })
+		last, err := c.watch(ctx, s, requestID, true, func(st Status) bool { return yield(st, nil) })
 		if err != nil && !errors.Is(err, errStopped) {
 			yield(Status{}, &JobError{RequestID: requestID, Status: last.Status, Err: err})
 		}
 	}
 }
 
-func (c *Client) wait(ctx context.Context, id string, ep endpoints, cfg *callConfig) (*gen.Output, error) {
-	last, err := c.watch(ctx, id, ep, cfg.onUpdate != nil, cfg.mode, func(s Status) bool {
-		if cfg.onUpdate != nil {
-			cfg.onUpdate(s)
+func (c *Client) wait(ctx context.Context, s *settings, id string) (*Result, error) {
+	last, err := c.watch(ctx, s, id, s.onUpdate != nil, func(st Status) bool {
+		if s.onUpdate != nil {
+			s.onUpdate(st)
 		}
 		return true
 	})
 	if err != nil {
-		return nil, c.abandon(ctx, id, ep, last, err, cfg)
+		return nil, c.abandon(ctx, s, id, last, err)
 	}
-	out, err := c.result(ctx, id, ep)
+	out, err := c.result(ctx, s, id, persistUnanswered)
 	if err != nil {
-		return nil, c.abandon(ctx, id, ep, last, err, cfg)
+		return nil, c.abandon(ctx, s, id, last, err)
 	}
 	return out, nil
 }
 
 // abandon turns a failed wait into a *JobError, cancelling the job first
 // when the caller's context ended before it completed.
-func (c *Client) abandon(ctx context.Context, id string, ep endpoints, last Status, err error, cfg *callConfig) error {
+func (c *Client) abandon(ctx context.Context, s *settings, id string, last Status, err error) error {
 	je := &JobError{RequestID: id, Status: last.Status, Err: err}
-	if ctx.Err() == nil || cfg.cancelWait <= 0 || ended(last.Status) {
+	if ctx.Err() == nil || s.cancelWait <= 0 || ended(last.Status) {
 		return je
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.cancelWait)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cancelWait)
 	defer cancel()
-	if cerr := c.cancel(cctx, id, ep); cerr != nil {
-		c.log.Debug("fluxi2i: best-effort cancel failed", "request_id", id, "error", cerr)
+	if cerr := c.cancel(cctx, s, id); cerr != nil {
+		c.set.log.Debug("fluxi2i: best-effort cancel failed", "request_id", id, "error", cerr)
 	} else {
 		je.Cancelled = true
 	}
@@ -101,8 +105,8 @@ func (c *Client) abandon(ctx context.Context, id string, ep endpoints, last Stat
 // change to emit exactly once, with each log line once.
 type watcher struct {
 	c        *Client
+	s        *settings
 	id       string
-	ep       endpoints
 	withLogs bool
 	emit     func(Status) bool
 
@@ -123,8 +127,9 @@ func (w *watcher) observe(st Status) bool {
 
 // watch follows the job until it ends, in the given mode, and returns the
 // last status seen.
-func (c *Client) watch(ctx context.Context, id string, ep endpoints, withLogs bool, mode StatusMode, emit func(Status) bool) (Status, error) {
-	w := &watcher{c: c, id: id, ep: ep, withLogs: withLogs, emit: emit}
+func (c *Client) watch(ctx context.Context, s *settings, id string, withLogs bool, emit func(Status) bool) (Status, error) {
+	mode := s.mode
+	w := &watcher{c: c, s: s, id: id, withLogs: withLogs, emit: emit}
 	if mode == StatusPoll {
 		return w.pollRest(ctx)
 	}
@@ -152,17 +157,17 @@ func (c *Client) watch(ctx context.Context, id string, ep endpoints, withLogs bo
 		}
 		if mode == StatusAuto {
 			c.stats.fallbacks.Add(1)
-			c.log.Debug("fluxi2i: status stream failed; polling instead", "request_id", id, "error", err)
+			c.set.log.Debug("fluxi2i: status stream failed; polling instead", "request_id", id, "error", err)
 			return w.pollRest(ctx)
 		}
 		if se.events > 0 {
 			failures = 0 // it worked for a while: count failures in a row
 		}
-		if se.refused || failures >= c.maxRetries {
+		if se.refused || failures >= s.retries {
 			return w.last, se.err
 		}
-		c.log.Debug("fluxi2i: status stream failed; reopening", "request_id", id, "error", err)
-		if err := sleep(ctx, c.backoff.Delay(failures+1)); err != nil {
+		c.set.log.Debug("fluxi2i: status stream failed; reopening", "request_id", id, "error", err)
+		if err := sleep(ctx, s.backoff.Delay(failures+1)); err != nil {
 			return w.last, err
 		}
 	}
@@ -175,11 +180,12 @@ func (w *watcher) pollRest(ctx context.Context) (Status, error) {
 }
 
 // poll polls the job's status until it ends: at once, then at an interval
-// that grows from pollFirst to pollMax, or as Retry-After says.
+// that grows from pollFirst to pollMax, or as Retry-After says (never
+// sooner than pollFirst).
 func (w *watcher) poll(ctx context.Context) error {
-	delay := w.c.pollFirst
+	delay := w.s.pollFirst
 	for {
-		p, err := w.c.status(ctx, w.id, w.ep, w.withLogs)
+		p, err := w.c.status(ctx, w.s, w.id, w.withLogs, persistRetryable)
 		if err != nil {
 			return err
 		}
@@ -199,8 +205,9 @@ func (w *watcher) poll(ctx context.Context) error {
 		}
 		if wait < 0 {
 			wait = delay
-			delay = min(delay*3/2, w.c.pollMax)
+			delay = min(delay*3/2, w.s.pollMax)
 		}
+		wait = max(wait, w.s.pollFirst)
 		if err := sleep(ctx, wait); err != nil {
 			return err
 		}

@@ -239,11 +239,11 @@ func (f *inputFlags) register(fs *flag.FlagSet) {
 
 // build turns the flags given into an input and call options. Nothing is
 // sent: errors name the flag.
-func (f *inputFlags) build(fs *flag.FlagSet) (gen.Input, []wrapper.CallOption, error) {
+func (f *inputFlags) build(fs *flag.FlagSet) (gen.Input, []wrapper.Option, error) {
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	in := gen.Input{Prompt: f.prompt}
-	var opts []wrapper.CallOption
+	var opts []wrapper.Option
 	var bad []wrapper.FieldError
 	switch {
 	case f.image == "":
@@ -289,7 +289,7 @@ func (f *inputFlags) build(fs *flag.FlagSet) (gen.Input, []wrapper.CallOption, e
 		in.EnableSafetyChecker = &off
 	}
 	if f.webhook != "" {
-		opts = append(opts, wrapper.Webhook(f.webhook))
+		opts = append(opts, wrapper.WithWebhook(f.webhook))
 	}
 	probe := in
 	if probe.ImageURL == "" {

@@ -43,17 +43,17 @@ func (a *app) run(args []string) int {
 	p := newProgress(a.stderr)
 	var id string
 	opts = append(opts,
-		wrapper.OnQueued(func(q *wrapper.Queued) {
+		wrapper.WithOnQueued(func(q *wrapper.Queued) {
 			id = q.RequestID
 			p.line("request id: " + q.RequestID)
 		}),
-		wrapper.OnUpdate(p.update))
+		wrapper.WithOnUpdate(p.update))
 	result, err := c.Run(ctx, input, opts...)
 	p.finish()
 	if err != nil {
 		return a.fail(err)
 	}
-	return a.save(ctx, c, id, result, *out)
+	return a.save(ctx, c, id, &result.Output, *out)
 }
 
 // save writes the output's images and reports them.
@@ -97,7 +97,7 @@ func (a *app) submit(args []string) int {
 	}
 	ctx, cancel := a.context()
 	defer cancel()
-	q, err := c.Submit(ctx, input, append(opts, wrapper.AtMostOnce())...)
+	q, err := c.Submit(ctx, input, append(opts, wrapper.WithAtMostOnce())...)
 	if err != nil {
 		return a.fail(err)
 	}
@@ -180,12 +180,12 @@ func (a *app) resultOrWait(name string, args []string) int {
 	}
 	ctx, cancel := a.context()
 	defer cancel()
-	var result *gen.Output
+	var result *wrapper.Result
 	var err error
 	if name == "wait" {
 		p := newProgress(a.stderr)
 		// The job was started elsewhere: leave it running if we give up.
-		result, err = c.Wait(ctx, id, wrapper.OnUpdate(p.update), wrapper.KeepRunningOnExit())
+		result, err = c.Wait(ctx, id, wrapper.WithOnUpdate(p.update), wrapper.WithCancelOnExit(0))
 		p.finish()
 	} else {
 		result, err = c.Result(ctx, id)
@@ -193,7 +193,7 @@ func (a *app) resultOrWait(name string, args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	return a.save(ctx, c, id, result, *out)
+	return a.save(ctx, c, id, &result.Output, *out)
 }
 
 func (a *app) cancel(args []string) int {

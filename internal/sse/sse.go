@@ -24,6 +24,10 @@ type Event struct {
 // ErrLineTooLong is returned for a line above the reader's limit.
 var ErrLineTooLong = errors.New("sse: line too long")
 
+// ErrEventTooLarge is returned for an event whose data, over all its
+// lines, is above the reader's limit.
+var ErrEventTooLarge = errors.New("sse: event too large")
+
 // Reader reads events from a stream.
 type Reader struct {
 	r       *bufio.Reader
@@ -35,8 +39,8 @@ type Reader struct {
 	OnLine func()
 }
 
-// NewReader reads events from r, refusing lines longer than maxLine bytes
-// (0: 1 MiB).
+// NewReader reads events from r, refusing a line, and an event's data over
+// all its lines, longer than max bytes (0: 1 MiB).
 func NewReader(r io.Reader, maxLine int) *Reader {
 	if maxLine <= 0 {
 		maxLine = 1 << 20
@@ -82,6 +86,9 @@ func (r *Reader) Next() (Event, error) {
 		}
 		switch string(field) {
 		case "data":
+			if data.Len()+len(value)+1 > r.max {
+				return Event{}, ErrEventTooLarge
+			}
 			if hasData {
 				data.WriteByte('\n')
 			}

@@ -79,6 +79,21 @@ func generate(specPath, typesPath, schemaName string) ([]byte, error) {
 	b.WriteString("var (\n\t_ = math.IsNaN // in case no field is a number\n\t_ = utf8.RuneCountInString\n)\n\n")
 	b.WriteString("// FieldViolation is one field of a value outside what the spec allows.\n")
 	b.WriteString("type FieldViolation struct {\n\tField   string // the JSON name, e.g. \"strength\"\n\tMessage string // what is wrong and what is allowed\n}\n\n")
+	b.WriteString("// The ranges of the schema's numeric fields.\nconst (\n")
+	for _, name := range names {
+		p := s.Properties[name].Value
+		f, ok := fields[name]
+		if !ok || p.Type == nil || !(p.Type.Is("integer") || p.Type.Is("number")) {
+			continue
+		}
+		if p.Min != nil {
+			fmt.Fprintf(&b, "\t%s%sMinimum = %s // %s\n", schemaName, f.goName, num(*p.Min), name)
+		}
+		if p.Max != nil {
+			fmt.Fprintf(&b, "\t%s%sMaximum = %s // %s\n", schemaName, f.goName, num(*p.Max), name)
+		}
+	}
+	b.WriteString(")\n\n")
 	fmt.Fprintf(&b, "// Validate%s checks in against the %s schema of the spec: its required\n", schemaName, schemaName)
 	b.WriteString("// fields, string lengths, numeric ranges (NaN and infinities are refused)\n// and enums. It returns one FieldViolation per bad field, in field order.\n")
 	fmt.Fprintf(&b, "func Validate%s(in *%s) []FieldViolation {\n\tvar bad []FieldViolation\n", schemaName, schemaName)
