@@ -19,9 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fluxi2i/fluxi2i/gen"
-	"github.com/fluxi2i/fluxi2i/internal/specvalidate"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
 )
 
 func clearEnv(t *testing.T) {
@@ -106,7 +106,7 @@ func recordingServer(t *testing.T) (*httptest.Server, *[]*http.Request) {
 func TestSchemesAndHeadersOnTheWire(t *testing.T) {
 	clearEnv(t)
 	srv, got := recordingServer(t)
-	hc := specvalidate.Client(t, nil)
+	hc := spectest.NewClient(t, nil)
 	for _, c := range []struct {
 		opt  wrapper.Option
 		want string
@@ -127,7 +127,7 @@ func TestSchemesAndHeadersOnTheWire(t *testing.T) {
 func TestSubmitOptionsOnTheWire(t *testing.T) {
 	clearEnv(t)
 	srv, got := recordingServer(t)
-	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("tok"), wrapper.WithHTTPClient(specvalidate.Client(t, nil)))
+	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("tok"), wrapper.WithHTTPClient(spectest.NewClient(t, nil)))
 	require.NoError(t, err)
 	hook := "https://hooks.example.com/fal?user=a b&sig=x/y"
 	_, err = c.Submit(context.Background(), input(),
@@ -199,7 +199,7 @@ func TestInvalidInputSendsNothingAndNamesEveryField(t *testing.T) {
 func TestDefaultEnumValueMeansOmit(t *testing.T) {
 	clearEnv(t)
 	srv, got := recordingServer(t)
-	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("tok"), wrapper.WithHTTPClient(specvalidate.Client(t, nil)))
+	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("tok"), wrapper.WithHTTPClient(spectest.NewClient(t, nil)))
 	require.NoError(t, err)
 	in := input()
 	in.OutputFormat = ptr(gen.InputOutputFormat("default"))
@@ -314,7 +314,7 @@ func TestUnknownStatusAndExtraFieldsDecode(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("t"), wrapper.WithHTTPClient(specvalidate.Client(t, nil)), wrapper.WithRetries(0))
+	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("t"), wrapper.WithHTTPClient(spectest.NewClient(t, nil)), wrapper.WithRetries(0))
 	require.NoError(t, err)
 	st, err := c.Status(context.Background(), "r1", true)
 	require.NoError(t, err)

@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/fluxi2i/fluxi2i/internal/specvalidate"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
 )
 
 var (
@@ -226,7 +226,7 @@ func TestAtMostOnceRetriesARefusedConnection(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := queuetest.NewPipeServer(instant...)
 		defer srv.Close()
-		hc := &http.Client{Transport: &refusingOnce{next: specvalidate.NewTransport(t, srv.Client().Transport)}}
+		hc := &http.Client{Transport: &refusingOnce{next: spectest.Client(t, srv).Transport}}
 		c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc), wrapper.WithAtMostOnce())
 		require.NoError(t, err)
 		q, err := c.Submit(context.Background(), input())

@@ -23,6 +23,7 @@ import (
 
 	"github.com/fluxi2i/fluxi2i/internal/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
 )
 
 const sample = "testdata/sample.png"
@@ -60,7 +61,7 @@ func cli(t *testing.T, ctx context.Context, env map[string]string, args ...strin
 
 // simServer serves the simulator for submit/wait/cancel tests.
 func simServer(t *testing.T, opts ...queuetest.Option) (*queuetest.Server, string) {
-	q := queuetest.New(append(simOptions(), opts...)...)
+	q := queuetest.New(append(append(simOptions(), queuetest.WithContract(spectest.Contract())), opts...)...)
 	srv := httptest.NewServer(q)
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { assert.Empty(t, q.Violations(), "the CLI's traffic broke the spec") })
@@ -245,9 +246,7 @@ func TestHelpOnEverySubcommand(t *testing.T) {
 // pipeSim serves the simulator over in-memory pipes and points the CLI's
 // HTTP client at it: call it inside synctest.Test, so waits take no time.
 func pipeSim(t *testing.T, opts ...queuetest.Option) (*queuetest.Server, []string) {
-	srv := queuetest.NewPipeServer(append(simOptions(), opts...)...)
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() { assert.Empty(t, srv.Violations()) })
+	srv := spectest.NewPipeServer(t, append(simOptions(), opts...)...)
 	saved := httpClient
 	httpClient = srv.Client()
 	t.Cleanup(func() { httpClient = saved })

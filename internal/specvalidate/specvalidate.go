@@ -20,6 +20,7 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
 
+	"github.com/fluxi2i/fluxi2i/internal/sse"
 	"github.com/fluxi2i/fluxi2i/openapi"
 )
 
@@ -151,12 +152,20 @@ func (v *Validator) Request(ctx context.Context, req *http.Request, body []byte)
 // paths (a proxy mount) is allowed.
 func (v *Validator) route(req *http.Request) (*routers.Route, map[string]string, error) {
 	u := *req.URL
-	if i := strings.Index(u.Path, "/fal-ai/"); i > 0 {
-		u.Path = u.Path[i:]
+	for {
+		r := &http.Request{Method: req.Method, URL: &u, Header: req.Header}
+		route, params, err := v.router.FindRoute(r)
+		if err == nil {
+			return route, params, nil
+		}
+		// Drop one leading segment of a mount prefix and try again.
+		i := strings.IndexByte(strings.TrimPrefix(u.Path, "/"), '/')
+		if i < 0 {
+			return nil, nil, err
+		}
+		u.Path = u.Path[i+1:]
 		u.RawPath = ""
 	}
-	r := &http.Request{Method: req.Method, URL: &u, Header: req.Header}
-	return v.router.FindRoute(r)
 }
 
 // Response validates one response to the request described by in.
@@ -239,9 +248,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if v == nil {
 		v = MustLoad()
 	}
-	if !strings.Contains(req.URL.Path, "/fal-ai/") {
-		// Not an API call (an output image download): not in the contract.
-		return base.RoundTrip(req)
+	if req.Header.Get("Authorization") == "" {
+		if _, _, err := v.route(req); err != nil {
+			// No credential and no operation of the spec: an output image
+			// download, which is not in the contract.
+			return base.RoundTrip(req)
+		}
 	}
 	ctx := req.Context()
 	var body []byte
@@ -274,7 +286,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp.Body.Close()
 			return nil, t.fail(err)
 		}
-		resp.Body = &eventCheck{body: resp.Body, v: v, fail: func(err error) { t.fail(err) }}
+		resp.Body = &eventCheck{body: resp.Body, v: v, fail: func(err error) { t.fail(err) }, parser: sse.NewParser(0)}
 		return resp, nil
 	}
 	raw, readErr := io.ReadAll(resp.Body)
@@ -353,12 +365,11 @@ type FieldError struct {
 // eventCheck validates each event of a status stream as it is read: its
 // data must be a QueueStatus.
 type eventCheck struct {
-	body    io.ReadCloser
-	v       *Validator
-	fail    func(error)
-	line    []byte
-	data    []byte
-	hasData bool
+	body   io.ReadCloser
+	v      *Validator
+	fail   func(error)
+	line   []byte
+	parser *sse.Parser
 }
 
 func (e *eventCheck) Read(p []byte) (int, error) {
@@ -369,30 +380,18 @@ func (e *eventCheck) Read(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		e.feed(bytes.TrimSuffix(e.line[:i], []byte("\r")))
+		ev, ok, perr := e.parser.Line(bytes.TrimSuffix(e.line[:i], []byte("\r")))
+		switch {
+		case perr != nil:
+			e.fail(fmt.Errorf("status stream: %w", perr))
+		case ok:
+			if verr := e.v.StatusEvent(ev.Data); verr != nil {
+				e.fail(verr)
+			}
+		}
 		e.line = e.line[i+1:]
 	}
 	return n, err
-}
-
-func (e *eventCheck) feed(line []byte) {
-	switch {
-	case len(line) == 0:
-		if e.hasData {
-			if err := e.v.StatusEvent(e.data); err != nil {
-				e.fail(err)
-			}
-		}
-		e.data, e.hasData = e.data[:0], false
-	case line[0] == ':':
-	case bytes.HasPrefix(line, []byte("data:")):
-		v := bytes.TrimPrefix(line[5:], []byte(" "))
-		if e.hasData {
-			e.data = append(e.data, '\n')
-		}
-		e.data = append(e.data, v...)
-		e.hasData = true
-	}
 }
 
 func (e *eventCheck) Close() error { return e.body.Close() }

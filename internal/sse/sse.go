@@ -28,11 +28,83 @@ var ErrLineTooLong = errors.New("sse: line too long")
 // lines, is above the reader's limit.
 var ErrEventTooLarge = errors.New("sse: event too large")
 
+// Parser turns lines (without their terminators) into events: the one
+// event grammar, used by Reader and by anything that sees a stream's lines
+// go by.
+type Parser struct {
+	max     int
+	data    bytes.Buffer
+	hasData bool
+	ev      Event
+	lastID  string
+}
+
+// NewParser returns a Parser refusing an event's data above max bytes
+// (0: 1 MiB).
+func NewParser(max int) *Parser {
+	if max <= 0 {
+		max = 1 << 20
+	}
+	return &Parser{max: max}
+}
+
+// Line takes one line; a blank line that completes an event returns it
+// with ok set.
+func (p *Parser) Line(line []byte) (ev Event, ok bool, err error) {
+	if len(line) == 0 {
+		if !p.hasData {
+			p.ev = Event{}
+			return Event{}, false, nil
+		}
+		ev = p.ev
+		ev.ID = p.lastID
+		if ev.Type == "" {
+			ev.Type = "message"
+		}
+		ev.Data = bytes.Clone(p.data.Bytes())
+		p.ev, p.hasData = Event{}, false
+		p.data.Reset()
+		return ev, true, nil
+	}
+	if line[0] == ':' {
+		return Event{}, false, nil
+	}
+	field, value := line, []byte(nil)
+	if i := bytes.IndexByte(line, ':'); i >= 0 {
+		field, value = line[:i], line[i+1:]
+		if len(value) > 0 && value[0] == ' ' {
+			value = value[1:]
+		}
+	}
+	switch string(field) {
+	case "data":
+		if p.data.Len()+len(value)+1 > p.max {
+			return Event{}, false, ErrEventTooLarge
+		}
+		if p.hasData {
+			p.data.WriteByte('\n')
+		}
+		p.data.Write(value)
+		p.hasData = true
+	case "event":
+		p.ev.Type = string(value)
+	case "id":
+		if bytes.IndexByte(value, 0) < 0 {
+			p.lastID = string(value)
+		}
+	case "retry":
+		if n, err := strconv.Atoi(string(value)); err == nil && n >= 0 && isDigits(value) {
+			p.ev.Retry = n
+		}
+	}
+	return Event{}, false, nil
+}
+
 // Reader reads events from a stream.
 type Reader struct {
 	r       *bufio.Reader
+	p       *Parser
 	max     int
-	lastID  string
 	pending bool // the previous line ended in CR; skip one LF
 	// OnLine, when set, is called for every line read (comments and
 	// keepalives included): a stream that sends them is alive.
@@ -41,19 +113,16 @@ type Reader struct {
 
 // NewReader reads events from r, refusing a line, and an event's data over
 // all its lines, longer than max bytes (0: 1 MiB).
-func NewReader(r io.Reader, maxLine int) *Reader {
-	if maxLine <= 0 {
-		maxLine = 1 << 20
+func NewReader(r io.Reader, max int) *Reader {
+	if max <= 0 {
+		max = 1 << 20
 	}
-	return &Reader{r: bufio.NewReaderSize(r, 512), max: maxLine} // the body below is buffered already
+	return &Reader{r: bufio.NewReaderSize(r, 512), p: NewParser(max), max: max} // the body below is buffered already
 }
 
 // Next returns the next event, or io.EOF when the stream ends (an event not
 // terminated by a blank line is dropped, as the specification says).
 func (r *Reader) Next() (Event, error) {
-	var data bytes.Buffer
-	hasData := false
-	ev := Event{}
 	for {
 		line, err := r.line()
 		if err != nil {
@@ -62,48 +131,9 @@ func (r *Reader) Next() (Event, error) {
 		if r.OnLine != nil {
 			r.OnLine()
 		}
-		if len(line) == 0 {
-			if !hasData {
-				ev = Event{}
-				continue
-			}
-			ev.ID = r.lastID
-			if ev.Type == "" {
-				ev.Type = "message"
-			}
-			ev.Data = data.Bytes()
-			return ev, nil
-		}
-		if line[0] == ':' {
-			continue
-		}
-		field, value := line, []byte(nil)
-		if i := bytes.IndexByte(line, ':'); i >= 0 {
-			field, value = line[:i], line[i+1:]
-			if len(value) > 0 && value[0] == ' ' {
-				value = value[1:]
-			}
-		}
-		switch string(field) {
-		case "data":
-			if data.Len()+len(value)+1 > r.max {
-				return Event{}, ErrEventTooLarge
-			}
-			if hasData {
-				data.WriteByte('\n')
-			}
-			data.Write(value)
-			hasData = true
-		case "event":
-			ev.Type = string(value)
-		case "id":
-			if bytes.IndexByte(value, 0) < 0 {
-				r.lastID = string(value)
-			}
-		case "retry":
-			if n, err := strconv.Atoi(string(value)); err == nil && n >= 0 && isDigits(value) {
-				ev.Retry = n
-			}
+		ev, ok, err := r.p.Line(line)
+		if err != nil || ok {
+			return ev, err
 		}
 	}
 }

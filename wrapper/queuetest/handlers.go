@@ -10,23 +10,47 @@ import (
 	"strings"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3filter"
-
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/media"
-	"github.com/fluxi2i/fluxi2i/internal/specvalidate"
+	"github.com/fluxi2i/fluxi2i/wrapper"
 )
 
+// routes registers the spec's operations where gen says (its generated
+// net/http routes, below the base path), and the fake CDN.
 func (s *Server) routes() *http.ServeMux {
 	m := http.NewServeMux()
-	p := s.cfg.basePath
-	m.HandleFunc("POST "+p+"/fal-ai/flux-1/dev/image-to-image", s.api(OpSubmit, s.submit))
-	m.HandleFunc("GET "+p+"/fal-ai/flux-1/requests/{id}/status", s.api(OpStatus, s.status))
-	m.HandleFunc("GET "+p+"/fal-ai/flux-1/requests/{id}/status/stream", s.apiStream)
-	m.HandleFunc("GET "+p+"/fal-ai/flux-1/requests/{id}", s.api(OpResult, s.result))
-	m.HandleFunc("PUT "+p+"/fal-ai/flux-1/requests/{id}/cancel", s.api(OpCancel, s.cancel))
-	m.HandleFunc("GET /files/{id}/{name}", s.file)
+	gen.HandlerWithOptions(operations{s}, gen.StdHTTPServerOptions{
+		BaseURL:    s.cfg.basePath,
+		BaseRouter: m,
+		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			write(w, platformError(http.StatusBadRequest, err.Error()))
+		},
+	})
+	m.HandleFunc("GET /files/{key}/{name}", s.file)
 	return m
+}
+
+// operations serves the spec's operations (gen.ServerInterface).
+type operations struct{ s *Server }
+
+func (o operations) Submit(w http.ResponseWriter, r *http.Request, _ gen.SubmitParams) {
+	o.s.api(OpSubmit, o.s.submit)(w, r)
+}
+
+func (o operations) GetStatus(w http.ResponseWriter, r *http.Request, _ gen.RequestID, _ gen.GetStatusParams) {
+	o.s.api(OpStatus, o.s.status)(w, r)
+}
+
+func (o operations) StreamStatus(w http.ResponseWriter, r *http.Request, _ gen.RequestID, _ gen.StreamStatusParams) {
+	o.s.apiStream(w, r)
+}
+
+func (o operations) GetResult(w http.ResponseWriter, r *http.Request, _ gen.RequestID) {
+	o.s.api(OpResult, o.s.result)(w, r)
+}
+
+func (o operations) Cancel(w http.ResponseWriter, r *http.Request, _ gen.RequestID) {
+	o.s.api(OpCancel, o.s.cancel)(w, r)
 }
 
 // answer is what an operation replies; the fault machinery may mangle it.
@@ -61,20 +85,21 @@ func platformError(code int, detail string) answer {
 
 func ptr[T any](v T) *T { return &v }
 
-// exchange is one API request being served: what it is checked against,
-// and where its answer goes.
+// exchange is one API request being served: what its answer is checked
+// against, and where it goes.
 type exchange struct {
-	s  *Server
-	w  http.ResponseWriter
-	r  *http.Request
-	in *openapi3filter.RequestValidationInput // nil when the request could not be routed
+	s     *Server
+	w     http.ResponseWriter
+	r     *http.Request
+	check func(code int, header http.Header, body []byte) error // nil without a Contract
 }
 
-// reply checks the answer against the spec (a violation is recorded: the
-// fake must not teach clients wrong habits), then writes it.
+// reply checks the answer against the contract, when there is one (a
+// violation is recorded: the fake must not teach clients wrong habits),
+// then writes it.
 func (x *exchange) reply(a answer) {
-	if x.in != nil {
-		if err := x.s.validator.Response(x.r.Context(), x.in, a.code, a.header, a.body); err != nil {
+	if x.check != nil {
+		if err := x.check(a.code, a.header, a.body); err != nil {
 			x.s.violation(fmt.Errorf("queuetest answered off the spec: %w", err))
 		}
 	}
@@ -88,9 +113,10 @@ func (s *Server) violation(err error) {
 	s.mu.Unlock()
 }
 
-// admit counts the request, checks its credential and validates it against
-// the spec. It answers the refusal itself and returns nil when the request
-// must not be served.
+// admit counts the request, checks its credential (before reading a
+// byte of the body), reads the body through the size cap and checks the
+// request against the contract, when there is one. It answers a refusal
+// itself and returns nil when the request must not be served.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) (*exchange, []byte) {
 	switch op {
 	case OpSubmit:
@@ -104,29 +130,37 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) (*exchange
 	case OpCancel:
 		s.stats.cancel.Add(1)
 	}
-	var body []byte
-	if r.Body != nil {
-		b, err := io.ReadAll(r.Body)
-		if err != nil {
-			return nil, nil
-		}
-		body = b
-	}
-	in, err := s.validator.Request(r.Context(), r, body)
-	x := &exchange{s: s, w: w, r: r, in: in}
+	x := &exchange{s: s, w: w, r: r}
 	if !s.authorized(r) {
 		s.stats.unauthorized.Add(1)
 		x.reply(platformError(http.StatusUnauthorized, "Invalid or missing credentials"))
 		return nil, nil
 	}
-	if err != nil {
-		s.violation(err)
-		if op == OpSubmit {
-			x.reply(validationAnswer(err))
-		} else {
-			x.reply(platformError(http.StatusBadRequest, err.Error()))
+	var body []byte
+	if r.Body != nil {
+		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.maxBody))
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			x.reply(platformError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", s.cfg.maxBody)))
+			return nil, nil
 		}
-		return nil, nil
+		if err != nil {
+			return nil, nil
+		}
+		body = b
+	}
+	if s.cfg.contract != nil {
+		check, err := s.cfg.contract.Request(r, body)
+		x.check = check
+		if err != nil {
+			s.violation(err)
+			if op == OpSubmit {
+				x.reply(validationAnswer(body, err))
+			} else {
+				x.reply(platformError(http.StatusBadRequest, err.Error()))
+			}
+			return nil, nil
+		}
 	}
 	return x, body
 }
@@ -140,22 +174,26 @@ func (s *Server) authorized(r *http.Request) bool {
 	return s.cfg.apiKey == "" || cred == s.cfg.apiKey
 }
 
-// validationAnswer is fal's 422: one detail entry per bad field.
-func validationAnswer(err error) answer {
-	var items []map[string]any
-	for _, fe := range specvalidate.FieldErrors(err) {
-		loc := []string{"body"}
-		if strings.HasPrefix(fe.Location, "/") {
-			loc = append(loc, strings.Split(strings.TrimPrefix(fe.Location, "/"), "/")...)
-		} else if fe.Location != "" {
-			loc = []string{fe.Location}
+// validationAnswer is fal's 422: one detail entry per bad field the
+// client-side validation finds in body, or the reason as one message.
+func validationAnswer(body []byte, reason error) answer {
+	var in gen.Input
+	if err := json.Unmarshal(body, &in); err != nil {
+		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": "the body is not a valid input: " + err.Error()})
+	}
+	var ie *wrapper.InputError
+	if errors.As(wrapper.Validate(in), &ie) {
+		items := make([]map[string]any, 0, len(ie.Fields))
+		for _, fe := range ie.Fields {
+			items = append(items, map[string]any{"loc": []string{"body", fe.Field}, "msg": fe.Message, "type": "value_error"})
 		}
-		items = append(items, map[string]any{"loc": loc, "msg": fe.Reason, "type": "value_error"})
+		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": items})
 	}
-	if len(items) == 0 {
-		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": err.Error()})
+	msg := "the request is not valid"
+	if reason != nil {
+		msg = reason.Error()
 	}
-	return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": items})
+	return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": msg})
 }
 
 // api wraps one JSON operation with admission and faults.
@@ -179,7 +217,7 @@ func (s *Server) api(op Op, act func(r *http.Request, body []byte) answer) http.
 				for k, vs := range a.header {
 					w.Header()[k] = vs
 				}
-				w.Header().Set(specvalidate.FaultHeader, "truncated")
+				w.Header().Set(FaultHeader, "truncated")
 				w.Header().Set("Content-Type", "application/json")
 				w.Header().Set("Content-Length", strconv.Itoa(len(a.body)))
 				w.WriteHeader(a.code)
@@ -191,7 +229,7 @@ func (s *Server) api(op Op, act func(r *http.Request, body []byte) answer) http.
 			case faultGarble:
 				// The body is broken; the headers (X-Fal-Request-Id) survive.
 				a.code = http.StatusOK
-				a.header.Set(specvalidate.FaultHeader, "garbled")
+				a.header.Set(FaultHeader, "garbled")
 				a.body = []byte(`{"status": "IN_QUEUE", "request_id": `)
 			}
 		}
@@ -274,9 +312,16 @@ func (s *Server) origin(r *http.Request) string {
 	return scheme + "://" + r.Host + s.cfg.basePath
 }
 
+// urls are the job's URLs, as gen's request builders make them.
 func (s *Server) urls(r *http.Request, id string) (status, result, cancel string) {
-	base := s.origin(r) + "/fal-ai/flux-1/requests/" + id
-	return base + "/status", base, base + "/cancel"
+	origin := s.origin(r) + "/"
+	build := func(req *http.Request, err error) string {
+		if err != nil {
+			return ""
+		}
+		return req.URL.String()
+	}
+	return build(gen.NewGetStatusRequest(origin, id, nil)), build(gen.NewGetResultRequest(origin, id)), build(gen.NewCancelRequest(origin, id))
 }
 
 func (s *Server) submit(r *http.Request, body []byte) answer {
@@ -285,15 +330,16 @@ func (s *Server) submit(r *http.Request, body []byte) answer {
 		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": err.Error()})
 	}
 	now := time.Now()
-	j := &job{id: newID(), in: in, submitted: now}
+	j := &job{id: newID(), fileKey: newKey(), in: in, submitted: now}
 	s.mu.Lock()
 	s.jobs[j.id] = j
+	s.files[j.fileKey] = j
 	s.mu.Unlock()
 	s.stats.jobs.Add(1)
 	ph := s.phaseOf(j, now)
 	st, res, cancel := s.urls(r, j.id)
 	a := jsonAnswer(http.StatusOK, gen.Enqueued{
-		Status: ptr("IN_QUEUE"), RequestID: j.id,
+		Status: ptr(wrapper.StatusInQueue), RequestID: j.id,
 		StatusURL: &st, ResponseURL: &res, CancelURL: &cancel,
 		QueuePosition: ptr(ph.position),
 	})
@@ -304,7 +350,7 @@ func (s *Server) submit(r *http.Request, body []byte) answer {
 func (s *Server) lookup(r *http.Request) *job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.jobs[r.PathValue("id")]
+	return s.jobs[r.PathValue("request_id")]
 }
 
 // statusBody is the QueueStatus of j at now; logs from..to are included
@@ -313,9 +359,9 @@ func (s *Server) statusBody(r *http.Request, j *job, ph phase, withLogs bool, fr
 	st, res, cancel := s.urls(r, j.id)
 	q := gen.QueueStatus{Status: ph.status, RequestID: &j.id, StatusURL: &st, ResponseURL: &res, CancelURL: &cancel}
 	switch ph.status {
-	case "IN_QUEUE":
+	case wrapper.StatusInQueue:
 		q.QueuePosition = ptr(ph.position)
-	case "COMPLETED":
+	case wrapper.StatusCompleted:
 		if ph.cancelled {
 			q.Error, q.ErrorType = ptr("Request was cancelled"), ptr("client_cancelled")
 		} else {
@@ -336,7 +382,7 @@ func (s *Server) status(r *http.Request, _ []byte) answer {
 	}
 	ph := s.phaseOf(j, time.Now())
 	code := http.StatusAccepted
-	if ph.status == "COMPLETED" {
+	if ph.status == wrapper.StatusCompleted {
 		code = http.StatusOK
 	}
 	return jsonAnswer(code, s.statusBody(r, j, ph, r.URL.Query().Get("logs") == "1", 0))
@@ -345,7 +391,7 @@ func (s *Server) status(r *http.Request, _ []byte) answer {
 func (s *Server) result(r *http.Request, _ []byte) answer {
 	now := time.Now()
 	s.mu.Lock()
-	j := s.jobs[r.PathValue("id")]
+	j := s.jobs[r.PathValue("request_id")]
 	if j != nil && j.resultAt.IsZero() {
 		j.resultAt = now
 	}
@@ -354,7 +400,7 @@ func (s *Server) result(r *http.Request, _ []byte) answer {
 		return platformError(http.StatusNotFound, "Request not found")
 	}
 	ph := s.phaseOf(j, time.Now())
-	if ph.status != "COMPLETED" {
+	if ph.status != wrapper.StatusCompleted {
 		return platformError(http.StatusBadRequest, "Request is still in progress")
 	}
 	if ph.cancelled {
@@ -377,7 +423,7 @@ func (s *Server) result(r *http.Request, _ []byte) answer {
 	}
 	out := gen.Output{Images: []gen.Image{}, Timings: map[string]float64{"inference": s.cfg.runTime.Seconds()}, Seed: seedOf(j), Prompt: j.in.Prompt, HasNsfwConcepts: []bool{}}
 	for i, im := range images {
-		url := s.mediaBase(r) + "/files/" + j.id + "/" + strconv.Itoa(i) + "." + media.Extension(im.ContentType)
+		url := s.mediaBase(r) + "/files/" + j.fileKey + "/" + strconv.Itoa(i) + "." + media.Extension(im.ContentType)
 		if j.in.SyncMode != nil && *j.in.SyncMode {
 			url = media.EncodeDataURI(im.ContentType, im.Data)
 		}
@@ -405,12 +451,12 @@ func (s *Server) mediaBase(r *http.Request) string {
 func (s *Server) cancel(r *http.Request, _ []byte) answer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j := s.jobs[r.PathValue("id")]
+	j := s.jobs[r.PathValue("request_id")]
 	if j == nil {
 		return jsonAnswer(http.StatusNotFound, gen.CancelStatus{Status: "NOT_FOUND"})
 	}
 	now := time.Now()
-	if s.phaseOf(j, now).status == "COMPLETED" {
+	if s.phaseOf(j, now).status == wrapper.StatusCompleted {
 		return jsonAnswer(http.StatusBadRequest, gen.CancelStatus{Status: "ALREADY_COMPLETED"})
 	}
 	j.cancelledAt = now
@@ -418,13 +464,20 @@ func (s *Server) cancel(r *http.Request, _ []byte) answer {
 	return jsonAnswer(http.StatusAccepted, gen.CancelStatus{Status: "CANCELLATION_REQUESTED"})
 }
 
-// file serves a result image; no credential is needed (or wanted).
+// file serves a result image of a completed job; like fal's CDN, no
+// credential is needed (or wanted), so the URL carries an unguessable key,
+// not the request id, and a cancelled or unfinished job has none.
 func (s *Server) file(w http.ResponseWriter, r *http.Request) {
-	j := s.lookup(r)
-	name := r.PathValue("name")
-	idx, _, _ := strings.Cut(name, ".")
+	s.mu.Lock()
+	j := s.files[r.PathValue("key")]
+	s.mu.Unlock()
+	idx, _, _ := strings.Cut(r.PathValue("name"), ".")
 	i, err := strconv.Atoi(idx)
 	if j == nil || err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	if ph := s.phaseOf(j, time.Now()); ph.status != wrapper.StatusCompleted || ph.cancelled {
 		http.NotFound(w, r)
 		return
 	}
@@ -458,8 +511,10 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 	withLogs := r.URL.Query().Get("logs") == "1"
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
-	if err := s.validator.Response(r.Context(), x.in, http.StatusOK, w.Header(), nil); err != nil {
-		s.violation(fmt.Errorf("queuetest answered off the spec: %w", err))
+	if x.check != nil {
+		if err := x.check(http.StatusOK, w.Header(), nil); err != nil {
+			s.violation(fmt.Errorf("queuetest answered off the spec: %w", err))
+		}
 	}
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
@@ -469,8 +524,10 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 		ph := s.phaseOf(j, time.Now())
 		if events == 0 || ph.status != last.status || ph.position != last.position || (withLogs && ph.logs > sent) {
 			b, _ := json.Marshal(s.statusBody(r, j, ph, withLogs, sent))
-			if err := s.validator.StatusEvent(b); err != nil {
-				s.violation(fmt.Errorf("queuetest streamed off the spec: %w", err))
+			if s.cfg.contract != nil {
+				if err := s.cfg.contract.Event(b); err != nil {
+					s.violation(fmt.Errorf("queuetest streamed off the spec: %w", err))
+				}
 			}
 			if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
 				return
@@ -486,7 +543,7 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 				case faultBreakStream:
 					panic(http.ErrAbortHandler)
 				case faultEndStreamEarly:
-					if ph.status != "COMPLETED" {
+					if ph.status != wrapper.StatusCompleted {
 						return
 					}
 				case faultStallStream:
@@ -495,7 +552,7 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		}
-		if ph.status == "COMPLETED" {
+		if ph.status == wrapper.StatusCompleted {
 			return
 		}
 		wake := time.Until(ph.next)

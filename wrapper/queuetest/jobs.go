@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper"
 )
 
 // Model produces the images of one job from its input. Return a
@@ -74,6 +75,7 @@ func PlaceholderModel(_ context.Context, _ string, in gen.Input) ([]Image, error
 
 type job struct {
 	id          string
+	fileKey     string // the unguessable part of its image URLs
 	in          gen.Input
 	submitted   time.Time
 	cancelledAt time.Time // zero unless cancelled before it completed
@@ -98,26 +100,26 @@ func (s *Server) phaseOf(j *job, now time.Time) phase {
 	qEnd := j.submitted.Add(qt)
 	rEnd := qEnd.Add(rt)
 	if !j.cancelledAt.IsZero() && !j.cancelledAt.After(now) {
-		return phase{status: "COMPLETED", logs: s.logsAt(j, j.cancelledAt), cancelled: true}
+		return phase{status: wrapper.StatusCompleted, logs: s.logsAt(j, j.cancelledAt), cancelled: true}
 	}
 	switch {
 	case now.Before(qEnd):
 		// Three positions over the queue time: 2, 1, 0.
 		step := qt / 3
 		if step <= 0 {
-			return phase{status: "IN_QUEUE", next: qEnd}
+			return phase{status: wrapper.StatusInQueue, next: qEnd}
 		}
 		k := int(now.Sub(j.submitted) / step)
-		return phase{status: "IN_QUEUE", position: max(2-k, 0), next: minTime(j.submitted.Add(time.Duration(k+1)*step), qEnd)}
+		return phase{status: wrapper.StatusInQueue, position: max(2-k, 0), next: minTime(j.submitted.Add(time.Duration(k+1)*step), qEnd)}
 	case now.Before(rEnd):
 		n := s.logsAt(j, now)
 		next := rEnd
 		if s.cfg.logLines > 0 && n < s.cfg.logLines {
 			next = minTime(qEnd.Add(time.Duration(n)*rt/time.Duration(s.cfg.logLines)), rEnd)
 		}
-		return phase{status: "IN_PROGRESS", logs: n, next: next}
+		return phase{status: wrapper.StatusInProgress, logs: n, next: next}
 	}
-	return phase{status: "COMPLETED", logs: s.cfg.logLines}
+	return phase{status: wrapper.StatusCompleted, logs: s.cfg.logLines}
 }
 
 // logsAt is how many log lines the job has emitted at t: one when it

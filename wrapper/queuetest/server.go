@@ -3,9 +3,12 @@
 // it to test code that calls the model, without a network or a key.
 //
 // It speaks the protocol of the real queue (submit, status, status stream,
-// result, cancel) with its status codes and bodies, checks every request it
-// receives against the project's OpenAPI spec (a violation is answered 422
-// or 400 and counted), runs jobs through IN_QUEUE and IN_PROGRESS on
+// result, cancel) with its status codes and bodies, on the routes gen
+// generates from the project's OpenAPI spec; it checks the credential
+// before reading a body and caps bodies (413); given a Contract (package
+// spectest gives the spec's), it checks every request and every answer
+// against it (a violation is answered 422 or 400 and counted); it runs
+// jobs through IN_QUEUE and IN_PROGRESS on
 // configurable times, and misbehaves on request: scripted status codes with
 // Retry-After, dropped connections, truncated or garbled bodies, slow
 // answers, broken streams, and job URLs on a foreign origin whose traffic
@@ -30,7 +33,6 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
-	"github.com/fluxi2i/fluxi2i/internal/specvalidate"
 )
 
 // The hosts of a pipe server.
@@ -48,13 +50,13 @@ type Server struct {
 	// ("" for New: images are then served by the server itself).
 	ForeignURL string
 
-	cfg       config
-	validator *specvalidate.Validator
-	mux       *http.ServeMux
-	foreign   atomic.Bool
+	cfg     config
+	mux     *http.ServeMux
+	foreign atomic.Bool
 
 	mu          sync.Mutex
 	jobs        map[string]*job
+	files       map[string]*job // by file key
 	faults      map[Op][]Fault
 	faultCounts map[string]int64
 	violations  []string
@@ -99,7 +101,31 @@ type config struct {
 	basePath           string
 	foreign            bool
 	chaos              *chaos
+	contract           Contract
+	maxBody            int64
 }
+
+// FaultHeader marks an answer that the server breaks on purpose
+// (truncated or garbled): a Contract checks its status, not its body.
+const FaultHeader = "X-Queuetest-Fault"
+
+// Contract checks the traffic a Server sees; spectest.Contract checks it
+// against openapi/openapi.yaml.
+type Contract interface {
+	// Request checks a request and its body, and returns the check of the
+	// answer to it (nil when the request matched no operation).
+	Request(r *http.Request, body []byte) (answer func(code int, header http.Header, body []byte) error, err error)
+	// Event checks the data of one status stream event.
+	Event(data []byte) error
+}
+
+// WithContract checks every request and answer against c, counting and
+// recording violations (Violations).
+func WithContract(c Contract) Option { return func(cfg *config) { cfg.contract = c } }
+
+// MaxBodyBytes caps a request body (default 64 MiB): a larger one is
+// answered 413 without being read further.
+func MaxBodyBytes(n int64) Option { return func(c *config) { c.maxBody = max(n, 1) } }
 
 // Option configures a Server.
 type Option func(*config)
@@ -130,7 +156,7 @@ func WithBasePath(p string) Option {
 func ForeignURLs() Option { return func(c *config) { c.foreign = true } }
 
 func newServer(opts []Option) *Server {
-	cfg := config{queueTime: 100 * time.Millisecond, runTime: 300 * time.Millisecond, logLines: 3}
+	cfg := config{queueTime: 100 * time.Millisecond, runTime: 300 * time.Millisecond, logLines: 3, maxBody: 64 << 20}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -142,8 +168,8 @@ func newServer(opts []Option) *Server {
 	}
 	s := &Server{
 		cfg:         cfg,
-		validator:   specvalidate.MustLoad(),
 		jobs:        map[string]*job{},
+		files:       map[string]*job{},
 		faults:      map[Op][]Fault{},
 		faultCounts: map[string]int64{},
 	}
@@ -299,6 +325,13 @@ func (s *Server) serveForeign(w http.ResponseWriter, r *http.Request) {
 		s.stats.foreignAuthorized.Add(1)
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// newKey is 128 random bits in hex.
+func newKey() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func newID() string {

@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fluxi2i/fluxi2i/gen"
-	"github.com/fluxi2i/fluxi2i/internal/specvalidate"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
 )
 
 const body = `{"image_url":"https://example.com/a.png","prompt":"a cat","num_images":2}`
@@ -30,7 +30,7 @@ type tc struct {
 // start serves a pipe server; every exchange is validated against the spec
 // unless raw is used.
 func start(t *testing.T, opts ...queuetest.Option) *tc {
-	srv := queuetest.NewPipeServer(opts...)
+	srv := queuetest.NewPipeServer(append([]queuetest.Option{queuetest.WithContract(spectest.Contract())}, opts...)...)
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() {
 		for _, v := range srv.Violations() {
@@ -39,7 +39,7 @@ func start(t *testing.T, opts ...queuetest.Option) *tc {
 			}
 		}
 	})
-	return &tc{t: t, srv: srv, hc: specvalidate.Client(t, srv.Client().Transport)}
+	return &tc{t: t, srv: srv, hc: spectest.Client(t, srv)}
 }
 
 func (c *tc) do(hc *http.Client, method, path, auth, payload string) (*http.Response, []byte) {
@@ -323,7 +323,7 @@ func TestItsOwnAnswersAreCheckedAgainstTheSpec(t *testing.T) {
 		model := func(context.Context, string, gen.Input) ([]queuetest.Image, error) {
 			return nil, &queuetest.ModelError{StatusCode: 418, Detail: "teapot"} // a code the spec does not document
 		}
-		srv := queuetest.NewPipeServer(queuetest.QueueTime(0), queuetest.RunTime(0), queuetest.WithModel(model))
+		srv := queuetest.NewPipeServer(queuetest.WithContract(spectest.Contract()), queuetest.QueueTime(0), queuetest.RunTime(0), queuetest.WithModel(model))
 		defer srv.Close()
 		c := &tc{t: t, srv: srv}
 		resp, b := c.raw(http.MethodPost, "/fal-ai/flux-1/dev/image-to-image", "Key k", body)
