@@ -102,7 +102,7 @@ func (s *settings) apply(have scope, call string, opts []Option) error {
 	var errs []error
 	for _, o := range opts {
 		if o.set == nil {
-			errs = append(errs, errors.New("fluxi2i: the zero Option"))
+			errs = append(errs, errors.New("fluxi2i: the zero Option does not apply to anything: build options with the With... functions"))
 			continue
 		}
 		if o.needs&^have != 0 {

@@ -133,48 +133,48 @@ func parse(fs *flag.FlagSet, args []string) (positional []string, code int, done
 	}
 }
 
-// client builds the API client. With no key and no base URL it returns
-// nil: the caller decides whether the simulator may stand in.
+// client builds the API client the way wrapper.New resolves it: flags
+// first, then FLUXI2I_API_KEY, FLUXI2I_BASE_URL and FAL_KEY. With no key
+// and no base URL it returns nil: the caller decides whether the simulator
+// may stand in. A loopback base URL without a key gets a placeholder key (a
+// local simulator accepts any).
 func (a *app) client() (*wrapper.Client, error) {
-	key, keyFromFal := a.apiKey, false
-	if key == "" {
-		key = a.env["FLUXI2I_API_KEY"]
+	opts := []wrapper.Option{
+		wrapper.WithEnvironment(func(k string) string { return a.env[k] }),
+		wrapper.WithUserAgent("fluxi2i-cli"),
+		wrapper.WithHTTPClient(httpClient),
 	}
-	if key == "" && a.env["FAL_KEY"] != "" {
-		key, keyFromFal = a.env["FAL_KEY"], true
+	if a.baseURL != "" {
+		opts = append(opts, wrapper.WithBaseURL(a.baseURL))
 	}
-	base := a.baseURL
-	if base == "" {
-		base = a.env["FLUXI2I_BASE_URL"]
+	if a.apiKey != "" {
+		opts = append(opts, wrapper.WithAPIKey(a.apiKey))
 	}
-	if key == "" && base == "" {
-		return nil, nil
-	}
-	if base == "" {
-		base = wrapper.AggregatorURL
-		if keyFromFal {
-			base = wrapper.FalURL
+	c, err := wrapper.New(opts...)
+	if errors.Is(err, wrapper.ErrNoCredentials) {
+		base := a.baseURL
+		if base == "" {
+			base = strings.TrimSpace(a.env[wrapper.EnvBaseURL])
 		}
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		return nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--base-url", Message: err.Error()}}}
-	}
-	if key == "" {
-		if !isLoopback(u.Hostname()) {
-			return nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--api-key", Message: "required for " + u.Host + " (or set FLUXI2I_API_KEY or FAL_KEY)"}}}
+		if base == "" {
+			return nil, nil
 		}
-		key = "local" // a local simulator accepts any key
+		if u, perr := url.Parse(base); perr != nil || !isLoopback(u.Hostname()) {
+			return nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--api-key", Message: "required for " + hostOf(base) + " (or set " + wrapper.EnvAPIKey + " or " + wrapper.EnvFalKey + ")"}}}
+		}
+		c, err = wrapper.New(append(opts, wrapper.WithAPIKey("local"))...)
 	}
-	auth := wrapper.WithBearerToken(key)
-	if keyFromFal || u.Hostname() == "queue.fal.run" {
-		auth = wrapper.WithFalKey(key)
-	}
-	c, err := wrapper.New(wrapper.WithBaseURL(base), auth, wrapper.WithUserAgent("fluxi2i-cli"), wrapper.WithHTTPClient(httpClient))
 	if err != nil {
 		return nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--base-url", Message: err.Error()}}}
 	}
 	return c, nil
+}
+
+func hostOf(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return raw
 }
 
 func isLoopback(host string) bool {
