@@ -29,7 +29,7 @@ func TestClassify(t *testing.T) {
 		{"success", outcome{}, false, false},
 		{"connection refused", outcome{err: dial}, true, false},
 		{"reset after sending", outcome{err: &sendError{sent: true, err: io.ErrUnexpectedEOF}}, true, true},
-		{"idle timeout", outcome{err: &sendError{sent: true, err: ErrIdle}}, true, true},
+		{"idle timeout", outcome{err: &sendError{sent: true, err: errIdle}}, true, true},
 		{"body over the limit", outcome{err: &sendError{sent: true, err: &tooLargeError{10}}, status: 200}, false, true},
 		{"408", outcome{err: api(408, nil), status: 408}, true, true},
 		{"429", outcome{err: api(429, nil), status: 429}, true, false},

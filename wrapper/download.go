@@ -105,9 +105,9 @@ func sameImageType(declared, sniffed string) bool {
 	return mt == sniffed || (mt == "image/jpg" && sniffed == "image/jpeg")
 }
 
-// ErrTooManyImages is returned by SaveImages for an output with more
+// errTooManyImages is returned by SaveImages for an output with more
 // images than the spec allows a job to make (num_images' maximum).
-var ErrTooManyImages = fmt.Errorf("fluxi2i: more than %d images in one output", gen.InputNumImagesMaximum)
+var errTooManyImages = fmt.Errorf("fluxi2i: more than %d images in one output", gen.InputNumImagesMaximum)
 
 // SaveImages writes every image of out into dir as prefix-N.ext, the
 // extension following the image's type, and returns the paths. Each image
@@ -116,11 +116,11 @@ var ErrTooManyImages = fmt.Errorf("fluxi2i: more than %d images in one output", 
 // all. prefix must be a plain file name (no separator, no "..", no control
 // character): a request id from the server is checked, never trusted.
 func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix string) ([]string, error) {
-	if err := SafeName(prefix); err != nil {
+	if err := safeName(prefix); err != nil {
 		return nil, fmt.Errorf("fluxi2i: file name prefix: %w", err)
 	}
 	if len(out.Images) > gen.InputNumImagesMaximum {
-		return nil, fmt.Errorf("%w: %d", ErrTooManyImages, len(out.Images))
+		return nil, fmt.Errorf("%w: %d", errTooManyImages, len(out.Images))
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -146,7 +146,7 @@ func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix st
 			if declared := deref(img.ContentType); declared != "" && !sameImageType(declared, typ) {
 				return fmt.Errorf("fluxi2i: the output declares %.40q but the bytes are %s", declared, typ)
 			}
-			path = filepath.Join(dir, prefix+"-"+strconv.Itoa(i)+"."+ExtensionFor(typ))
+			path = filepath.Join(dir, prefix+"-"+strconv.Itoa(i)+"."+media.Extension(typ))
 			return writeAtomic(path, br, prefix)
 		})
 		if err != nil {
@@ -157,10 +157,10 @@ func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix st
 	return paths, nil
 }
 
-// SafeName checks a name that came from the wire before it becomes part
+// safeName checks a name that came from the wire before it becomes part
 // of a file name: not empty, no path separator, not "." or "..", no
 // control character, at most 200 bytes.
-func SafeName(name string) error {
+func safeName(name string) error {
 	switch {
 	case name == "" || name == "." || name == "..":
 		return fmt.Errorf("%q is not a file name", name)
@@ -176,10 +176,6 @@ func SafeName(name string) error {
 	}
 	return nil
 }
-
-// ExtensionFor is the file extension of an image MIME type ("jpeg" for
-// image/jpeg, "bin" for what is not an image type fal uses).
-func ExtensionFor(mimeType string) string { return media.Extension(mimeType) }
 
 // readError marks a failure to read the download, as opposed to one to
 // write the file: the former is retried.

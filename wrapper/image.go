@@ -84,25 +84,6 @@ func (im *Image) ContentType() string { return im.mime }
 
 func (im *Image) prefix() string { return "data:" + im.mime + ";base64," }
 
-// DataURI reads the whole image into a data URI, for callers that want
-// the string (Submit with WithImage streams instead).
-func (im *Image) DataURI() (string, error) {
-	rc, err := im.open()
-	if err != nil {
-		return "", err
-	}
-	defer rc.Close()
-	var b bytes.Buffer
-	b.Grow(len(im.prefix()) + base64.StdEncoding.EncodedLen(int(im.size)))
-	b.WriteString(im.prefix())
-	enc := base64.NewEncoder(base64.StdEncoding, &b)
-	if _, err := io.Copy(enc, rc); err != nil {
-		return "", err
-	}
-	enc.Close()
-	return b.String(), nil
-}
-
 // b64Reader base64-encodes src as it is read.
 type b64Reader struct {
 	src io.Reader

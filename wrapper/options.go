@@ -353,16 +353,6 @@ func WithNoStoreIO() Option {
 	})
 }
 
-// WithNoServerRetry asks fal not to retry the run on its side
-// (X-Fal-No-Retry).
-func WithNoServerRetry() Option {
-	return option("WithNoServerRetry", scopeSubmit, func(s *settings) error {
-		v := gen.SubmitParamsXFalNoRetryN1
-		s.params.XFalNoRetry = &v
-		return nil
-	})
-}
-
 // WithMediaExpiry asks fal to delete the output media after d (whole
 // seconds, at least 1).
 func WithMediaExpiry(d time.Duration) Option {

@@ -72,7 +72,7 @@ func (c *Client) Submit(ctx context.Context, in gen.Input, opts ...Option) (*Que
 const imageMarker = "fluxi2i:streamed-image:7f3a9c"
 
 func (c *Client) submit(ctx context.Context, in gen.Input, s *settings) (*Queued, error) {
-	in = Normalize(in)
+	in = normalize(in)
 	if s.image != nil {
 		in.ImageURL = s.image.prefix() // a valid, empty data URI of the sniffed type
 	}

@@ -40,7 +40,7 @@ type exchange struct {
 type exchangeKey struct{}
 
 // begin derives the attempt's context from ctx: it carries x, and ends
-// when the attempt makes no progress for d (the cause is then ErrIdle) or
+// when the attempt makes no progress for d (the cause is then errIdle) or
 // when x.end is called.
 func (x *exchange) begin(ctx context.Context, d time.Duration) context.Context {
 	x.Context, x.cancel = context.WithCancelCause(ctx)
@@ -92,9 +92,9 @@ func (e *sendError) Error() string {
 }
 func (e *sendError) Unwrap() error { return e.err }
 
-// ErrIdle is the cause of an attempt that made no progress for the idle
+// errIdle is the cause of an attempt that made no progress for the idle
 // limit (WithIdleTimeout); it is retried like any timeout.
-var ErrIdle = errors.New("no progress within the idle limit")
+var errIdle = errors.New("no progress within the idle limit")
 
 // Do sends req: the exchange in its context says how.
 func (s sender) Do(req *http.Request) (*http.Response, error) {
@@ -121,7 +121,7 @@ func (s sender) Do(req *http.Request) (*http.Response, error) {
 	resp, err := hc.Do(req)
 	if err != nil {
 		if idle.fired.Load() {
-			err = ErrIdle
+			err = errIdle
 		}
 		return nil, &sendError{op: x.op, id: x.id, sent: !notSent(err), err: scrubURL(err)}
 	}
@@ -163,7 +163,7 @@ type idleTimer struct {
 
 func newIdleTimer(d time.Duration, cancel context.CancelCauseFunc) *idleTimer {
 	i := &idleTimer{d: d}
-	i.t = time.AfterFunc(d, func() { i.fired.Store(true); cancel(ErrIdle) })
+	i.t = time.AfterFunc(d, func() { i.fired.Store(true); cancel(errIdle) })
 	return i
 }
 
@@ -189,7 +189,7 @@ func (b *progressBody) Read(p []byte) (int, error) {
 		b.idle.reset()
 	}
 	if err != nil && err != io.EOF && b.idle.fired.Load() {
-		err = ErrIdle
+		err = errIdle
 	}
 	if b.limit > 0 {
 		b.n += int64(n)

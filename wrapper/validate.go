@@ -9,10 +9,10 @@ import (
 	"github.com/fluxi2i/fluxi2i/internal/media"
 )
 
-// Normalize returns in with the upstream docs' "default" value of
+// normalize returns in with the upstream docs' "default" value of
 // output_format and acceleration turned into leaving the field out, which
 // is what it means.
-func Normalize(in gen.Input) gen.Input {
+func normalize(in gen.Input) gen.Input {
 	if in.OutputFormat != nil && *in.OutputFormat == "default" {
 		in.OutputFormat = nil
 	}
@@ -23,13 +23,16 @@ func Normalize(in gen.Input) gen.Input {
 }
 
 // Validate checks in before anything is sent, returning an *InputError
-// naming every bad field and what is allowed. The required fields, ranges
+// naming every bad field and what is allowed. The upstream docs' "default"
+// value of output_format and acceleration means leaving the field out, and
+// is accepted as such (Submit leaves it out). The required fields, ranges
 // and enums are those of openapi/openapi.yaml (gen.ValidateInput, generated
 // from it; NaN and infinities are refused). image_url is a plain string in
 // the contract, as at fal; Validate also checks its form: an http(s) URL
 // with a host, or a base64 data URI of a jpeg, png, webp, gif or avif image
 // (the scheme in any case, media type parameters allowed).
 func Validate(in gen.Input) error {
+	in = normalize(in)
 	var bad []FieldError
 	if in.ImageURL != "" {
 		if msg := checkImageURL(in.ImageURL); msg != "" {

@@ -296,7 +296,7 @@ func (f *inputFlags) build(fs *flag.FlagSet) (gen.Input, []wrapper.Option, error
 		probe.ImageURL = "https://placeholder.invalid/x.png" // the file was checked above
 	}
 	var ie *wrapper.InputError
-	if err := wrapper.Validate(wrapper.Normalize(probe)); errors.As(err, &ie) {
+	if err := wrapper.Validate(probe); errors.As(err, &ie) {
 		for _, fe := range ie.Fields {
 			fe.Field = "--" + flagName(fe.Field)
 			bad = append(bad, fe)
