@@ -1912,6 +1912,11 @@ func (r CancelResponse) ContentType() string {
 	return ""
 }
 
+// GetStatusResponse202Headers the declared response headers of an HTTP 202 response for GetStatus
+type GetStatusResponse202Headers struct {
+	RetryAfter *string
+}
+
 // GetStatusResponse400Headers the declared response headers of an HTTP 400 response for GetStatus
 type GetStatusResponse400Headers struct {
 	RetryAfter             *string
@@ -2019,6 +2024,8 @@ type GetStatusResponse struct {
 	JSON503 *PlatformError
 	// JSON504 the response for an HTTP 504 `application/json` response
 	JSON504 *PlatformError
+	// Headers202 the parsed response headers for an HTTP 202 response
+	Headers202 *GetStatusResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *GetStatusResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -3797,6 +3804,16 @@ func ParseGetStatusResponse(rsp *http.Response) (*GetStatusResponse, error) {
 	}
 
 	switch {
+	case rsp.StatusCode == 202:
+		var headers GetStatusResponse202Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers202 = &headers
 	case rsp.StatusCode == 400:
 		var headers GetStatusResponse400Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {

@@ -89,5 +89,32 @@ func TestPersistence(t *testing.T) {
 	assert.True(t, persistUnanswered.keepsTrying(noAnswer))
 	assert.True(t, persistUnanswered.keepsTrying(busy))
 	assert.False(t, persistUnanswered.keepsTrying(crashed))
+	assert.True(t, persistUnanswered.keepsTrying(outcome{err: &APIError{StatusCode: 502, Retryable: true}, status: 502}))
 	assert.False(t, persistNone.keepsTrying(noAnswer))
+}
+
+// TestTheKeyIsAttachedOnlyForTheOrigin checks the editor that attaches the
+// credential by itself, without the guards around it (no redirect policy,
+// no URL building): another scheme, host or port gets no key, and a key
+// already on such a request is removed.
+func TestTheKeyIsAttachedOnlyForTheOrigin(t *testing.T) {
+	c, err := New(WithBaseURL("https://api.example.com/gw"), WithBearerToken("sk-secret"), WithEnvironment(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for target, want := range map[string]string{
+		"https://api.example.com/gw/fal-ai/x":     "Bearer sk-secret",
+		"https://API.example.com/other":           "Bearer sk-secret",
+		"http://api.example.com/gw/fal-ai/x":      "",
+		"https://api.example.com:8443/gw/fal-ai/": "",
+		"https://evil.example.com/gw/fal-ai/x":    "",
+		"https://api.example.com.evil.com/gw":     "",
+	} {
+		req, _ := http.NewRequest(http.MethodGet, target, nil)
+		req.Header.Set("Authorization", "Bearer planted")
+		if err := c.authorize(req.Context(), req); err != nil {
+			t.Fatal(err)
+		}
+		assert.Equal(t, want, req.Header.Get("Authorization"), target)
+	}
 }

@@ -106,8 +106,9 @@ type persistence int
 const (
 	persistNone persistence = iota
 	// persistUnanswered: no answer came (transport failure, idle timeout,
-	// body cut short), or the server said to come back (408, 429, 503).
-	// A result call of a finished job persists so: a 500 there is the
+	// body cut short), or a gateway's answer came (408, 429, 502, 503,
+	// 504), or the server said a retry helps (X-Fal-Retryable: true). A
+	// result call of a finished job persists so: a plain 500 there is the
 	// model's own answer.
 	persistUnanswered
 	// persistRetryable: every retryable failure (status polls).
@@ -125,9 +126,11 @@ func (p persistence) keepsTrying(out outcome) bool {
 			return true
 		}
 		switch out.status {
-		case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusServiceUnavailable:
-			return true
+		case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusBadGateway,
+			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true // the gateway's answer, not the model's
 		}
+		return strings.EqualFold(out.header.Get("X-Fal-Retryable"), "true")
 	}
 	return false
 }

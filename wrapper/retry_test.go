@@ -96,7 +96,8 @@ func TestRetriesGiveUpWithTheLastError(t *testing.T) {
 		q, err := c.Submit(context.Background(), input())
 		require.NoError(t, err)
 		srv.Inject(queuetest.OpResult, queuetest.Fail(500), queuetest.Fail(500), queuetest.Fail(502))
-		_, err = c.Wait(context.Background(), q.RequestID)
+		time.Sleep(time.Second) // the job is done; Result is bounded by the retries (Wait would persist)
+		_, err = c.Result(context.Background(), q.RequestID)
 		var apiErr *wrapper.APIError
 		require.ErrorAs(t, err, &apiErr)
 		assert.Equal(t, 502, apiErr.StatusCode)

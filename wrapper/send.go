@@ -170,8 +170,8 @@ func newIdleTimer(d time.Duration, cancel context.CancelCauseFunc) *idleTimer {
 func (i *idleTimer) reset() { i.t.Reset(i.d) }
 func (i *idleTimer) stop()  { i.t.Stop() }
 
-// progressBody resets the idle timer on every read that moves bytes, and
-// ends the attempt's context when closed. With a limit, it fails past
+// progressBody resets the idle timer on every read that moves bytes; with
+// done set (a body handed over unread), closing it ends the attempt. With a limit, it fails past
 // limit bytes and reports a failed read as a *sendError of x.
 type progressBody struct {
 	io.ReadCloser
@@ -205,12 +205,9 @@ func (b *progressBody) Read(p []byte) (int, error) {
 
 func (b *progressBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(func() {
-		b.idle.stop()
-		if b.done != nil {
-			b.done()
-		}
-	})
+	if b.done != nil {
+		b.once.Do(b.done)
+	}
 	return err
 }
 

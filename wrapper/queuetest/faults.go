@@ -17,6 +17,9 @@ const (
 	OpStream Op = "stream"
 	OpResult Op = "result"
 	OpCancel Op = "cancel"
+	// OpFile is a download of a result image (Fail, DropBefore, Truncate
+	// and Slow apply).
+	OpFile Op = "file"
 )
 
 type faultKind int
@@ -31,6 +34,7 @@ const (
 	faultBreakStream
 	faultStallStream
 	faultEndStreamEarly
+	faultComeBack
 )
 
 // Fault is one scripted misbehaviour, consumed by one request of the
@@ -91,6 +95,11 @@ func StallStream() Fault { return Fault{kind: faultStallStream} }
 // the stream cleanly although the job has not completed.
 func EndStreamEarly() Fault { return Fault{kind: faultEndStreamEarly} }
 
+// ComeBackAfter acts and answers as usual, 2xx included, with a
+// Retry-After header of v (seconds or an HTTP date): how a busy queue
+// paces its pollers.
+func ComeBackAfter(v string) Fault { return Fault{kind: faultComeBack, retryAfter: v} }
+
 // errorTypeFor is the error_type fal sends with a platform error code.
 func errorTypeFor(code int) string {
 	switch code {
@@ -136,6 +145,8 @@ func (f Fault) String() string {
 		return "stall-stream"
 	case faultEndStreamEarly:
 		return "end-stream-early"
+	case faultComeBack:
+		return "come-back"
 	}
 	return "unknown"
 }
@@ -155,6 +166,7 @@ func Recoverable() map[Op][]Fault {
 		OpResult: common,
 		OpCancel: common,
 		OpStream: {Fail(405), Fail(501), Fail(502), DropBefore(), BreakStream(), StallStream(), EndStreamEarly(), Slow(time.Second)},
+		OpFile:   {Fail(500), Fail(502), Fail(503).RetryAfter(1), Fail(429).RetryAfter(1), DropBefore(), Truncate(), Slow(time.Second)},
 	}
 }
 

@@ -226,6 +226,8 @@ func (s *Server) api(op Op, act func(r *http.Request, body []byte) answer) http.
 					fl.Flush()
 				}
 				panic(http.ErrAbortHandler)
+			case faultComeBack:
+				a.header.Set("Retry-After", f.retryAfter)
 			case faultGarble:
 				// The body is broken; the headers (X-Fal-Request-Id) survive.
 				a.code = http.StatusOK
@@ -486,10 +488,24 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	f := s.popFault(OpFile)
+	x := &exchange{s: s, w: w, r: r}
+	if x.answered(f) {
+		return
+	}
 	s.stats.files.Add(1)
+	data := images[i].Data
 	w.Header().Set("Content-Type", images[i].ContentType)
-	w.Header().Set("Content-Length", strconv.Itoa(len(images[i].Data)))
-	w.Write(images[i].Data)
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	if f != nil && f.kind == faultTruncate {
+		w.WriteHeader(http.StatusOK)
+		w.Write(data[:len(data)/2])
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+		panic(http.ErrAbortHandler)
+	}
+	w.Write(data)
 }
 
 // apiStream serves the status stream: one SSE event per change, logs
@@ -558,6 +574,24 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 		wake := time.Until(ph.next)
 		if ph.next.IsZero() || wake <= 0 {
 			wake = time.Millisecond
+		}
+		if ka := s.cfg.keepAlive; ka > 0 && wake > ka {
+			// Nothing changes before ka: say so with a comment line.
+			wake = ka
+			t := time.NewTimer(wake)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+				return
+			}
+			if _, err := io.WriteString(w, ": keepalive\n"); err != nil {
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+			continue
 		}
 		t := time.NewTimer(wake)
 		select {

@@ -103,6 +103,7 @@ type config struct {
 	chaos              *chaos
 	contract           Contract
 	maxBody            int64
+	keepAlive          time.Duration
 }
 
 // FaultHeader marks an answer that the server breaks on purpose
@@ -118,6 +119,10 @@ type Contract interface {
 	// Event checks the data of one status stream event.
 	Event(data []byte) error
 }
+
+// KeepAlive makes the status stream send a comment line (": keepalive")
+// whenever d passes without an event, as proxies in front of fal do.
+func KeepAlive(d time.Duration) Option { return func(c *config) { c.keepAlive = max(d, 0) } }
 
 // WithContract checks every request and answer against c, counting and
 // recording violations (Violations).
