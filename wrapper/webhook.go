@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +37,7 @@ var (
 	ErrWebhookTimestamp     = errors.New("timestamp outside the tolerance")
 	ErrWebhookSignature     = errors.New("no key verifies the signature")
 	ErrWebhookKeys          = errors.New("signing keys unavailable")
+	ErrWebhookUser          = errors.New("delivery for another fal user")
 )
 
 // WebhookError is a delivery that failed verification.
@@ -58,19 +58,43 @@ func (e *WebhookError) Unwrap() error { return e.Reason }
 // the message request_id, user_id, timestamp and hex(sha256(body)), joined
 // by newlines, must verify under a key of fal's JWKS, and the timestamp must
 // be within Tolerance of now. Keys are cached for CacheFor and fetched
-// again, at most once a minute, when no cached key verifies a signature
-// (fal rotated its keys). Safe for concurrent use; the zero value is ready.
+// again when no cached key verifies a signature (fal rotated its keys).
+// Fetches are shared by concurrent deliveries, bounded by FetchTimeout, and
+// come at most once a minute, failed ones included, so forged deliveries
+// cannot make it hammer the JWKS. Safe for concurrent use; the zero value
+// is ready.
+//
+// A delivery replayed within Tolerance verifies again: fal itself delivers
+// again on failure (about 10 times over 2 hours), so make the handler
+// idempotent by request id in any case.
 type WebhookVerifier struct {
 	JWKSURL    string           // default DefaultJWKSURL
 	HTTPClient *http.Client     // default http.DefaultClient; no credential is sent
 	Tolerance  time.Duration    // default 300 s
 	CacheFor   time.Duration    // default 24 h
 	Now        func() time.Time // default time.Now
+	// FetchTimeout bounds one JWKS fetch (default 10 s).
+	FetchTimeout time.Duration
+	// UserID, when set, is the only fal user id whose deliveries are
+	// accepted (X-Fal-Webhook-User-Id): deliveries signed for another
+	// account are refused.
+	UserID string
+	// MaxBodyBytes caps a delivery's body in WebhookHandler (default 4 MiB:
+	// payloads with image URLs are a few KB; sync_mode payloads carry the
+	// images as data URIs, which four JPEGs of about 750 KB fit; raise it
+	// for sync_mode PNGs).
+	MaxBodyBytes int64
 
-	mu      sync.Mutex
-	keys    []ed25519.PublicKey
-	fetched time.Time
+	mu        sync.Mutex
+	keys      []ed25519.PublicKey
+	fetched   time.Time     // when keys were fetched
+	attempted time.Time     // the last fetch, failed or not
+	inflight  chan struct{} // closed when the fetch under way ends
+	fetchErr  error         // the last fetch's error
 }
+
+// minRefetch is the least time between two JWKS fetches.
+const minRefetch = time.Minute
 
 func (v *WebhookVerifier) now() time.Time {
 	if v.Now != nil {
@@ -81,27 +105,10 @@ func (v *WebhookVerifier) now() time.Time {
 
 // Verify checks one delivery's headers against its raw body.
 func (v *WebhookVerifier) Verify(ctx context.Context, h http.Header, body []byte) error {
+	if err := v.checkHeaders(h); err != nil {
+		return err
+	}
 	reqID, userID, ts, sigHex := h.Get(HeaderWebhookRequestID), h.Get(HeaderWebhookUserID), h.Get(HeaderWebhookTimestamp), h.Get(HeaderWebhookSignature)
-	var missing []string
-	for name, val := range map[string]string{HeaderWebhookRequestID: reqID, HeaderWebhookUserID: userID, HeaderWebhookTimestamp: ts, HeaderWebhookSignature: sigHex} {
-		if val == "" {
-			missing = append(missing, name)
-		}
-	}
-	if len(missing) > 0 {
-		return &WebhookError{Reason: ErrWebhookMissingHeader, Detail: strings.Join(slices.Sorted(slices.Values(missing)), ", ")}
-	}
-	secs, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return &WebhookError{Reason: ErrWebhookTimestamp, Detail: fmt.Sprintf("%s %q is not unix seconds", HeaderWebhookTimestamp, ts)}
-	}
-	tol := v.Tolerance
-	if tol <= 0 {
-		tol = 300 * time.Second
-	}
-	if skew := v.now().Sub(time.Unix(secs, 0)); skew > tol || skew < -tol {
-		return &WebhookError{Reason: ErrWebhookTimestamp, Detail: fmt.Sprintf("%v from now, allowed %v", skew.Round(time.Second), tol)}
-	}
 	sig, err := hex.DecodeString(sigHex)
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return &WebhookError{Reason: ErrWebhookSignature, Detail: "signature is not 64 hex-encoded bytes"}
@@ -122,7 +129,39 @@ func (v *WebhookVerifier) Verify(ctx context.Context, h http.Header, body []byte
 			return nil
 		}
 	}
-	return &WebhookError{Reason: ErrWebhookSignature, Detail: fmt.Sprintf("request %s: forged, altered or signed by an unknown key", reqID)}
+	return &WebhookError{Reason: ErrWebhookSignature, Detail: fmt.Sprintf("request %.80q: forged, altered or signed by an unknown key", reqID)}
+}
+
+// checkHeaders checks what can be checked before the body is read: every
+// signature header present, the timestamp within the tolerance, the user
+// id the expected one.
+func (v *WebhookVerifier) checkHeaders(h http.Header) error {
+	userID, ts := h.Get(HeaderWebhookUserID), h.Get(HeaderWebhookTimestamp)
+	var missing []string
+	for _, name := range []string{HeaderWebhookRequestID, HeaderWebhookUserID, HeaderWebhookTimestamp, HeaderWebhookSignature} {
+		val := h.Get(name)
+		if val == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return &WebhookError{Reason: ErrWebhookMissingHeader, Detail: strings.Join(missing, ", ")}
+	}
+	secs, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return &WebhookError{Reason: ErrWebhookTimestamp, Detail: fmt.Sprintf("%s %q is not unix seconds", HeaderWebhookTimestamp, ts)}
+	}
+	tol := v.Tolerance
+	if tol <= 0 {
+		tol = 300 * time.Second
+	}
+	if skew := v.now().Sub(time.Unix(secs, 0)); skew > tol || skew < -tol {
+		return &WebhookError{Reason: ErrWebhookTimestamp, Detail: fmt.Sprintf("%v from now, allowed %v", skew.Round(time.Second), tol)}
+	}
+	if v.UserID != "" && userID != v.UserID {
+		return &WebhookError{Reason: ErrWebhookUser, Detail: fmt.Sprintf("signed for user %.80q, not the expected one", userID)}
+	}
+	return nil
 }
 
 func verifiesAny(keys []ed25519.PublicKey, msg, sig []byte) bool {
@@ -135,28 +174,78 @@ func verifiesAny(keys []ed25519.PublicKey, msg, sig []byte) bool {
 }
 
 // keySet returns the cached keys, fetching when the cache is empty or
-// expired, or when refresh is set and the last fetch is a minute old.
-// fresh tells that the keys were just fetched.
+// expired, or when refresh is set; fresh tells that the keys were just
+// fetched. One fetch runs at a time, shared by every caller that needs it,
+// and none starts within minRefetch of the last attempt: meanwhile the
+// cached keys (or the last fetch's error) are the answer. The lock is
+// never held during a fetch.
 func (v *WebhookVerifier) keySet(ctx context.Context, refresh bool) (keys []ed25519.PublicKey, fresh bool, err error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
 	cacheFor := v.CacheFor
 	if cacheFor <= 0 {
 		cacheFor = 24 * time.Hour
 	}
-	age := v.now().Sub(v.fetched)
-	if len(v.keys) > 0 && age < cacheFor && (!refresh || age < time.Minute) {
-		return v.keys, false, nil
+	v.mu.Lock()
+	for {
+		valid := len(v.keys) > 0 && v.now().Sub(v.fetched) < cacheFor
+		if valid && !refresh {
+			keys = v.keys
+			v.mu.Unlock()
+			return keys, false, nil
+		}
+		if v.inflight == nil {
+			break
+		}
+		wait := v.inflight // a fetch is under way: share it
+		v.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
+		v.mu.Lock()
+		if v.fetchErr == nil && len(v.keys) > 0 {
+			keys = v.keys
+			v.mu.Unlock()
+			return keys, true, nil
+		}
+		refresh = false
 	}
-	keys, err = v.fetch(ctx)
-	if err != nil {
-		if len(v.keys) > 0 && age < cacheFor {
+	valid := len(v.keys) > 0 && v.now().Sub(v.fetched) < cacheFor
+	if !v.attempted.IsZero() && v.now().Sub(v.attempted) < minRefetch {
+		keys, err = v.keys, v.fetchErr
+		v.mu.Unlock()
+		if valid {
+			return keys, false, nil
+		}
+		if err == nil {
+			err = errors.New("no valid key cached")
+		}
+		return nil, false, fmt.Errorf("%w (next JWKS fetch in under %v)", err, minRefetch)
+	}
+	done := make(chan struct{})
+	v.inflight, v.attempted = done, v.now()
+	v.mu.Unlock()
+
+	timeout := v.FetchTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	fetched, ferr := v.fetch(fctx)
+	cancel()
+
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.inflight, v.fetchErr = nil, ferr
+	close(done)
+	if ferr != nil {
+		if valid {
 			return v.keys, false, nil
 		}
-		return nil, false, err
+		return nil, false, ferr
 	}
-	v.keys, v.fetched = keys, v.now()
-	return keys, true, nil
+	v.keys, v.fetched = fetched, v.now()
+	return fetched, true, nil
 }
 
 func (v *WebhookVerifier) fetch(ctx context.Context) ([]ed25519.PublicKey, error) {
@@ -229,9 +318,11 @@ type WebhookEvent struct {
 }
 
 // WebhookHandler returns an http.Handler that verifies each delivery with
-// v, decodes it and calls fn with its request id. A forged, stale or
-// malformed delivery is answered 401 or 400 with the reason, and fn is not
-// called; an error from fn is answered 500, so fal delivers again.
+// v, decodes it and calls fn with its request id. The signature headers,
+// the timestamp and the user id are checked before a byte of the body is
+// read, and the body is read through v.MaxBodyBytes. A forged, stale or
+// malformed delivery is answered 401, 400 or 413 with the reason, and fn is
+// not called; an error from fn is answered 500, so fal delivers again.
 //
 // fal retries deliveries (about 10 times over 2 hours) and may deliver one
 // twice: make fn idempotent by keying what it does on RequestID (for
@@ -243,12 +334,7 @@ func WebhookHandler(v *WebhookVerifier, fn func(ctx context.Context, ev WebhookE
 			http.Error(w, "webhook deliveries are POSTs", http.StatusMethodNotAllowed)
 			return
 		}
-		body, err := readLimited(r.Body, 64<<20)
-		if err != nil {
-			http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		if err := v.Verify(r.Context(), r.Header, body); err != nil {
+		refuse := func(err error) {
 			code := http.StatusUnauthorized
 			switch {
 			case errors.Is(err, ErrWebhookMissingHeader):
@@ -257,6 +343,27 @@ func WebhookHandler(v *WebhookVerifier, fn func(ctx context.Context, ev WebhookE
 				code = http.StatusServiceUnavailable // not the sender's fault: let fal retry
 			}
 			http.Error(w, err.Error(), code)
+		}
+		// Nothing is read before the headers pass.
+		if err := v.checkHeaders(r.Header); err != nil {
+			refuse(err)
+			return
+		}
+		limit := v.MaxBodyBytes
+		if limit <= 0 {
+			limit = 4 << 20
+		}
+		if r.ContentLength > limit {
+			http.Error(w, fmt.Sprintf("body larger than %d bytes", limit), http.StatusRequestEntityTooLarge)
+			return
+		}
+		body, err := readLimited(http.MaxBytesReader(w, r.Body, limit+1), limit)
+		if err != nil {
+			http.Error(w, "reading the body: "+err.Error(), http.StatusRequestEntityTooLarge)
+			return
+		}
+		if err := v.Verify(r.Context(), r.Header, body); err != nil {
+			refuse(err)
 			return
 		}
 		ev, err := DecodeWebhook(body)
