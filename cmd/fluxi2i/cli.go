@@ -189,7 +189,7 @@ func isLoopback(host string) bool {
 // and the HTTP client (one that reaches an in-memory queuetest, so that
 // time-based tests run under testing/synctest).
 var (
-	simOptions = simulator.Options
+	simOptions = func() []queuetest.Option { return simulator.Options(simulator.Config{}) }
 	httpClient = http.DefaultClient
 )
 

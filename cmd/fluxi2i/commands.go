@@ -218,16 +218,31 @@ func (a *app) cancel(args []string) int {
 	return exitOK
 }
 
+// newSimulatorServer serves h with the limits that make it safe to expose:
+// slow or idle connections are dropped (headers within 10 s, a request
+// within 2 min, 60 s idle), headers are capped at 64 KiB. Write time is
+// not bounded: a status stream lasts as long as its job.
+func newSimulatorServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
 func (a *app) simulate(args []string) int {
-	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY]")
+	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images]")
 	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
+	fetch := fs.Bool("fetch-images", false, "download http(s) image_url inputs (public addresses only); default: render a picture derived from the URL, offline")
 	key := fs.String("api-key", "", "accept only this key (Bearer or Key scheme); default: any key")
 	queue := fs.Duration("queue-time", 600*time.Millisecond, "how long each job stays IN_QUEUE")
 	runFor := fs.Duration("run-time", 1500*time.Millisecond, "how long each job stays IN_PROGRESS")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}
-	opts := append(simulator.Options(), queuetest.QueueTime(*queue), queuetest.RunTime(*runFor))
+	opts := append(simulator.Options(simulator.Config{FetchImages: *fetch}), queuetest.QueueTime(*queue), queuetest.RunTime(*runFor))
 	if *key != "" {
 		opts = append(opts, queuetest.WithAPIKey(*key))
 	}
@@ -235,7 +250,7 @@ func (a *app) simulate(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	srv := &http.Server{Handler: queuetest.New(opts...), ReadHeaderTimeout: 10 * time.Second}
+	srv := newSimulatorServer(queuetest.New(opts...))
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: serving the local simulator (NOT the real model) at http://%s\n", ln.Addr())
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: point clients at it, e.g. fluxi2i run --base-url http://%s ...\n", ln.Addr())
 	errc := make(chan error, 1)

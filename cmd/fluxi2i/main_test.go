@@ -30,7 +30,7 @@ const sample = "testdata/sample.png"
 
 func init() {
 	simOptions = func() []queuetest.Option {
-		return append(simulator.Options(), queuetest.QueueTime(30*time.Millisecond), queuetest.RunTime(60*time.Millisecond))
+		return append(simulator.Options(simulator.Config{}), queuetest.QueueTime(30*time.Millisecond), queuetest.RunTime(60*time.Millisecond))
 	}
 }
 

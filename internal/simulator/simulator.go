@@ -9,6 +9,7 @@ package simulator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"image"
@@ -17,7 +18,11 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
+	"runtime"
+	"syscall"
 	"time"
 
 	_ "golang.org/x/image/webp" // webp input: the standard library has no decoder
@@ -27,27 +32,81 @@ import (
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 )
 
-// MaxPixels bounds the input image the simulator accepts.
-const MaxPixels = 40_000_000
+// MaxPixels bounds the input image the simulator decodes (4096 x 4096):
+// with 16-bit colour that is 128 MiB decoded, and each output image adds a
+// quarter of that while it is encoded.
+const MaxPixels = 4096 * 4096
 
-// Options returns the queuetest options of the simulator: its model, and
-// queue and run times short enough to watch.
-func Options() []queuetest.Option {
+// Limits of a fetched image (Config.FetchImages).
+const (
+	MaxFetchBytes = 20 << 20
+	FetchTimeout  = 20 * time.Second
+)
+
+// Retention and MaxJobs are how long the simulator keeps a finished job
+// (10 minutes: fal keeps results about an hour; a simulator needs less) and
+// how many it holds at once.
+const (
+	Retention = 10 * time.Minute
+	MaxJobs   = 1000
+)
+
+// MaxBodyBytes caps a submit body: a 24 MiB image as a data URI.
+const MaxBodyBytes = 32 << 20
+
+// Config is how the simulator treats its inputs.
+type Config struct {
+	// FetchImages lets the simulator download an http(s) image_url, from
+	// public addresses only (no loopback, private, link-local, shared or
+	// unspecified address, checked on every connection, redirects
+	// included), within FetchTimeout and MaxFetchBytes. Off (the default),
+	// it opens no connection for an image_url: it renders a deterministic
+	// picture derived from the URL instead.
+	FetchImages bool
+}
+
+// Options returns the queuetest options of the simulator: its model,
+// queue and run times short enough to watch, and the limits that make it
+// safe to expose (body cap, retention, job cap).
+func Options(cfg Config) []queuetest.Option {
 	return []queuetest.Option{
-		queuetest.WithModel(Model),
+		queuetest.WithModel(NewModel(cfg)),
 		queuetest.QueueTime(600 * time.Millisecond),
 		queuetest.RunTime(1500 * time.Millisecond),
 		queuetest.LogLines(5),
+		queuetest.MaxBodyBytes(MaxBodyBytes),
+		queuetest.Retention(Retention),
+		queuetest.MaxJobs(MaxJobs),
 	}
 }
 
-// Model renders the job's images. An input it cannot read is a 422 naming
-// image_url, as the real model answers.
-func Model(ctx context.Context, _ string, in gen.Input) ([]queuetest.Image, error) {
-	src, err := loadImage(ctx, in.ImageURL)
-	if err != nil {
-		return nil, &queuetest.ModelError{StatusCode: 422, Field: "image_url", Detail: err.Error()}
+// renders bounds the renders under way at once, across jobs.
+var renders = make(chan struct{}, max(runtime.NumCPU(), 1))
+
+// NewModel returns the simulator's model. An input it cannot read is a 422
+// naming image_url, as the real model answers. A job's rendering stops
+// when ctx ends (the job was cancelled or forgotten).
+func NewModel(cfg Config) queuetest.Model {
+	var fetch *http.Client
+	if cfg.FetchImages {
+		fetch = publicClient()
 	}
+	return func(ctx context.Context, _ string, in gen.Input) ([]queuetest.Image, error) {
+		select {
+		case renders <- struct{}{}:
+			defer func() { <-renders }()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		src, err := loadImage(ctx, fetch, in.ImageURL)
+		if err != nil {
+			return nil, &queuetest.ModelError{StatusCode: 422, Field: "image_url", Detail: err.Error()}
+		}
+		return render(ctx, src, in)
+	}
+}
+
+func render(ctx context.Context, src image.Image, in gen.Input) ([]queuetest.Image, error) {
 	n := 1
 	if in.NumImages != nil {
 		n = *in.NumImages
@@ -63,7 +122,10 @@ func Model(ctx context.Context, _ string, in gen.Input) ([]queuetest.Image, erro
 	png := in.OutputFormat != nil && *in.OutputFormat == gen.InputOutputFormatPng
 	out := make([]queuetest.Image, 0, n)
 	for i := range n {
-		img := Transform(src, in.Prompt, seed+int64(i), strength)
+		img, err := Transform(ctx, src, in.Prompt, seed+int64(i), strength)
+		if err != nil {
+			return nil, err
+		}
 		var buf bytes.Buffer
 		typ := "image/jpeg"
 		if png {
@@ -86,8 +148,9 @@ func encodePNG(w io.Writer, img image.Image) error {
 	return enc.Encode(w, img)
 }
 
-// loadImage decodes a data URI, or fetches an http(s) URL.
-func loadImage(ctx context.Context, u string) (image.Image, error) {
+// loadImage decodes a data URI; an http(s) URL is fetched with fetch, or,
+// with fetch nil, rendered offline from the URL.
+func loadImage(ctx context.Context, fetch *http.Client, u string) (image.Image, error) {
 	var r io.Reader
 	switch {
 	case media.IsDataURI(u):
@@ -96,36 +159,42 @@ func loadImage(ctx context.Context, u string) (image.Image, error) {
 			return nil, fmt.Errorf("image_url: %v", err)
 		}
 		r = d.Reader()
+	case fetch == nil:
+		return Picture(u), nil
 	default:
-		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
 		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
-			return nil, err
+			return nil, errors.New("image_url is not a URL the simulator can fetch")
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := fetch.Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("could not download the image: %v", err)
+			// Say nothing of what answered where: no read-back.
+			return nil, errors.New("could not download the image (the simulator fetches from public addresses only)")
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("could not download the image: HTTP %d", resp.StatusCode)
 		}
-		r = io.LimitReader(resp.Body, 64<<20)
+		r = io.LimitReader(resp.Body, MaxFetchBytes)
 	}
 	data, err := io.ReadAll(r)
 	if err != nil {
-		return nil, fmt.Errorf("could not read the image: %v", err)
+		return nil, fmt.Errorf("could not read the image")
 	}
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
-		if bytes.Contains(data[:min(len(data), 32)], []byte("ftypavi")) {
+		if _, ok := media.Sniff(data); ok && bytes.Contains(data[:min(len(data), 32)], []byte("ftypavi")) {
 			return nil, fmt.Errorf("the local simulator cannot decode avif images (the real model can)")
 		}
 		return nil, fmt.Errorf("could not decode the image: %v", err)
 	}
-	if cfg.Width*cfg.Height > MaxPixels {
-		return nil, fmt.Errorf("image of %dx%d is too large for the simulator", cfg.Width, cfg.Height)
+	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > MaxPixels || cfg.Width > 1<<15 || cfg.Height > 1<<15 {
+		return nil, fmt.Errorf("image of %dx%d is too large for the simulator (at most %d pixels)", cfg.Width, cfg.Height, MaxPixels)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	img, _, err := image.Decode(bytes.NewReader(data))
 	if err != nil {
@@ -134,10 +203,97 @@ func loadImage(ctx context.Context, u string) (image.Image, error) {
 	return img, nil
 }
 
+// Picture is the image the simulator renders for an http(s) image_url when
+// it does not fetch: 512 x 512, a gradient and stripes whose colours and
+// period come from a hash of the URL. The same URL gives the same picture.
+func Picture(u string) image.Image {
+	h := fnv.New64a()
+	io.WriteString(h, u)
+	k := h.Sum64()
+	const size = 512
+	img := image.NewRGBA(image.Rect(0, 0, size, size))
+	a := color.RGBA{uint8(k), uint8(k >> 8), uint8(k >> 16), 255}
+	b := color.RGBA{uint8(k >> 24), uint8(k >> 32), uint8(k >> 40), 255}
+	period := 16 + int(k>>48)%48
+	for y := range size {
+		for x := range size {
+			t := float64(x+y) / (2 * size)
+			c := color.RGBA{
+				uint8(float64(a.R)*(1-t) + float64(b.R)*t),
+				uint8(float64(a.G)*(1-t) + float64(b.G)*t),
+				uint8(float64(a.B)*(1-t) + float64(b.B)*t), 255,
+			}
+			if (x/period+y/period)%2 == 0 {
+				c.R, c.G, c.B = c.R/2+64, c.G/2+64, c.B/2+64
+			}
+			img.SetRGBA(x, y, c)
+		}
+	}
+	return img
+}
+
+// publicClient fetches from public addresses only: every connection, the
+// ones redirects make included, is checked after DNS resolution.
+func publicClient() *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil || !PublicAddr(ap.Addr()) {
+			return errNotPublic
+		}
+		return nil
+	}}
+	return &http.Client{
+		Timeout: FetchTimeout,
+		Transport: &http.Transport{
+			DialContext:            dialer.DialContext,
+			TLSHandshakeTimeout:    5 * time.Second,
+			ResponseHeaderTimeout:  10 * time.Second,
+			MaxResponseHeaderBytes: 64 << 10,
+		},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 3 {
+				return errors.New("too many redirects")
+			}
+			if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+				return errors.New("redirect off http(s)")
+			}
+			return nil
+		},
+	}
+}
+
+var errNotPublic = errors.New("not a public address")
+
+// notPublic are ranges IsGlobalUnicast lets through that are not the
+// public internet.
+var notPublic = []netip.Prefix{
+	netip.MustParsePrefix("100.64.0.0/10"),  // shared address space (carrier NAT)
+	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
+	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
+	netip.MustParsePrefix("64:ff9b::/96"),   // NAT64: could reach anything
+	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
+	netip.MustParsePrefix("2002::/16"),      // 6to4: could embed a private IPv4
+}
+
+// PublicAddr reports an address on the public internet: not loopback,
+// private, link-local, multicast, unspecified or one of the special ranges.
+func PublicAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	if !a.IsValid() || !a.IsGlobalUnicast() || a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() {
+		return false
+	}
+	for _, p := range notPublic {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	return true
+}
+
 // Transform is the simulator's "model": a colour grade and a ripple whose
 // parameters come from a hash of prompt and seed, blended over src by
-// strength. The same inputs give the same pixels.
-func Transform(src image.Image, prompt string, seed int64, strength float64) *image.RGBA {
+// strength. The same inputs give the same pixels. It stops when ctx ends.
+func Transform(ctx context.Context, src image.Image, prompt string, seed int64, strength float64) (*image.RGBA, error) {
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%s\x00%d", prompt, seed)
 	k := h.Sum64()
@@ -148,6 +304,9 @@ func Transform(src image.Image, prompt string, seed int64, strength float64) *im
 	dst := image.NewRGBA(image.Rect(0, 0, b.Dx(), b.Dy()))
 	s := max(0, min(strength, 1))
 	for y := 0; y < b.Dy(); y++ {
+		if y%64 == 0 && ctx.Err() != nil {
+			return nil, ctx.Err() // the job was cancelled: stop
+		}
 		dx := 0
 		if (y/period)%2 == 1 {
 			dx = shift
@@ -163,5 +322,5 @@ func Transform(src image.Image, prompt string, seed int64, strength float64) *im
 			dst.SetRGBA(x, y, color.RGBA{mix(r, tint.R), mix(g, tint.G), mix(bl, tint.B), uint8(a >> 8)})
 		}
 	}
-	return dst
+	return dst, nil
 }

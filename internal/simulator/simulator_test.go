@@ -30,9 +30,9 @@ func TestModelIsDeterministicAndKeepsTheSize(t *testing.T) {
 	in := gen.Input{ImageURL: sampleURI(t, 33, 21), Prompt: "p"}
 	seed := int64(5)
 	in.Seed = &seed
-	a, err := Model(context.Background(), "r", in)
+	a, err := NewModel(Config{})(context.Background(), "r", in)
 	require.NoError(t, err)
-	b, err := Model(context.Background(), "r", in)
+	b, err := NewModel(Config{})(context.Background(), "r", in)
 	require.NoError(t, err)
 	require.Len(t, a, 1)
 	assert.Equal(t, a[0].Data, b[0].Data)
@@ -42,7 +42,7 @@ func TestModelIsDeterministicAndKeepsTheSize(t *testing.T) {
 
 	other := in
 	other.Prompt = "q"
-	c, err := Model(context.Background(), "r", other)
+	c, err := NewModel(Config{})(context.Background(), "r", other)
 	require.NoError(t, err)
 	assert.NotEqual(t, a[0].Data, c[0].Data, "the prompt changes the image")
 }
@@ -52,8 +52,10 @@ func TestStrengthBlends(t *testing.T) {
 	for i := range src.Pix {
 		src.Pix[i] = 200
 	}
-	low := Transform(src, "p", 1, 0.01)
-	high := Transform(src, "p", 1, 1)
+	low, err := Transform(context.Background(), src, "p", 1, 0.01)
+	require.NoError(t, err)
+	high, err := Transform(context.Background(), src, "p", 1, 1)
+	require.NoError(t, err)
 	diff := func(img *image.RGBA) int {
 		c := img.RGBAAt(0, 0)
 		d := func(a uint8) int { return max(int(a)-200, 200-int(a)) }
@@ -68,7 +70,7 @@ func TestUnreadableInputIsA422NamingImageURL(t *testing.T) {
 		"data:image/png;base64," + base64.StdEncoding.EncodeToString([]byte("not a png")),
 		"data:image/avif;base64," + base64.StdEncoding.EncodeToString([]byte("\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1")),
 	} {
-		_, err := Model(context.Background(), "r", gen.Input{ImageURL: u, Prompt: "p"})
+		_, err := NewModel(Config{})(context.Background(), "r", gen.Input{ImageURL: u, Prompt: "p"})
 		var me *queuetest.ModelError
 		require.True(t, errors.As(err, &me))
 		assert.Equal(t, 422, me.StatusCode)

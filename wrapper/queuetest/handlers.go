@@ -1,6 +1,7 @@
 package queuetest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -332,8 +333,17 @@ func (s *Server) submit(r *http.Request, body []byte) answer {
 		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": err.Error()})
 	}
 	now := time.Now()
-	j := &job{id: newID(), fileKey: newKey(), in: in, submitted: now}
+	ctx, cancelJob := context.WithCancel(context.Background())
+	j := &job{id: newID(), fileKey: newKey(), in: in, submitted: now, ctx: ctx, stop: cancelJob}
 	s.mu.Lock()
+	s.evict(now)
+	if s.cfg.maxJobs > 0 && len(s.jobs) >= s.cfg.maxJobs {
+		s.mu.Unlock()
+		cancelJob()
+		a := platformError(http.StatusTooManyRequests, fmt.Sprintf("the server holds %d jobs, its limit: try again when some have expired", s.cfg.maxJobs))
+		a.header.Set("Retry-After", strconv.Itoa(int(max(s.cfg.retention/10, time.Second).Seconds())))
+		return a
+	}
 	s.jobs[j.id] = j
 	s.files[j.fileKey] = j
 	s.mu.Unlock()
@@ -462,6 +472,7 @@ func (s *Server) cancel(r *http.Request, _ []byte) answer {
 		return jsonAnswer(http.StatusBadRequest, gen.CancelStatus{Status: "ALREADY_COMPLETED"})
 	}
 	j.cancelledAt = now
+	j.stop() // no more work for it
 	s.stats.cancelled.Add(1)
 	return jsonAnswer(http.StatusAccepted, gen.CancelStatus{Status: "CANCELLATION_REQUESTED"})
 }

@@ -81,9 +81,39 @@ type job struct {
 	cancelledAt time.Time // zero unless cancelled before it completed
 	resultAt    time.Time // first result request
 
+	ctx  context.Context // ends when the job is cancelled or evicted
+	stop context.CancelFunc
+
 	once   sync.Once
 	images []Image
 	err    error
+}
+
+// endedAt is when j stopped changing: cancelled, or completed; zero while
+// it runs.
+func (s *Server) endedAt(j *job, now time.Time) time.Time {
+	if !j.cancelledAt.IsZero() {
+		return j.cancelledAt
+	}
+	if end := j.submitted.Add(s.cfg.queueTime + s.cfg.runTime); !end.After(now) {
+		return end
+	}
+	return time.Time{}
+}
+
+// evict forgets the jobs that ended more than the retention time ago,
+// their inputs and images with them. s.mu is held.
+func (s *Server) evict(now time.Time) {
+	if s.cfg.retention <= 0 {
+		return
+	}
+	for id, j := range s.jobs {
+		if end := s.endedAt(j, now); !end.IsZero() && now.Sub(end) > s.cfg.retention {
+			j.stop()
+			delete(s.jobs, id)
+			delete(s.files, j.fileKey)
+		}
+	}
 }
 
 // phase is a job's state at one instant.
@@ -167,7 +197,7 @@ func (s *Server) output(ctx context.Context, j *job) ([]Image, error) {
 		in := j.in
 		seed := seedOf(j)
 		in.Seed = &seed
-		j.images, j.err = s.cfg.model(context.WithoutCancel(ctx), j.id, in)
+		j.images, j.err = s.cfg.model(j.ctx, j.id, in)
 	})
 	return j.images, j.err
 }

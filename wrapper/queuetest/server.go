@@ -104,6 +104,8 @@ type config struct {
 	contract           Contract
 	maxBody            int64
 	keepAlive          time.Duration
+	retention          time.Duration
+	maxJobs            int
 }
 
 // FaultHeader marks an answer that the server breaks on purpose
@@ -119,6 +121,15 @@ type Contract interface {
 	// Event checks the data of one status stream event.
 	Event(data []byte) error
 }
+
+// Retention forgets a job, its input and its images, d after it ended
+// (completed or cancelled); its status then answers 404. Without it jobs
+// are kept for the server's life, as tests want.
+func Retention(d time.Duration) Option { return func(c *config) { c.retention = max(d, 0) } }
+
+// MaxJobs caps the jobs held at once: past it a submit is answered 429
+// with Retry-After until retained jobs expire.
+func MaxJobs(n int) Option { return func(c *config) { c.maxJobs = max(n, 0) } }
 
 // KeepAlive makes the status stream send a comment line (": keepalive")
 // whenever d passes without an event, as proxies in front of fal do.
@@ -246,6 +257,11 @@ func (s *Server) Client() *http.Client { return s.client }
 // Close stops the server and closes the idle connections of Client().
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		for _, j := range s.jobs {
+			j.stop()
+		}
+		s.mu.Unlock()
 		for _, c := range s.closers {
 			c()
 		}
