@@ -11,8 +11,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/simulator"
@@ -38,12 +42,15 @@ Usage:
   fluxi2i result   REQUEST_ID [--out DIR]
   fluxi2i wait     REQUEST_ID [--out DIR]
   fluxi2i cancel   REQUEST_ID
-  fluxi2i simulate [--addr HOST:PORT] [--api-key KEY]
+  fluxi2i simulate [--addr HOST:PORT] [--api-key KEY] [--fetch-images]
+  fluxi2i version
+  fluxi2i help     [COMMAND]
 
 Every subcommand takes --help. Configuration: --base-url, --api-key (or
 FLUXI2I_API_KEY, or FAL_KEY for fal directly), --timeout, --json.
-With no key and no base URL, run uses the built-in local simulator, which
-is NOT the real model.
+--image - reads the image from standard input. Images are JPEG unless
+--format png. With no key and no base URL, run uses the built-in local
+simulator, which is NOT the real model.
 
 Exit codes: 0 success, 1 other failure, 2 bad input, 3 API error,
 4 timeout or interrupt.
@@ -58,6 +65,9 @@ func Main(ctx context.Context, args []string, env map[string]string, stdout, std
 	}
 	a := &app{ctx: ctx, env: env, stdout: stdout, stderr: stderr}
 	cmd, rest := args[0], args[1:]
+	if cmd == "help" && len(rest) > 0 && commands[rest[0]] {
+		cmd, rest = rest[0], []string{"--help"} // help COMMAND: the command's own usage
+	}
 	switch cmd {
 	case "run":
 		return a.run(rest)
@@ -73,12 +83,97 @@ func Main(ctx context.Context, args []string, env map[string]string, stdout, std
 		return a.cancel(rest)
 	case "simulate":
 		return a.simulate(rest)
+	case "version", "--version":
+		fmt.Fprintln(stdout, versionLine())
+		return exitOK
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "fluxi2i: unknown command %q\n\n%s", cmd, usage)
+	if s := suggest(cmd); s != "" {
+		fmt.Fprintf(stderr, "fluxi2i: unknown command %s; did you mean %s?\n\n%s", printable(cmd), s, usage)
+	} else {
+		fmt.Fprintf(stderr, "fluxi2i: unknown command %s\n\n%s", printable(cmd), usage)
+	}
 	return exitUsage
+}
+
+// commands are the subcommands, for help and suggestions.
+var commands = map[string]bool{"run": true, "submit": true, "status": true, "result": true, "wait": true, "cancel": true, "simulate": true, "version": true}
+
+// suggest is the command a mistyped one most likely meant: within two
+// edits, or one it is a prefix of.
+func suggest(typed string) string {
+	best, bestD := "", 3
+	for c := range commands {
+		d := editDistance(strings.ToLower(typed), c)
+		if strings.HasPrefix(c, strings.ToLower(typed)) && len(typed) >= 2 {
+			d = min(d, 1)
+		}
+		if d < bestD || (d == bestD && c < best) {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// versionLine names the CLI's version: the module's, when built from a
+// tagged module, and the library's.
+func versionLine() string {
+	v := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		v = bi.Main.Version
+	}
+	return fmt.Sprintf("fluxi2i %s (library %s, %s)", v, wrapper.Version, runtime.Version())
+}
+
+// printable makes a string from the wire safe for a terminal: control
+// characters (escape sequences among them) are shown escaped, not obeyed.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if unsafeRune(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unsafeRune(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune) bool {
+	return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError || r == 0x2028 || r == 0x2029 || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
 }
 
 type app struct {
@@ -97,7 +192,7 @@ func (a *app) flags(name, synopsis string) *flag.FlagSet {
 	fs := a.bareFlags(name, synopsis)
 	fs.StringVar(&a.baseURL, "base-url", "", "API base URL (default $FLUXI2I_BASE_URL, or "+wrapper.AggregatorURL+"; "+wrapper.FalURL+" with FAL_KEY)")
 	fs.StringVar(&a.apiKey, "api-key", "", "API key (default $FLUXI2I_API_KEY or $FAL_KEY); never printed")
-	fs.DurationVar(&a.timeout, "timeout", 0, "give up (and cancel the job) after this long, e.g. 5m (default: no limit)")
+	fs.DurationVar(&a.timeout, "timeout", 0, "give up (and cancel the job) after this long, e.g. 5m (default: no limit; each request still gives up after 30 s without progress)")
 	fs.BoolVar(&a.asJSON, "json", false, "print machine-readable JSON on stdout")
 	return fs
 }
@@ -189,8 +284,9 @@ func isLoopback(host string) bool {
 // and the HTTP client (one that reaches an in-memory queuetest, so that
 // time-based tests run under testing/synctest).
 var (
-	simOptions = func() []queuetest.Option { return simulator.Options(simulator.Config{}) }
-	httpClient = http.DefaultClient
+	simOptions           = func() []queuetest.Option { return simulator.Options(simulator.Config{}) }
+	httpClient           = http.DefaultClient
+	stdin      io.Reader = os.Stdin
 )
 
 // localSimulator starts the in-process simulator and a client for it.
@@ -224,14 +320,14 @@ type inputFlags struct {
 }
 
 func (f *inputFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.image, "image", "", "input image: a local file (jpeg, png, webp, gif, avif) or an http(s) URL (required)")
+	fs.StringVar(&f.image, "image", "", "input image: a local file (jpeg, png, webp, gif, avif), - for standard input, or an http(s) URL (required)")
 	fs.StringVar(&f.prompt, "prompt", "", "what to make of the image (required)")
 	fs.Float64Var(&f.strength, "strength", 0.95, "how much the image is transformed, 0.01 to 1")
 	fs.IntVar(&f.steps, "steps", 40, "inference steps, 10 to 50")
 	fs.Float64Var(&f.guidance, "guidance", 3.5, "guidance scale, 1 to 20")
 	fs.Int64Var(&f.seed, "seed", 0, "seed for a reproducible result (default: random)")
 	fs.IntVar(&f.numImages, "num-images", 1, "images to generate, 1 to 4")
-	fs.StringVar(&f.format, "format", "jpeg", "output format: jpeg or png")
+	fs.StringVar(&f.format, "format", "jpeg", "output format: jpeg or png (the server's default is jpeg)")
 	fs.StringVar(&f.accel, "acceleration", "", "none, regular or high (default: the server's)")
 	fs.BoolVar(&f.sync, "sync", false, "sync_mode: images come back inline and are not kept in history")
 	fs.BoolVar(&f.noSafety, "no-safety-checker", false, "disable the safety checker")
@@ -250,10 +346,17 @@ func (f *inputFlags) build(fs *flag.FlagSet) (gen.Input, []wrapper.Option, error
 		bad = append(bad, wrapper.FieldError{Field: "--image", Message: "is required: a local image file or an http(s) URL"})
 	case strings.HasPrefix(f.image, "http://") || strings.HasPrefix(f.image, "https://") || strings.HasPrefix(f.image, "data:"):
 		in.ImageURL = f.image
+	case f.image == "-":
+		im, err := wrapper.ImageReader(stdin, 64<<20)
+		if err != nil {
+			bad = append(bad, wrapper.FieldError{Field: "--image", Message: "standard input: " + strings.ReplaceAll(err.Error(), "fluxi2i: ", "")})
+		} else {
+			opts = append(opts, wrapper.WithImage(im))
+		}
 	default:
 		im, err := wrapper.ImageFile(f.image)
 		if err != nil {
-			bad = append(bad, wrapper.FieldError{Field: "--image", Message: err.Error()})
+			bad = append(bad, wrapper.FieldError{Field: "--image", Message: strings.ReplaceAll(err.Error(), "fluxi2i: ", "")})
 		} else {
 			opts = append(opts, wrapper.WithImage(im))
 		}
@@ -325,6 +428,35 @@ func flagName(field string) string {
 	return field
 }
 
+// checkConfig checks the shared flags once parsed.
+func (a *app) checkConfig() error {
+	if a.timeout < 0 {
+		return &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--timeout", Message: fmt.Sprintf("%v is negative: give a duration such as 5m, or leave it out for no limit", a.timeout)}}}
+	}
+	return nil
+}
+
+// checkOut makes sure dir is, or can be made, a writable directory, before
+// anything is sent or paid for.
+func checkOut(dir string) error {
+	bad := func(msg string) error {
+		return &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--out", Message: msg}}}
+	}
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return bad(fmt.Sprintf("%s is a file, not a directory", dir))
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return bad(fmt.Sprintf("cannot create %s: %v", dir, errors.Unwrap(err)))
+	}
+	f, err := os.CreateTemp(dir, ".fluxi2i-check-*")
+	if err != nil {
+		return bad(fmt.Sprintf("cannot write into %s: %v", dir, errors.Unwrap(err)))
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}
+
 // fail reports err on stderr and returns its exit code.
 func (a *app) fail(err error) int {
 	code := exitFailure
@@ -351,6 +483,9 @@ func (a *app) fail(err error) int {
 			msg = fmt.Sprintf("%s: request %s may still be running; resume with: fluxi2i wait %s", what, je.RequestID, je.RequestID)
 		}
 	}
+	// One prefix, whatever the layers below added; nothing from the wire
+	// reaches the terminal unescaped.
+	msg = printable(strings.ReplaceAll(msg, "fluxi2i: ", ""))
 	fmt.Fprintln(a.stderr, "fluxi2i:", msg)
 	if a.asJSON {
 		a.printJSON(map[string]any{"error": msg, "exit_code": code})

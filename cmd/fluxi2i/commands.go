@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
@@ -27,6 +28,9 @@ func (a *app) run(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
+	if err := checkOut(*out); err != nil {
+		return a.fail(err)
+	}
 	c, err := a.client()
 	if err != nil {
 		return a.fail(err)
@@ -45,7 +49,7 @@ func (a *app) run(args []string) int {
 	opts = append(opts,
 		wrapper.WithOnQueued(func(q *wrapper.Queued) {
 			id = q.RequestID
-			p.line("request id: " + q.RequestID)
+			p.line("request id: " + printable(q.RequestID))
 		}),
 		wrapper.WithOnUpdate(p.update))
 	result, err := c.Run(ctx, input, opts...)
@@ -104,7 +108,7 @@ func (a *app) submit(args []string) int {
 	if a.asJSON {
 		a.printJSON(map[string]any{"request_id": q.RequestID, "queue_position": q.QueuePosition})
 	} else {
-		fmt.Fprintln(a.stdout, q.RequestID)
+		fmt.Fprintln(a.stdout, printable(q.RequestID))
 	}
 	return exitOK
 }
@@ -116,6 +120,9 @@ func (a *app) flagsOnly(fs *flag.FlagSet, args []string) (code int, done bool) {
 	pos, code, done := parse(fs, args)
 	if done {
 		return code, true
+	}
+	if err := a.checkConfig(); err != nil {
+		return a.fail(err), true
 	}
 	if len(pos) > 0 {
 		fmt.Fprintf(a.stderr, "%s: unexpected argument %q\n", fs.Name(), pos[0])
@@ -132,6 +139,9 @@ func (a *app) idCommand(fs *flag.FlagSet, args []string) (string, *wrapper.Clien
 	pos, code, done := parse(fs, args)
 	if done {
 		return "", nil, code
+	}
+	if err := a.checkConfig(); err != nil {
+		return "", nil, a.fail(err)
 	}
 	id, ok := a.oneID(fs, pos)
 	if !ok {
@@ -158,14 +168,17 @@ func (a *app) status(args []string) int {
 		a.stdout.Write(append(st.Raw, '\n'))
 		return exitOK
 	}
-	line := st.Status
+	line := printable(st.Status)
 	if st.QueuePosition != nil {
 		line += fmt.Sprintf(" (queue position %d)", *st.QueuePosition)
+	}
+	if e := endedWithout(st); e != "" {
+		line += ", without a result: " + e
 	}
 	fmt.Fprintln(a.stdout, line)
 	if st.Logs != nil {
 		for _, l := range *st.Logs {
-			fmt.Fprintln(a.stdout, "  "+l.Message)
+			fmt.Fprintln(a.stdout, "  "+printable(l.Message))
 		}
 	}
 	return exitOK
@@ -177,6 +190,9 @@ func (a *app) resultOrWait(name string, args []string) int {
 	id, c, code := a.idCommand(fs, args)
 	if c == nil {
 		return code
+	}
+	if err := checkOut(*out); err != nil {
+		return a.fail(err)
 	}
 	ctx, cancel := a.context()
 	defer cancel()
@@ -206,7 +222,13 @@ func (a *app) cancel(args []string) int {
 	defer cancel()
 	if err := c.Cancel(ctx, id); err != nil {
 		if errors.Is(err, wrapper.ErrAlreadyCompleted) {
-			fmt.Fprintf(a.stderr, "fluxi2i: request %s had already completed; fetch it with: fluxi2i result %s\n", id, id)
+			// A job that ended with an error (cancelled before, or failed)
+			// has no result to fetch: say so instead.
+			if st, serr := c.Status(ctx, id, false); serr == nil && endedWithout(st) != "" {
+				fmt.Fprintf(a.stderr, "fluxi2i: request %s had already ended without a result: %s\n", printable(id), endedWithout(st))
+			} else {
+				fmt.Fprintf(a.stderr, "fluxi2i: request %s had already completed; fetch it with: fluxi2i result %s\n", printable(id), printable(id))
+			}
 		}
 		return a.fail(err)
 	}
@@ -230,6 +252,33 @@ func newSimulatorServer(h http.Handler) *http.Server {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
+}
+
+// endedWithout describes how a job ended without a result (cancelled,
+// failed), or is "" when it did not.
+func endedWithout(st *wrapper.Status) string {
+	e, t := "", ""
+	if st.Error != nil {
+		e = *st.Error
+	}
+	if st.ErrorType != nil {
+		t = *st.ErrorType
+	}
+	switch {
+	case st.Status != wrapper.StatusCompleted && st.Status != wrapper.StatusInQueue && st.Status != wrapper.StatusInProgress:
+		if e == "" {
+			e = "the job ended as " + st.Status
+		}
+	case e == "" && t == "":
+		return ""
+	}
+	if t == "client_cancelled" && e == "" {
+		e = "cancelled"
+	}
+	if t != "" {
+		e = t + ": " + e
+	}
+	return printable(strings.TrimSuffix(e, ": "))
 }
 
 func (a *app) simulate(args []string) int {

@@ -37,9 +37,9 @@ func (p *progress) line(s string) {
 
 func (p *progress) update(s wrapper.Status) {
 	for _, l := range s.NewLogs {
-		p.line("  | " + strings.TrimRight(l.Message, "\n"))
+		p.line("  | " + printable(strings.TrimRight(l.Message, "\n")))
 	}
-	state := s.Status
+	state := printable(s.Status)
 	if s.QueuePosition != nil && s.Status == wrapper.StatusInQueue {
 		state += fmt.Sprintf(", queue position %d", *s.QueuePosition)
 	}
