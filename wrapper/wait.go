@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"iter"
+	"math/rand/v2"
 )
 
 // errStopped ends a watch whose consumer stopped listening.
@@ -180,8 +181,8 @@ func (w *watcher) pollRest(ctx context.Context) (Status, error) {
 }
 
 // poll polls the job's status until it ends: at once, then at an interval
-// that grows from pollFirst to pollMax, or as Retry-After says (never
-// sooner than pollFirst).
+// that grows from pollFirst to pollMax with up to 20 % jitter, or as
+// Retry-After says (never sooner than pollFirst).
 func (w *watcher) poll(ctx context.Context) error {
 	delay := w.s.pollFirst
 	for {
@@ -204,7 +205,9 @@ func (w *watcher) poll(ctx context.Context) error {
 			return nil
 		}
 		if wait < 0 {
-			wait = delay
+			// Up to a fifth more, at random: jobs submitted together do not
+			// poll together.
+			wait = delay + rand.N(delay/5+1)
 			delay = min(delay*3/2, w.s.pollMax)
 		}
 		wait = max(wait, w.s.pollFirst)
