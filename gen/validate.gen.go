@@ -5,17 +5,19 @@ package gen
 import (
 	"fmt"
 	"math"
+	"regexp"
 	"unicode/utf8"
 )
 
 var (
 	_ = math.IsNaN // in case no field is a number
 	_ = utf8.RuneCountInString
+	_ = regexp.MustCompile
 )
 
 // FieldViolation is one field of a value outside what the spec allows.
 type FieldViolation struct {
-	Field   string // the JSON name, e.g. "strength"
+	Field   string // the name in the spec, e.g. "strength"
 	Message string // what is wrong and what is allowed
 }
 
@@ -31,9 +33,10 @@ const (
 	InputStrengthMaximum          = 1    // strength
 )
 
-// ValidateInput checks in against the Input schema of the spec: its required
-// fields, string lengths, numeric ranges (NaN and infinities are refused)
-// and enums. It returns one FieldViolation per bad field, in field order.
+// ValidateInput checks in against the Input schema in the spec: required
+// fields, string lengths and patterns, numeric ranges (NaN and
+// infinities are refused) and enums. It returns one FieldViolation per
+// bad field, in name order.
 func ValidateInput(in *Input) []FieldViolation {
 	var bad []FieldViolation
 	add := func(field, format string, args ...any) {
@@ -81,3 +84,52 @@ func ValidateInput(in *Input) []FieldViolation {
 	}
 	return bad
 }
+
+// ValidateSubmitParams checks in against the submit operation's query and header parameters in the spec: required
+// fields, string lengths and patterns, numeric ranges (NaN and
+// infinities are refused) and enums. It returns one FieldViolation per
+// bad field, in name order.
+func ValidateSubmitParams(in *SubmitParams) []FieldViolation {
+	var bad []FieldViolation
+	add := func(field, format string, args ...any) {
+		bad = append(bad, FieldViolation{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	if v := in.XFalNoRetry; v != nil {
+		if !(*v).Valid() {
+			add("X-Fal-No-Retry", "%q is not allowed: use 1, true or yes (or leave it out)", *v)
+		}
+	}
+	if v := in.XFalObjectLifecyclePreference; v != nil {
+		if !pattern0.MatchString(*v) {
+			add("X-Fal-Object-Lifecycle-Preference", "%.40q does not match %s", *v, "^\\{.*\\}$")
+		}
+	}
+	if v := in.XFalQueuePriority; v != nil {
+		if !(*v).Valid() {
+			add("X-Fal-Queue-Priority", "%q is not allowed: use normal or low (or leave it out)", *v)
+		}
+	}
+	if v := in.XFalRequestTimeout; v != nil {
+		if math.IsNaN(float64(*v)) || math.IsInf(float64(*v), 0) {
+			add("X-Fal-Request-Timeout", "%v is not allowed: must be a finite number", *v)
+		} else if float64(*v) <= 1 {
+			add("X-Fal-Request-Timeout", "%v is out of range: allowed more than 1", *v)
+		}
+	}
+	if v := in.XFalStoreIO; v != nil {
+		if !(*v).Valid() {
+			add("X-Fal-Store-IO", "%q is not allowed: use 0 or 1 (or leave it out)", *v)
+		}
+	}
+	if v := in.FalMaxQueueLength; v != nil {
+		if float64(*v) < 0 {
+			add("fal_max_queue_length", "%v is out of range: allowed at least 0", *v)
+		}
+	}
+	return bad
+}
+
+// The spec's patterns.
+var (
+	pattern0 = regexp.MustCompile("^\\{.*\\}$")
+)

@@ -79,6 +79,9 @@ func (c *Client) submit(ctx context.Context, in gen.Input, s *settings) (*Queued
 	if err := Validate(in); err != nil {
 		return nil, err
 	}
+	if err := validateParams(&s.params); err != nil {
+		return nil, err
+	}
 	if s.image == nil {
 		body, err := json.Marshal(in)
 		if err != nil {

@@ -48,6 +48,19 @@ func Validate(in gen.Input) error {
 	return nil
 }
 
+// validateParams checks the submit's query and header parameters against
+// the spec (gen.ValidateSubmitParams, generated from it).
+func validateParams(p *gen.SubmitParams) error {
+	var bad []FieldError
+	for _, v := range gen.ValidateSubmitParams(p) {
+		bad = append(bad, FieldError{Field: v.Field, Message: v.Message})
+	}
+	if len(bad) > 0 {
+		return &InputError{Fields: bad}
+	}
+	return nil
+}
+
 // checkImageURL returns what is wrong with a non-empty image_url, or "".
 func checkImageURL(s string) string {
 	const allowed = "must be an http(s) URL or a base64 data URI of a " +

@@ -1,0 +1,339 @@
+// Package proxy serves fal's browser clients from a Go back end, so the
+// key stays on the server. A web page configures fal's own JS client
+// (@fal-ai/client) with proxyUrl; the browser then sends each request to
+// the app's server, the real target in the x-fal-target-url header, and the
+// Handler checks it, builds the request to the client's configured base URL
+// with gen (the spec's operations, nothing else), adds the credential and
+// forwards it, status stream included.
+//
+//	p, err := proxy.New(client, proxy.Authorize(func(r *http.Request) error {
+//		if sessionUser(r) == "" {
+//			return errors.New("sign in first")
+//		}
+//		return nil
+//	}), proxy.UserOf(sessionUser))
+//	if err != nil { ... }
+//	mux.Handle("/api/fal/proxy", p)
+//
+// Safe by default:
+//   - a missing x-fal-target-url is 400; a target that is not https on
+//     fal.run or fal.ai (or a subdomain) is 412; a fal target that is not
+//     one of this model's five queue operations on queue.fal.run (submit to
+//     fal-ai/flux-1/dev/image-to-image; status, status stream, result and
+//     cancel under fal-ai/flux-1/requests/) is 403, and never forwarded;
+//   - New refuses to build a handler without Authorize unless AllowAnyone
+//     is given; Authorize's error is 401 (403 when it wraps ErrForbidden);
+//   - the browser's Authorization header and cookies are never forwarded,
+//     and only the x-fal-* headers the spec defines, after the spec's
+//     checks; the server's credential never appears in a response;
+//   - a submit body is capped (413) and validated as Submit validates it
+//     (422 in fal's error shape) before anything is paid for;
+//   - with UserOf, the handler remembers which user submitted which request
+//     id (a bounded store), refuses one user's reads and cancels of
+//     another's jobs (403), and caps each user's jobs in flight (429).
+//
+// Each forwarded request is logged with slog (method, operation, request
+// id, status, duration; never the key), and Stats counts what was
+// forwarded and refused.
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/internal/bridge"
+)
+
+// TargetHeader carries the request's real target, as fal's JS client sends
+// it with proxyUrl.
+const TargetHeader = "X-Fal-Target-Url"
+
+// ErrForbidden, wrapped by an Authorize error, makes the answer 403 instead
+// of 401: the user is known, and not allowed.
+var ErrForbidden = errors.New("proxy: forbidden")
+
+// Handler is the proxy: an http.Handler.
+type Handler struct {
+	f      bridge.Forwarder
+	server string // the base URL, with the trailing slash gen's builders want
+	cfg    config
+	routes *http.ServeMux // gen's routes of the spec: what may pass
+	jobs   *jobStore
+	stats  counters
+}
+
+type config struct {
+	authorize  func(*http.Request) error
+	anyone     bool
+	userOf     func(*http.Request) string
+	perUser    int
+	tracked    int
+	inFlight   time.Duration
+	origins    map[string]bool
+	log        *slog.Logger
+	maxBody    int64
+	configured map[string]bool
+}
+
+// Option configures a Handler.
+type Option func(*config) error
+
+// Authorize is the app's own check of the browser's request (its session,
+// its token): an error refuses the request with 401, or 403 when the error
+// wraps ErrForbidden, before anything is forwarded.
+func Authorize(fn func(r *http.Request) error) Option {
+	return func(c *config) error {
+		if fn == nil {
+			return errors.New("proxy: Authorize(nil)")
+		}
+		c.authorize = fn
+		return nil
+	}
+}
+
+// AllowAnyone lets unauthenticated requests through: anyone who can reach
+// the handler can run this model on the key's bill. Only for development,
+// or behind an authenticating front.
+func AllowAnyone() Option {
+	return func(c *config) error { c.anyone = true; return nil }
+}
+
+// UserOf names the app's user of a request (after Authorize). With it the
+// handler remembers which user submitted which request id, refuses other
+// users' status, result and cancel calls for it (403), and caps each
+// user's jobs in flight (JobsPerUser).
+func UserOf(fn func(r *http.Request) string) Option {
+	return func(c *config) error {
+		if fn == nil {
+			return errors.New("proxy: UserOf(nil)")
+		}
+		c.userOf = fn
+		return nil
+	}
+}
+
+// JobsPerUser caps the jobs a user has in flight (default 10; 0: no cap):
+// submitted and neither fetched, cancelled nor older than an hour. A
+// submit past it is refused with 429.
+func JobsPerUser(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("proxy: JobsPerUser(%d): must be 0 or more", n)
+		}
+		c.perUser = n
+		return nil
+	}
+}
+
+// TrackedJobs bounds how many request ids the handler remembers (default
+// 100,000); past it the oldest are forgotten, and their users can no
+// longer reach them through the proxy.
+func TrackedJobs(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("proxy: TrackedJobs(%d): must be at least 1", n)
+		}
+		c.tracked = n
+		return nil
+	}
+}
+
+// CORS lets pages on these origins (scheme://host[:port]) call the
+// handler from another origin. Off by default: same-origin pages only.
+func CORS(origins ...string) Option {
+	return func(c *config) error {
+		for _, o := range origins {
+			u, err := url.Parse(o)
+			if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+				return fmt.Errorf("proxy: CORS origin %q: want scheme://host[:port]", o)
+			}
+			c.origins[strings.ToLower(u.Scheme+"://"+u.Host)] = true
+		}
+		return nil
+	}
+}
+
+// Logger logs each forwarded and refused request (default: none).
+func Logger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l != nil {
+			c.log = l
+		}
+		return nil
+	}
+}
+
+// MaxBodyBytes caps a submit body (default 32 MiB: a 24 MiB image as a
+// data URI).
+func MaxBodyBytes(n int64) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("proxy: MaxBodyBytes(%d): must be positive", n)
+		}
+		c.maxBody = n
+		return nil
+	}
+}
+
+// New returns the proxy for client: it forwards to the client's configured
+// base URL with its credential, so the same handler fronts fal, the
+// aggregator or the simulator. It fails without Authorize or AllowAnyone.
+func New(client *wrapper.Client, opts ...Option) (*Handler, error) {
+	if client == nil {
+		return nil, errors.New("proxy: nil client")
+	}
+	cfg := config{
+		perUser:  10,
+		tracked:  100_000,
+		inFlight: time.Hour,
+		origins:  map[string]bool{},
+		log:      slog.New(slog.DiscardHandler),
+		maxBody:  32 << 20,
+	}
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.authorize == nil && !cfg.anyone {
+		return nil, errors.New("proxy: no Authorize: give the app's user check, or AllowAnyone to let anyone run the model on this key")
+	}
+	f := bridge.Of(client)
+	h := &Handler{f: f, server: f.Server() + "/", cfg: cfg, routes: http.NewServeMux(), jobs: newJobStore(cfg.tracked, cfg.inFlight)}
+	gen.HandlerWithOptions(operations{h}, gen.StdHTTPServerOptions{
+		BaseRouter: h.routes,
+		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			h.refuse(w, r, http.StatusBadRequest, "parameter", err.Error())
+		},
+	})
+	return h, nil
+}
+
+// Stats counts what a Handler did.
+type Stats struct {
+	Forwarded int64 // requests forwarded upstream
+	// Refused counts the requests refused, by reason: "target" (400, 412),
+	// "operation" (403: another model or operation), "auth" (401, 403),
+	// "owner" (403: another user's job), "limit" (429), "input" (413, 422),
+	// "parameter" (400), "method" (405), "upstream" (502).
+	Refused map[string]int64
+}
+
+type counters struct {
+	forwarded atomic.Int64
+	refused   [9]atomic.Int64
+}
+
+var reasons = [...]string{"target", "operation", "auth", "owner", "limit", "input", "parameter", "method", "upstream"}
+
+// Stats returns the handler's counters.
+func (h *Handler) Stats() Stats {
+	s := Stats{Forwarded: h.stats.forwarded.Load(), Refused: map[string]int64{}}
+	for i, r := range reasons {
+		if n := h.stats.refused[i].Load(); n > 0 {
+			s.Refused[r] = n
+		}
+	}
+	return s
+}
+
+// ServeHTTP checks the request and forwards it.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.cors(w, r) {
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodPost, http.MethodPut:
+	default:
+		w.Header().Set("Allow", "GET, POST, PUT")
+		h.refuse(w, r, http.StatusMethodNotAllowed, "method", "the proxy forwards GET, POST and PUT")
+		return
+	}
+	raw := r.Header.Get(TargetHeader)
+	if raw == "" {
+		h.refuse(w, r, http.StatusBadRequest, "target", "missing the "+TargetHeader+" header")
+		return
+	}
+	target, err := url.Parse(raw)
+	if err != nil || target.Scheme != "https" || !falHost(target.Hostname()) || target.User != nil || target.Port() != "" {
+		h.refuse(w, r, http.StatusPreconditionFailed, "target", "the target must be an https URL on fal.run or fal.ai")
+		return
+	}
+	if err := h.authorized(r); err != nil {
+		code := http.StatusUnauthorized
+		if errors.Is(err, ErrForbidden) {
+			code = http.StatusForbidden
+		}
+		h.refuse(w, r, code, "auth", err.Error())
+		return
+	}
+	// Only the queue of this model, as the spec's routes match it.
+	tr := r.Clone(withCall(r.Context(), &call{h: h, w: w, orig: r}))
+	tr.URL = &url.URL{Path: target.Path, RawPath: target.RawPath, RawQuery: target.RawQuery}
+	tr.Host, tr.RequestURI = "", ""
+	if _, pattern := h.routes.Handler(tr); pattern == "" || !strings.EqualFold(target.Hostname(), "queue.fal.run") {
+		h.refuse(w, r, http.StatusForbidden, "operation", "only fal-ai/flux-1/dev/image-to-image's queue operations on queue.fal.run are proxied")
+		return
+	}
+	h.routes.ServeHTTP(w, tr)
+}
+
+func (h *Handler) authorized(r *http.Request) error {
+	if h.cfg.authorize == nil {
+		return nil // AllowAnyone
+	}
+	return h.cfg.authorize(r)
+}
+
+// falHost reports fal.run, fal.ai and their subdomains.
+func falHost(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, d := range []string{"fal.run", "fal.ai"} {
+		if host == d || strings.HasSuffix(host, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+// cors answers a preflight, or marks an allowed origin's request; it
+// reports whether the request was answered.
+func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	allowed := origin != "" && h.cfg.origins[strings.ToLower(origin)]
+	if allowed {
+		w.Header().Set("Access-Control-Allow-Origin", origin)
+		w.Header().Add("Vary", "Origin")
+	}
+	if r.Method != http.MethodOptions {
+		return false
+	}
+	if !allowed {
+		h.refuse(w, r, http.StatusForbidden, "auth", "origin not allowed")
+		return true
+	}
+	w.Header().Set("Access-Control-Allow-Methods", "GET, POST, PUT")
+	w.Header().Set("Access-Control-Allow-Headers", "Content-Type, Accept, Authorization, "+TargetHeader+", X-Fal-Queue-Priority, X-Fal-Runner-Hint, X-Fal-Request-Timeout, X-Fal-Store-Io, X-Fal-Object-Lifecycle-Preference, X-Fal-No-Retry")
+	w.Header().Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+	return true
+}
+
+// refuse answers in fal's error shape, counts and logs the refusal.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, code int, reason, detail string) {
+	for i, rs := range reasons {
+		if rs == reason {
+			h.stats.refused[i].Add(1)
+		}
+	}
+	h.cfg.log.Warn("fluxi2i proxy: refused", "method", r.Method, "status", code, "reason", reason, "detail", detail)
+	writeJSON(w, code, map[string]any{"detail": detail})
+}
