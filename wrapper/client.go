@@ -168,10 +168,10 @@ func (s *settings) setAuth(scheme, key string) error {
 // call returns the client's settings with opts applied for a call that
 // provides have.
 func (c *Client) call(have scope, name string, opts []Option) (*settings, error) {
-	s := c.set
 	if len(opts) == 0 {
-		return &s, nil
+		return &c.set, nil // read only: no copy needed
 	}
+	s := c.set
 	if err := s.apply(have, name, opts); err != nil {
 		return nil, err
 	}
