@@ -43,6 +43,7 @@ Usage:
   fluxi2i wait     REQUEST_ID [--out DIR]
   fluxi2i cancel   REQUEST_ID
   fluxi2i simulate [--addr HOST:PORT] [--api-key KEY] [--fetch-images]
+  fluxi2i proxy    [--addr HOST:PORT] [--base-url URL] [--api-key KEY] [--allow-anyone] [--cors ORIGIN]
   fluxi2i version
   fluxi2i help     [COMMAND]
 
@@ -83,6 +84,8 @@ func Main(ctx context.Context, args []string, env map[string]string, stdout, std
 		return a.cancel(rest)
 	case "simulate":
 		return a.simulate(rest)
+	case "proxy":
+		return a.proxy(rest)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionLine())
 		return exitOK
@@ -99,7 +102,7 @@ func Main(ctx context.Context, args []string, env map[string]string, stdout, std
 }
 
 // commands are the subcommands, for help and suggestions.
-var commands = map[string]bool{"run": true, "submit": true, "status": true, "result": true, "wait": true, "cancel": true, "simulate": true, "version": true}
+var commands = map[string]bool{"run": true, "submit": true, "status": true, "result": true, "wait": true, "cancel": true, "simulate": true, "proxy": true, "version": true}
 
 // suggest is the command a mistyped one most likely meant: within two
 // edits, or one it is a prefix of.

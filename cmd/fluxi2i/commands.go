@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/proxy"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 )
 
@@ -240,11 +242,90 @@ func (a *app) cancel(args []string) int {
 	return exitOK
 }
 
-// newSimulatorServer serves h with the limits that make it safe to expose:
+// proxy serves wrapper/proxy at /api/fal/proxy, for fal's browser clients
+// (proxyUrl): in front of the configured base URL, or of the built-in
+// simulator when there is no key.
+func (a *app) proxy(args []string) int {
+	fs := a.flags("proxy", "[--addr HOST:PORT] [--base-url URL] [--api-key KEY] [--allow-anyone] [--cors ORIGIN]")
+	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
+	anyone := fs.Bool("allow-anyone", false, "let anyone who can reach a non-loopback --addr use the key (a loopback address allows anyone by default)")
+	var origins stringList
+	fs.Var(&origins, "cors", "allow pages of this origin (scheme://host[:port]) to call the proxy; repeatable")
+	if code, done := a.flagsOnly(fs, args); done {
+		return code
+	}
+	host, _, err := net.SplitHostPort(*addr)
+	if err != nil {
+		return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--addr", Message: err.Error()}}})
+	}
+	loopback := isLoopback(host)
+	if !loopback && !*anyone {
+		return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--addr", Message: host + " is not a loopback address: anyone who reaches it could run the model on this key; add --allow-anyone to mean it, or serve wrapper/proxy with your own Authorize"}}})
+	}
+	c, err := a.client()
+	if err != nil {
+		return a.fail(err)
+	}
+	upstream := ""
+	if c == nil {
+		var stop func()
+		if c, stop, err = a.localSimulator(); err != nil {
+			return a.fail(err)
+		}
+		defer stop()
+		upstream = " (the built-in local simulator, NOT the real model)"
+	}
+	opts := []proxy.Option{proxy.AllowAnyone(), proxy.Logger(slog.New(slog.NewTextHandler(a.stderr, nil)))}
+	if len(origins) > 0 {
+		opts = append(opts, proxy.CORS(origins...))
+	}
+	h, err := proxy.New(c, opts...)
+	if err != nil {
+		return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--cors", Message: err.Error()}}})
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return a.fail(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/api/fal/proxy", h)
+	srv := newServer(mux)
+	fmt.Fprintf(a.stderr, "fluxi2i proxy: serving fal's proxyUrl protocol at http://%s/api/fal/proxy, in front of %s%s\n", ln.Addr(), c.BaseURL(), upstream)
+	if loopback {
+		fmt.Fprintln(a.stderr, "fluxi2i proxy: anyone who can reach this loopback address may use it (no Authorize): for development only")
+	} else {
+		fmt.Fprintln(a.stderr, "fluxi2i proxy: --allow-anyone: anyone who can reach this address may run the model on this key")
+	}
+	return a.serve(srv, ln)
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// serve runs srv on ln until the context ends.
+func (a *app) serve(srv *http.Server, ln net.Listener) int {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-a.ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		<-errc
+		return exitOK
+	case err := <-errc:
+		return a.fail(err)
+	}
+}
+
+// newServer serves h with the limits that make it safe to expose:
 // slow or idle connections are dropped (headers within 10 s, a request
 // within 2 min, 60 s idle), headers are capped at 64 KiB. Write time is
 // not bounded: a status stream lasts as long as its job.
-func newSimulatorServer(h http.Handler) *http.Server {
+func newServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -299,19 +380,8 @@ func (a *app) simulate(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	srv := newSimulatorServer(queuetest.New(opts...))
+	srv := newServer(queuetest.New(opts...))
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: serving the local simulator (NOT the real model) at http://%s\n", ln.Addr())
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: point clients at it, e.g. fluxi2i run --base-url http://%s ...\n", ln.Addr())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case <-a.ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-		<-errc
-		return exitOK
-	case err := <-errc:
-		return a.fail(err)
-	}
+	return a.serve(srv, ln)
 }

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +17,7 @@ import (
 // The exposed simulator drops connections that dribble their headers or
 // sit idle, instead of holding them forever.
 func TestSimulatorServerDropsSlowConnections(t *testing.T) {
-	srv := newSimulatorServer(http.NotFoundHandler())
+	srv := newServer(http.NotFoundHandler())
 	assert.Equal(t, 10*time.Second, srv.ReadHeaderTimeout)
 	assert.Equal(t, 2*time.Minute, srv.ReadTimeout)
 	assert.Equal(t, 60*time.Second, srv.IdleTimeout)
@@ -35,4 +38,45 @@ func TestSimulatorServerDropsSlowConnections(t *testing.T) {
 	_, err = io.ReadAll(conn)
 	require.NoError(t, err, "the server closed the connection")
 	assert.Less(t, time.Since(start), 3*time.Second)
+}
+
+// `fluxi2i proxy` lets anyone in only on a loopback address, unless told.
+func TestProxyRefusesAnOpenAddressUnlessTold(t *testing.T) {
+	r := cli(t, context.Background(), nil, "proxy", "--addr", "0.0.0.0:0", "--api-key", "k")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "--allow-anyone")
+	r = cli(t, context.Background(), nil, "proxy", "--addr", "127.0.0.1:0", "--cors", "not an origin")
+	assert.Equal(t, 2, r.code, r.stderr)
+}
+
+// `fluxi2i proxy` with no key fronts the built-in simulator and says so.
+func TestProxyCommandServes(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int)
+	go func() { done <- Main(ctx, []string{"proxy", "--addr", "127.0.0.1:0"}, nil, &out, &errb) }()
+	re := regexp.MustCompile(`http://(127\.0\.0\.1:\d+)/api/fal/proxy`)
+	var addr string
+	for range 100 {
+		if m := re.FindStringSubmatch(errb.String()); m != nil {
+			addr = m[1]
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.NotEmpty(t, addr, errb.String())
+	assert.Contains(t, errb.String(), "NOT the real model")
+	assert.Contains(t, errb.String(), "anyone who can reach this loopback address")
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/api/fal/proxy", strings.NewReader(`{"image_url":"https://example.com/input.jpg","prompt":"p"}`))
+	req.Header.Set("X-Fal-Target-Url", "https://queue.fal.run/fal-ai/flux-1/dev/image-to-image")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode, string(b))
+	assert.Contains(t, string(b), `"request_id"`)
+	cancel()
+	assert.Equal(t, 0, <-done)
+	assert.Contains(t, errb.String(), "operation=submit")
 }
