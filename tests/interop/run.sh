@@ -1,19 +1,48 @@
 #!/usr/bin/env bash
-# make interop: fal's own JS client against `fluxi2i simulate`.
-# Needs Node.js 18+ and the npm registry.
+# make interop: fal's own JS client, unchanged, against `fluxi2i simulate`,
+# then through `fluxi2i proxy` in front of it (proxyUrl, no credentials in
+# the client). Needs Node.js 18+ and the npm registry.
 set -euo pipefail
 cd "$(dirname "$0")"
 root=../..
 npm install --no-audit --no-fund --silent
 tmp=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 (cd "$root" && go build -o "$tmp/fluxi2i" ./cmd/fluxi2i)
+
+# addr LOG: the first http://127.0.0.1:PORT the log names.
+addr() {
+  for _ in $(seq 50); do
+    a=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$1" | head -1 || true)
+    [ -n "$a" ] && { echo "$a"; return; }
+    sleep 0.1
+  done
+  cat "$1" >&2
+  return 1
+}
+
 "$tmp/fluxi2i" simulate --addr 127.0.0.1:0 --api-key interop-key --queue-time 300ms --run-time 600ms 2>"$tmp/sim.log" &
-pid=$!
-for _ in $(seq 50); do
-  addr=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$tmp/sim.log" | head -1 || true)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { cat "$tmp/sim.log"; exit 1; }
-SIM="$addr" KEY=interop-key IMG="$root/cmd/fluxi2i/testdata/sample.png" node fal-js.mjs
+pids+=($!)
+sim=$(addr "$tmp/sim.log")
+SIM="$sim" KEY=interop-key IMG="$root/cmd/fluxi2i/testdata/sample.png" node fal-js.mjs
+
+# The proxy holds the key; the JS client has none. A quicker simulator
+# behind it, so the proxy's CPU is measured over requests, not idle time.
+"$tmp/fluxi2i" simulate --addr 127.0.0.1:0 --api-key interop-key --queue-time 50ms --run-time 100ms 2>"$tmp/sim2.log" &
+pids+=($!)
+sim2=$(addr "$tmp/sim2.log")
+"$tmp/fluxi2i" proxy --addr 127.0.0.1:0 --base-url "$sim2" --api-key interop-key 2>"$tmp/proxy.log" &
+proxy_pid=$!
+pids+=($proxy_pid)
+proxy=$(addr "$tmp/proxy.log")
+cpu() { awk '{print $14 + $15}' "/proc/$proxy_pid/stat"; }
+before=$(cpu)
+ROUNDS="${ROUNDS:-1}" PROXY="$proxy" IMG="$root/cmd/fluxi2i/testdata/sample.png" node fal-js-proxy.mjs
+after=$(cpu)
+forwarded=$(grep -c 'fluxi2i proxy: forwarded' "$tmp/proxy.log" || true)
+rss=$(awk '/VmHWM/ {print $2}' "/proc/$proxy_pid/status")
+hz=$(getconf CLK_TCK)
+ms=$(( (after - before) * 1000 / hz ))
+echo "proxy: $forwarded requests forwarded, $ms ms of CPU ($(( ms * 1000 / (forwarded > 0 ? forwarded : 1) )) us each), peak RSS $(( rss / 1024 )) MB"
+! grep -q 'interop-key' "$tmp/proxy.log" || { echo "the key reached the proxy's log" >&2; exit 1; }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
@@ -203,10 +204,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Requ
 	h.cfg.log.Info("fluxi2i proxy: forwarded", "method", r.Method, "operation", op, "request_id", id, "status", resp.StatusCode, "duration", time.Since(start))
 }
 
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // copyFlushing copies src to w, flushing after every read of a stream.
 func copyFlushing(w http.ResponseWriter, src io.Reader, flush bool) {
 	rc := http.NewResponseController(w)
-	buf := make([]byte, 32<<10)
+	bp := buffers.Get().(*[]byte)
+	defer buffers.Put(bp)
+	buf := *bp
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {

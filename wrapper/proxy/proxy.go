@@ -214,6 +214,11 @@ func New(client *wrapper.Client, opts ...Option) (*Handler, error) {
 			h.refuse(w, r, http.StatusBadRequest, "parameter", err.Error())
 		},
 	})
+	// Whatever the spec's routes do not match (another path, or a method
+	// the operation does not take) is refused.
+	h.routes.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		h.refuse(w, r, http.StatusForbidden, "operation", "only fal-ai/flux-1/dev/image-to-image's queue operations on queue.fal.run are proxied")
+	})
 	return h, nil
 }
 
@@ -275,14 +280,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, code, "auth", err.Error())
 		return
 	}
-	// Only the queue of this model, as the spec's routes match it.
-	tr := r.Clone(withCall(r.Context(), &call{h: h, w: w, orig: r}))
-	tr.URL = &url.URL{Path: target.Path, RawPath: target.RawPath, RawQuery: target.RawQuery}
-	tr.Host, tr.RequestURI = "", ""
-	if _, pattern := h.routes.Handler(tr); pattern == "" || !strings.EqualFold(target.Hostname(), "queue.fal.run") {
+	if !strings.EqualFold(target.Hostname(), "queue.fal.run") {
 		h.refuse(w, r, http.StatusForbidden, "operation", "only fal-ai/flux-1/dev/image-to-image's queue operations on queue.fal.run are proxied")
 		return
 	}
+	// Only the queue of this model, as the spec's routes match it: the
+	// target's path and query, the browser's method, headers and body.
+	tr := r.WithContext(withCall(r.Context(), &call{h: h, w: w, orig: r}))
+	tr.URL = &url.URL{Path: target.Path, RawPath: target.RawPath, RawQuery: target.RawQuery}
+	tr.Host, tr.RequestURI = "", ""
 	h.routes.ServeHTTP(w, tr)
 }
 
