@@ -299,3 +299,26 @@ func TestUpdatesStopsWhenTheLoopBreaks(t *testing.T) {
 
 var _ = json.Marshal
 var _ = errors.Is
+
+// A 429 is the account's limit: every call of the client waits it out, not
+// only the request that got it.
+func TestA429SlowsTheWholeClient(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(0), queuetest.RunTime(0)})
+		srv.Inject(queuetest.OpSubmit, queuetest.Fail(429).RetryAfter(5))
+		start := time.Now()
+		done := make(chan time.Duration, 3)
+		for i := range 3 {
+			go func() {
+				time.Sleep(time.Duration(i) * 100 * time.Millisecond) // the first one meets the 429
+				_, err := c.Submit(context.Background(), input())
+				assert.NoError(t, err)
+				done <- time.Since(start)
+			}()
+		}
+		for range 3 {
+			assert.GreaterOrEqual(t, <-done, 5*time.Second, "every submit waited out the 429")
+		}
+		assert.EqualValues(t, 4, srv.Stats().Submits, "one refused, three accepted, none sent during the pause")
+	})
+}

@@ -150,6 +150,11 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 		if err := ctx.Err(); err != nil {
 			return fail(n-1, err) // nothing more was sent
 		}
+		if !o.download {
+			if err := c.waitPause(ctx); err != nil {
+				return fail(n-1, err)
+			}
+		}
 		x := &exchange{op: o.name, id: o.id, stream: o.stream, download: o.download}
 		err := try(x.begin(ctx, s.idle), x)
 		if err == nil {
@@ -174,6 +179,9 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 			return fail(n, err)
 		}
 		wait := retryDelay(out, min(n, 30), s.backoff, s.pollFirst, time.Now())
+		if out.status == http.StatusTooManyRequests {
+			c.pause(wait) // the account's limit: every call of this client waits
+		}
 		c.set.log.Debug("fluxi2i: retrying", "op", o.name, "request_id", o.id, "attempt", n+1, "wait", wait, "error", err)
 		if err := sleep(ctx, wait); err != nil {
 			return fail(n, err)
@@ -185,6 +193,28 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 				"attempt", n+1, "error", err)
 		}
 	}
+}
+
+// pause makes every API call of the client wait d from now before its next
+// attempt: a 429 is the account's limit, so the client slows down as a
+// whole (a batch of jobs together), not one request at a time.
+func (c *Client) pause(d time.Duration) {
+	until := time.Now().Add(d).UnixNano()
+	for {
+		cur := c.paused.Load()
+		if cur >= until || c.paused.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
+// waitPause waits out a pause, or until ctx ends.
+func (c *Client) waitPause(ctx context.Context) error {
+	until := c.paused.Load()
+	if until == 0 {
+		return nil
+	}
+	return sleep(ctx, time.Until(time.Unix(0, until)))
 }
 
 // sleep waits d or until ctx ends.
