@@ -1,0 +1,357 @@
+// Package batch runs many image-to-image jobs with one client, and loses
+// nothing when the process dies: every job's progress is in a journal, and
+// running the same batch again resumes it.
+//
+//	sum, err := batch.Run(ctx, client, jobs, batch.Config{Dir: "out"})
+//
+// # The journal
+//
+// Dir holds the jobs' images (ID-N.ext) and the journal, Dir/journal.jsonl:
+// JSON Lines, one record per change of a job's state, appended and synced
+// to disk before the batch goes on. A record is
+//
+//	{"id":"cat","state":"intent"}                                     before the submit is sent
+//	{"id":"cat","state":"queued","request_id":"…"}                    as soon as the request id is known
+//	{"id":"cat","state":"done","request_id":"…","files":["cat-0.jpeg"],"billable_units":1}
+//	{"id":"cat","state":"failed","request_id":"…","error":"…"}        a definite failure (the model refused the input, …)
+//
+// (with "t", the time, on each). A torn last line, from a crash while it
+// was written, is ignored. Images are written whole, synced, and renamed
+// into place before their "done" record.
+//
+// # Resuming
+//
+// Run with the same Dir reads the journal first. A job whose last record
+// is done is skipped when its files are all there (checked, not trusted;
+// otherwise it is fetched again by its request id). A job with a request
+// id is waited on by that id: never submitted again. A job with an intent
+// and no request id may or may not have reached the server: by default it
+// is submitted again and reported as a possible duplicate; with AtMostOnce
+// it is reported as outcome unknown and left to the user. A failed job is
+// tried again. A batch whose jobs are all done makes no request at all.
+//
+// # Pace
+//
+// At most Concurrency jobs are in flight. A 429 pauses the whole client for
+// its Retry-After (the account's limit, see wrapper), so the batch slows
+// down as one. Closing Config.Stop stops submitting and lets the jobs in
+// flight finish; ending ctx also cancels them on the server.
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper"
+)
+
+// DefaultConcurrency is twice fal's starting per-account concurrency (2):
+// two jobs run while two wait in the queue, so the account is never idle
+// between jobs, and a new account's queue stays short. Accounts allowed
+// more (up to 40) should raise it.
+const DefaultConcurrency = 4
+
+// JournalName is the journal's file name in Config.Dir.
+const JournalName = "journal.jsonl"
+
+// Job is one image to make.
+type Job struct {
+	// ID names the job in the journal and its files (ID-0.jpeg, ...): unique
+	// in the batch, a plain file name.
+	ID string
+	// Input is the model's input. Its ImageURL may be left empty when
+	// ImageFile is set.
+	Input gen.Input
+	// ImageFile, when set, is a local image streamed into the request as
+	// image_url.
+	ImageFile string
+}
+
+// Outcome is how one job ended in this run.
+type Outcome struct {
+	ID, RequestID string
+	Files         []string // the images, in Config.Dir
+	BillableUnits float64  // what the server reported billing (0: nothing reported)
+	// Skipped: done in an earlier run, files checked.
+	Skipped bool
+	// PossibleDuplicate: an earlier run may have submitted it too (it died
+	// between sending the submit and learning the request id).
+	PossibleDuplicate bool
+	// Err is why the job has no images: a *wrapper.JobError or
+	// *wrapper.SubmitError naming what is known, ErrOutcomeUnknown (with
+	// AtMostOnce), or the context's error for a job not started.
+	Err error
+}
+
+// ErrOutcomeUnknown is the Err of a job an earlier run may have submitted
+// without learning its request id, left alone because of AtMostOnce.
+var ErrOutcomeUnknown = errors.New("batch: an earlier run may have submitted this job and did not learn its request id; not submitted again (at most once)")
+
+// Summary counts a run.
+type Summary struct {
+	Total, Done, Failed, Skipped, PossibleDuplicates, Unknown int
+	BillableUnits                                             float64
+	// Failures are the failed jobs' outcomes, with their reasons.
+	Failures []Outcome
+}
+
+// Config is how a batch runs.
+type Config struct {
+	// Dir is where the images and the journal go (created if needed).
+	Dir string
+	// Concurrency is how many jobs are in flight at once (default
+	// DefaultConcurrency).
+	Concurrency int
+	// AtMostOnce never submits a job twice: submits are at-most-once, and a
+	// job an earlier run may have submitted without learning its id is
+	// reported, not submitted again.
+	AtMostOnce bool
+	// OnOutcome is called with each job's outcome as it ends (serially).
+	OnOutcome func(Outcome)
+	// OnProgress is called whenever a job starts or ends (serially).
+	OnProgress func(Progress)
+	// Stop, when closed, stops submitting: jobs in flight go on to the end.
+	Stop <-chan struct{}
+}
+
+// Progress is the batch's state at one moment.
+type Progress struct {
+	Total, Done, Failed, Skipped, InFlight int
+}
+
+// Run runs jobs with c. Every job is checked (input, IDs, image files)
+// before the first request; a bad one is an error naming it, and nothing is
+// sent. The summary counts this run; its error is only for what stopped the
+// batch as a whole (bad jobs, the journal, ctx).
+func Run(ctx context.Context, c *wrapper.Client, jobs []Job, cfg Config) (Summary, error) {
+	sum := Summary{Total: len(jobs)}
+	if err := Check(jobs); err != nil {
+		return sum, err
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return sum, fmt.Errorf("batch: %w", err)
+	}
+	past, err := readJournal(filepath.Join(cfg.Dir, JournalName))
+	if err != nil {
+		return sum, err
+	}
+	jr, err := openJournal(filepath.Join(cfg.Dir, JournalName))
+	if err != nil {
+		return sum, err
+	}
+	defer jr.close()
+
+	r := &runner{c: c, cfg: cfg, jr: jr, sum: &sum}
+	r.progress.Total = len(jobs)
+	slots := make(chan struct{}, cfg.Concurrency)
+	var wg sync.WaitGroup
+	var runErr error
+	for _, j := range jobs {
+		rec, seen := past[j.ID]
+		if seen && rec.State == stateDone && filesThere(cfg.Dir, rec.Files) {
+			r.finish(Outcome{ID: j.ID, RequestID: rec.RequestID, Files: rec.Files, BillableUnits: rec.BillableUnits, Skipped: true})
+			continue
+		}
+		if !acquire(ctx, cfg.Stop, slots) {
+			break
+		}
+		r.started()
+		wg.Go(func() {
+			defer func() { <-slots }()
+			r.finish(r.job(ctx, j, rec, seen))
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		runErr = err
+	}
+	if err := jr.err(); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	return sum, runErr
+}
+
+// acquire takes a slot for one more job; false when the batch must not
+// start another (stopped, or ctx ended).
+func acquire(ctx context.Context, stop <-chan struct{}, slots chan struct{}) bool {
+	select {
+	case <-stop: // nil: never
+		return false
+	case <-ctx.Done():
+		return false
+	default:
+	}
+	select {
+	case slots <- struct{}{}:
+	case <-stop:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+	select {
+	case <-stop:
+	case <-ctx.Done():
+	default:
+		return true
+	}
+	<-slots // stopped meanwhile: give it back
+	return false
+}
+
+// runner is one run's shared state.
+type runner struct {
+	c   *wrapper.Client
+	cfg Config
+	jr  *journal
+
+	mu       sync.Mutex
+	sum      *Summary
+	progress Progress
+}
+
+func (r *runner) started() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.progress.InFlight++
+	if r.cfg.OnProgress != nil {
+		r.cfg.OnProgress(r.progress)
+	}
+}
+
+// finish counts an outcome and reports it.
+func (r *runner) finish(o Outcome) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sum
+	switch {
+	case o.Skipped:
+		s.Skipped++
+		r.progress.Skipped++
+	case errors.Is(o.Err, ErrOutcomeUnknown):
+		s.Unknown++
+		s.Failures = append(s.Failures, o)
+		r.progress.Failed++
+	case o.Err != nil:
+		s.Failed++
+		s.Failures = append(s.Failures, o)
+		r.progress.Failed++
+	default:
+		s.Done++
+		r.progress.Done++
+	}
+	if o.PossibleDuplicate {
+		s.PossibleDuplicates++
+	}
+	s.BillableUnits += o.BillableUnits
+	if !o.Skipped {
+		r.progress.InFlight--
+	}
+	if r.cfg.OnOutcome != nil {
+		r.cfg.OnOutcome(o)
+	}
+	if r.cfg.OnProgress != nil {
+		r.cfg.OnProgress(r.progress)
+	}
+}
+
+// job runs one job from where the journal left it.
+func (r *runner) job(ctx context.Context, j Job, rec record, seen bool) Outcome {
+	o := Outcome{ID: j.ID}
+	var res *wrapper.Result
+	var err error
+	switch {
+	case seen && rec.RequestID != "" && rec.State != stateFailed:
+		// Queued, or done with files missing: fetch it by its id.
+		o.RequestID = rec.RequestID
+		res, err = r.c.Wait(ctx, rec.RequestID)
+		if errors.Is(err, wrapper.ErrNotFound) && rec.State == stateDone {
+			// Expired at the server: make it again.
+			res, err = r.submit(ctx, j, &o)
+		}
+	case seen && (rec.State == stateIntent || rec.State == stateUnknown) && r.cfg.AtMostOnce:
+		o.Err = ErrOutcomeUnknown
+		return o
+	default:
+		o.PossibleDuplicate = seen && (rec.State == stateIntent || rec.State == stateUnknown)
+		res, err = r.submit(ctx, j, &o)
+	}
+	if err != nil {
+		o.Err = err
+		r.failed(j.ID, o.RequestID, err)
+		return o
+	}
+	o.RequestID = res.RequestID
+	o.BillableUnits = res.BillableUnits
+	files, err := r.c.SaveImages(ctx, &res.Output, r.cfg.Dir, j.ID)
+	if err != nil {
+		o.Err = fmt.Errorf("request %s: saving the images: %w", res.RequestID, err)
+		r.failed(j.ID, o.RequestID, o.Err)
+		return o
+	}
+	for i, f := range files {
+		files[i] = filepath.Base(f)
+	}
+	o.Files = files
+	r.jr.write(record{ID: j.ID, State: stateDone, RequestID: res.RequestID, Files: files, BillableUnits: res.BillableUnits})
+	return o
+}
+
+// submit records the intent, submits and waits, recording the request id
+// as soon as it is known.
+func (r *runner) submit(ctx context.Context, j Job, o *Outcome) (*wrapper.Result, error) {
+	if err := r.jr.write(record{ID: j.ID, State: stateIntent}); err != nil {
+		return nil, err
+	}
+	opts := []wrapper.Option{wrapper.WithOnQueued(func(q *wrapper.Queued) {
+		o.RequestID = q.RequestID
+		r.jr.write(record{ID: j.ID, State: stateQueued, RequestID: q.RequestID})
+	})}
+	if r.cfg.AtMostOnce {
+		opts = append(opts, wrapper.WithAtMostOnce())
+	}
+	if j.ImageFile != "" {
+		im, err := wrapper.ImageFile(j.ImageFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, wrapper.WithImage(im))
+	}
+	return r.c.Run(ctx, j.Input, opts...)
+}
+
+// failed records a definite failure; a job whose fate is open (the context
+// ended, the submit's outcome is unknown) keeps its last state, to be
+// resumed.
+func (r *runner) failed(id, requestID string, err error) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return
+	}
+	if errors.Is(err, wrapper.ErrOutcomeUnknown) {
+		r.jr.write(record{ID: id, State: stateUnknown, Error: err.Error()})
+		return
+	}
+	r.jr.write(record{ID: id, State: stateFailed, RequestID: requestID, Error: err.Error()})
+}
+
+// filesThere reports whether every file of a done job is in dir, not
+// empty.
+func filesThere(dir string, files []string) bool {
+	if len(files) == 0 {
+		return false
+	}
+	for _, f := range files {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 {
+			return false
+		}
+	}
+	return true
+}

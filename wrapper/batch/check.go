@@ -1,0 +1,72 @@
+package batch
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/fluxi2i/fluxi2i/wrapper"
+)
+
+// BadJobError is a job Check refused.
+type BadJobError struct {
+	Index int    // in the jobs given
+	ID    string // the job's ID, when it has one
+	Err   error  // a *wrapper.InputError naming the fields, or what else is wrong
+}
+
+// Error names the job and what is wrong.
+func (e *BadJobError) Error() string {
+	return fmt.Sprintf("job %d (%q): %s", e.Index+1, e.ID, strings.TrimPrefix(e.Err.Error(), "fluxi2i: "))
+}
+
+// Unwrap returns the cause.
+func (e *BadJobError) Unwrap() error { return e.Err }
+
+// Check checks every job before anything is sent: a plain, unique ID, an
+// input the spec allows, an image file that exists and is an image. It
+// returns every problem, each a *BadJobError.
+func Check(jobs []Job) error {
+	var errs []error
+	ids := make(map[string]int, len(jobs))
+	bad := func(i int, id string, err error) { errs = append(errs, &BadJobError{Index: i, ID: id, Err: err}) }
+	for i, j := range jobs {
+		if err := checkID(j.ID); err != nil {
+			bad(i, j.ID, err)
+		} else if k, dup := ids[j.ID]; dup {
+			bad(i, j.ID, fmt.Errorf("id %q is already the id of job %d: ids name the files, they must be unique", j.ID, k+1))
+		} else {
+			ids[j.ID] = i
+		}
+		in := j.Input
+		if j.ImageFile != "" {
+			im, err := wrapper.ImageFile(j.ImageFile)
+			if err != nil {
+				bad(i, j.ID, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "image", Message: strings.TrimPrefix(err.Error(), "fluxi2i: ")}}})
+				continue
+			}
+			in.ImageURL = "data:" + im.ContentType() + ";base64,"
+		}
+		if err := wrapper.Validate(in); err != nil {
+			bad(i, j.ID, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkID(id string) error {
+	switch {
+	case id == "":
+		return errors.New("id is empty")
+	case len(id) > 200:
+		return errors.New("id is longer than 200 bytes")
+	case strings.ContainsAny(id, `/\`) || strings.Contains(id, "..") || id == ".":
+		return fmt.Errorf("id %q must be a plain file name (no separator, no ..)", id)
+	}
+	for _, r := range id {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("id %q has a control character", id)
+		}
+	}
+	return nil
+}
