@@ -42,6 +42,8 @@ Usage:
   fluxi2i result   REQUEST_ID [--out DIR]
   fluxi2i wait     REQUEST_ID [--out DIR]
   fluxi2i cancel   REQUEST_ID
+  fluxi2i batch    --images DIR --prompt TEXT --out OUT [input flags] [--concurrency N]
+  fluxi2i batch    --manifest FILE.jsonl --out OUT [--concurrency N] [--at-most-once]
   fluxi2i simulate [--addr HOST:PORT] [--api-key KEY] [--fetch-images]
   fluxi2i proxy    [--addr HOST:PORT] [--base-url URL] [--api-key KEY] [--allow-anyone] [--cors ORIGIN]
   fluxi2i version
@@ -86,6 +88,8 @@ func Main(ctx context.Context, args []string, env map[string]string, stdout, std
 		return a.simulate(rest)
 	case "proxy":
 		return a.proxy(rest)
+	case "batch":
+		return a.batch(rest)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionLine())
 		return exitOK
@@ -102,7 +106,7 @@ func Main(ctx context.Context, args []string, env map[string]string, stdout, std
 }
 
 // commands are the subcommands, for help and suggestions.
-var commands = map[string]bool{"run": true, "submit": true, "status": true, "result": true, "wait": true, "cancel": true, "simulate": true, "proxy": true, "version": true}
+var commands = map[string]bool{"run": true, "submit": true, "status": true, "result": true, "wait": true, "cancel": true, "simulate": true, "proxy": true, "batch": true, "version": true}
 
 // suggest is the command a mistyped one most likely meant: within two
 // edits, or one it is a prefix of.
@@ -339,8 +343,7 @@ func (f *inputFlags) register(fs *flag.FlagSet) {
 // build turns the flags given into an input and call options. Nothing is
 // sent: errors name the flag.
 func (f *inputFlags) build(fs *flag.FlagSet) (gen.Input, []wrapper.Option, error) {
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	set := given(fs)
 	in := gen.Input{Prompt: f.prompt}
 	var opts []wrapper.Option
 	var bad []wrapper.FieldError
@@ -364,6 +367,29 @@ func (f *inputFlags) build(fs *flag.FlagSet) (gen.Input, []wrapper.Option, error
 			opts = append(opts, wrapper.WithImage(im))
 		}
 	}
+	f.apply(set, &in)
+	if f.webhook != "" {
+		opts = append(opts, wrapper.WithWebhook(f.webhook))
+	}
+	probe := in
+	if probe.ImageURL == "" {
+		probe.ImageURL = "https://placeholder.invalid/x.png" // the file was checked above
+	}
+	var ie *wrapper.InputError
+	if err := wrapper.Validate(probe); errors.As(err, &ie) {
+		for _, fe := range ie.Fields {
+			fe.Field = "--" + flagName(fe.Field)
+			bad = append(bad, fe)
+		}
+	}
+	if len(bad) > 0 {
+		return in, nil, &wrapper.InputError{Fields: bad}
+	}
+	return in, opts, nil
+}
+
+// apply sets the optional input fields whose flags were given.
+func (f *inputFlags) apply(set map[string]bool, in *gen.Input) {
 	if set["strength"] {
 		in.Strength = &f.strength
 	}
@@ -394,24 +420,13 @@ func (f *inputFlags) build(fs *flag.FlagSet) (gen.Input, []wrapper.Option, error
 		off := false
 		in.EnableSafetyChecker = &off
 	}
-	if f.webhook != "" {
-		opts = append(opts, wrapper.WithWebhook(f.webhook))
-	}
-	probe := in
-	if probe.ImageURL == "" {
-		probe.ImageURL = "https://placeholder.invalid/x.png" // the file was checked above
-	}
-	var ie *wrapper.InputError
-	if err := wrapper.Validate(probe); errors.As(err, &ie) {
-		for _, fe := range ie.Fields {
-			fe.Field = "--" + flagName(fe.Field)
-			bad = append(bad, fe)
-		}
-	}
-	if len(bad) > 0 {
-		return in, nil, &wrapper.InputError{Fields: bad}
-	}
-	return in, opts, nil
+}
+
+// given is the set of flags given on the command line.
+func given(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	return set
 }
 
 // flagName maps an input field to its flag.

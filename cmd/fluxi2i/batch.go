@@ -1,0 +1,451 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/batch"
+)
+
+// Seams for the tests: the second interrupt, and the plain progress period.
+var (
+	secondInterrupt = func() (<-chan os.Signal, func()) {
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+		return ch, func() { signal.Stop(ch) }
+	}
+	progressEvery = 5 * time.Second
+)
+
+func (a *app) batch(args []string) int {
+	fs := a.flags("batch", "--images DIR --prompt TEXT --out OUT [input flags] | --manifest FILE.jsonl --out OUT")
+	var in inputFlags
+	in.register(fs)
+	images := fs.String("images", "", "a directory of input images (jpeg, png, webp, gif, avif): one job each, named after the file")
+	manifest := fs.String("manifest", "", "a JSON Lines file, one job a line: image (a path relative to the file, or an http(s) URL), prompt, and any other input field; id optional")
+	out := fs.String("out", "", "the output directory: images and the journal that lets the same command resume (required)")
+	concurrency := fs.Int("concurrency", batch.DefaultConcurrency, "jobs in flight at once (fal accounts start at 2 running; more queue)")
+	atMostOnce := fs.Bool("at-most-once", false, "never submit a job twice: a job an earlier run may have submitted is reported, not sent again")
+	if code, done := a.flagsOnly(fs, args); done {
+		return code
+	}
+	jobs, err := a.batchJobs(fs, &in, *images, *manifest, *out, *concurrency)
+	if err != nil {
+		return a.fail(err)
+	}
+	c, err := a.client()
+	if err != nil {
+		return a.fail(err)
+	}
+	if c == nil {
+		var stop func()
+		if c, stop, err = a.localSimulator(); err != nil {
+			return a.fail(err)
+		}
+		defer stop()
+	}
+
+	// First Ctrl-C (a.ctx ends): stop submitting, let the jobs in flight
+	// finish. Second: cancel them.
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(a.ctx))
+	defer cancelRun()
+	if a.timeout > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(runCtx, a.timeout)
+		defer cancel()
+	}
+	stop := make(chan struct{})
+	watching := make(chan struct{})
+	var interrupted bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-a.ctx.Done():
+		case <-watching:
+			return
+		}
+		interrupted = true
+		close(stop)
+		fmt.Fprintln(a.stderr, "\nfluxi2i: interrupted: no more jobs are submitted; waiting for the jobs in flight (Ctrl-C again cancels them)")
+		sig, release := secondInterrupt()
+		defer release()
+		select {
+		case <-sig:
+			fmt.Fprintln(a.stderr, "fluxi2i: cancelling the jobs in flight")
+			cancelRun()
+		case <-watching:
+		}
+	})
+
+	p := newBatchProgress(a, len(jobs))
+	sum, runErr := batch.Run(runCtx, c, jobs, batch.Config{
+		Dir: *out, Concurrency: *concurrency, AtMostOnce: *atMostOnce, Stop: stop,
+		OnOutcome:  p.outcome,
+		OnProgress: p.update,
+	})
+	close(watching)
+	wg.Wait()
+	p.finish()
+
+	var bad *batch.BadJobError
+	if errors.As(runErr, &bad) {
+		return a.fail(runErr)
+	}
+	return a.batchSummary(sum, runErr, len(jobs), interrupted)
+}
+
+// manifestLine is one job of a manifest: image, prompt and any other
+// input field; id optional.
+type manifestLine struct {
+	ID    string `json:"id"`
+	Image string `json:"image"`
+	gen.Input
+}
+
+// batchJobs builds and checks the jobs: every bad one is named in an
+// *InputError (its manifest line or file, and the field), before anything
+// is sent.
+func (a *app) batchJobs(fs *flag.FlagSet, in *inputFlags, images, manifest, out string, concurrency int) ([]batch.Job, error) {
+	bad := func(field, msg string) error {
+		return &wrapper.InputError{Fields: []wrapper.FieldError{{Field: field, Message: msg}}}
+	}
+	switch {
+	case out == "":
+		return nil, bad("--out", "is required: the directory for the images and the journal")
+	case (images == "") == (manifest == ""):
+		return nil, bad("--images", "give --images DIR or --manifest FILE (one of them)")
+	case concurrency < 1:
+		return nil, bad("--concurrency", fmt.Sprintf("%d: must be at least 1", concurrency))
+	case in.image != "":
+		return nil, bad("--image", "batch takes --images DIR or --manifest FILE")
+	}
+	var jobs []batch.Job
+	var where []string // per job: its line or file, for errors
+	if images != "" {
+		var err error
+		if jobs, where, err = imageJobs(fs, in, images); err != nil {
+			return nil, err
+		}
+	} else {
+		for name := range given(fs) {
+			if inputFlag[name] {
+				return nil, bad("--"+name, "goes in the manifest's lines with --manifest")
+			}
+		}
+		var err error
+		if jobs, where, err = manifestJobs(manifest); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkOut(out); err != nil {
+		return nil, err
+	}
+	var fields []wrapper.FieldError
+	for _, err := range unjoin(batch.Check(jobs)) {
+		var bj *batch.BadJobError
+		if !errors.As(err, &bj) {
+			return nil, err
+		}
+		var ie *wrapper.InputError
+		if errors.As(bj.Err, &ie) {
+			for _, f := range ie.Fields {
+				fields = append(fields, wrapper.FieldError{Field: where[bj.Index] + ": " + f.Field, Message: f.Message})
+			}
+		} else {
+			fields = append(fields, wrapper.FieldError{Field: where[bj.Index], Message: bj.Err.Error()})
+		}
+	}
+	if len(fields) > 0 {
+		return nil, &wrapper.InputError{Fields: fields}
+	}
+	return jobs, nil
+}
+
+// inputFlag are the flags of the model's input.
+var inputFlag = map[string]bool{"prompt": true, "strength": true, "steps": true, "guidance": true, "seed": true,
+	"num-images": true, "format": true, "acceleration": true, "sync": true, "no-safety-checker": true}
+
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// imageJobs makes a job of every image in dir, named after its file.
+func imageJobs(fs *flag.FlagSet, in *inputFlags, dir string) ([]batch.Job, []string, error) {
+	bad := func(field, msg string) error {
+		return &wrapper.InputError{Fields: []wrapper.FieldError{{Field: field, Message: msg}}}
+	}
+	if in.prompt == "" {
+		return nil, nil, bad("--prompt", "is required with --images")
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, bad("--images", strings.ReplaceAll(err.Error(), "open ", ""))
+	}
+	set := given(fs)
+	var jobs []batch.Job
+	var where []string
+	for _, e := range entries {
+		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if !isImageFile(path) {
+			continue
+		}
+		input := gen.Input{Prompt: in.prompt}
+		in.apply(set, &input)
+		jobs = append(jobs, batch.Job{ID: strings.TrimSuffix(e.Name(), filepath.Ext(e.Name())), Input: input, ImageFile: path})
+		where = append(where, "--images "+e.Name())
+	}
+	if len(jobs) == 0 {
+		return nil, nil, bad("--images", dir+" holds no jpeg, png, webp, gif or avif image")
+	}
+	return jobs, where, nil
+}
+
+func isImageFile(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(f, head)
+	_, ok := wrapper.SniffImage(head[:n])
+	return ok
+}
+
+// manifestJobs reads a JSON Lines manifest: every line is decoded (no
+// unknown field), and every job checked, before anything is sent.
+func manifestJobs(path string) ([]batch.Job, []string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--manifest", Message: strings.ReplaceAll(err.Error(), "open ", "")}}}
+	}
+	defer f.Close()
+	base := filepath.Dir(path)
+	var jobs []batch.Job
+	var where []string
+	var fields []wrapper.FieldError
+	br := bufio.NewReaderSize(f, 64<<10)
+	for n := 1; ; n++ {
+		line, rerr := br.ReadBytes('\n')
+		if rerr != nil && !errors.Is(rerr, io.EOF) {
+			return nil, nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--manifest", Message: rerr.Error()}}}
+		}
+		if len(line) > 64<<20 {
+			fields = append(fields, wrapper.FieldError{Field: fmt.Sprintf("--manifest line %d", n), Message: "longer than 64 MiB"})
+		} else if t := bytes.TrimSpace(line); len(t) > 0 {
+			at := fmt.Sprintf("--manifest line %d", n)
+			dec := json.NewDecoder(bytes.NewReader(t))
+			dec.DisallowUnknownFields()
+			var m manifestLine
+			switch err := dec.Decode(&m); {
+			case err != nil:
+				fields = append(fields, wrapper.FieldError{Field: at, Message: "not a JSON object of image, prompt, id and input fields: " + err.Error()})
+			case m.ImageURL != "":
+				fields = append(fields, wrapper.FieldError{Field: at + ": image_url", Message: "use image (a path relative to the manifest, or an http(s) URL)"})
+			case m.Image == "":
+				fields = append(fields, wrapper.FieldError{Field: at + ": image", Message: "is required: a path relative to the manifest, or an http(s) URL"})
+			default:
+				job := batch.Job{ID: m.ID, Input: m.Input}
+				switch {
+				case strings.HasPrefix(m.Image, "http://"), strings.HasPrefix(m.Image, "https://"), strings.HasPrefix(m.Image, "data:"):
+					job.Input.ImageURL = m.Image
+				case filepath.IsAbs(m.Image):
+					job.ImageFile = m.Image
+				default:
+					job.ImageFile = filepath.Join(base, m.Image)
+				}
+				if job.ID == "" {
+					name := m.Image
+					if i := strings.IndexAny(name, "?#"); i >= 0 && !strings.HasPrefix(name, "data:") {
+						name = name[:i]
+					}
+					name = filepath.Base(filepath.FromSlash(name))
+					job.ID = strings.TrimSuffix(name, filepath.Ext(name))
+				}
+				jobs = append(jobs, job)
+				where = append(where, at)
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+	}
+	if len(fields) > 0 {
+		return nil, nil, &wrapper.InputError{Fields: fields}
+	}
+	if len(jobs) == 0 {
+		return nil, nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--manifest", Message: path + " holds no job"}}}
+	}
+	return jobs, where, nil
+}
+
+// batchSummary prints what the batch did and returns the exit code.
+func (a *app) batchSummary(sum batch.Summary, runErr error, total int, interrupted bool) int {
+	notStarted := total - sum.Done - sum.Failed - sum.Skipped - sum.Unknown
+	if a.asJSON {
+		failures := make([]map[string]string, len(sum.Failures))
+		for i, f := range sum.Failures {
+			failures[i] = map[string]string{"id": f.ID, "request_id": f.RequestID, "error": printable(f.Err.Error())}
+		}
+		line, _ := json.Marshal(map[string]any{"summary": true, "total": total, "done": sum.Done, "failed": sum.Failed,
+			"skipped": sum.Skipped, "outcome_unknown": sum.Unknown, "possible_duplicates": sum.PossibleDuplicates,
+			"not_started": notStarted, "billable_units": sum.BillableUnits, "failures": failures})
+		fmt.Fprintf(a.stdout, "%s\n", line)
+	}
+	w := a.stderr
+	fmt.Fprintf(w, "fluxi2i: batch: %d done, %d failed, %d skipped (done before), %d possible duplicates", sum.Done, sum.Failed+sum.Unknown, sum.Skipped, sum.PossibleDuplicates)
+	if sum.BillableUnits > 0 {
+		fmt.Fprintf(w, ", %g billable units", sum.BillableUnits)
+	}
+	if notStarted > 0 {
+		fmt.Fprintf(w, ", %d not started", notStarted)
+	}
+	fmt.Fprintln(w)
+	code := exitOK
+	for _, f := range sum.Failures {
+		fmt.Fprintf(w, "  %s: %s\n", printable(f.ID), printable(strings.ReplaceAll(f.Err.Error(), "fluxi2i: ", "")))
+		var apiErr *wrapper.APIError
+		switch {
+		case errors.As(f.Err, &apiErr) && code != exitInterupt:
+			code = exitAPI
+		case code == exitOK:
+			code = exitFailure
+		}
+	}
+	if interrupted || runErr != nil || notStarted > 0 {
+		fmt.Fprintln(w, "fluxi2i: run the same command again to resume: finished jobs are skipped, jobs in flight are picked up by their request id")
+		if runErr != nil && !errors.Is(runErr, context.Canceled) && !errors.Is(runErr, context.DeadlineExceeded) {
+			fmt.Fprintln(w, "fluxi2i:", printable(runErr.Error()))
+			return exitFailure
+		}
+		return exitInterupt
+	}
+	return code
+}
+
+// batchProgress shows the batch's progress: a live bar on a terminal, a
+// plain line every few seconds otherwise; with --json, a JSON line per
+// finished job on stdout.
+type batchProgress struct {
+	a     *app
+	bar   *progressbar.ProgressBar
+	start time.Time
+
+	mu   sync.Mutex
+	last batch.Progress
+	tick *time.Ticker
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+func newBatchProgress(a *app, total int) *batchProgress {
+	p := &batchProgress{a: a, start: time.Now(), done: make(chan struct{})}
+	if isTerminal(a.stderr) {
+		p.bar = progressbar.NewOptions(total,
+			progressbar.OptionSetWriter(a.stderr),
+			progressbar.OptionSetDescription("batch"),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("jobs"),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+		return p
+	}
+	p.tick = time.NewTicker(progressEvery)
+	p.wg.Go(func() {
+		for {
+			select {
+			case <-p.tick.C:
+				p.plain()
+			case <-p.done:
+				return
+			}
+		}
+	})
+	return p
+}
+
+func (p *batchProgress) update(pr batch.Progress) {
+	p.mu.Lock()
+	p.last = pr
+	p.mu.Unlock()
+	if p.bar != nil {
+		p.bar.Describe(fmt.Sprintf("batch: %d in flight, %d failed", pr.InFlight, pr.Failed))
+		p.bar.Set(pr.Done + pr.Failed + pr.Skipped)
+	}
+}
+
+// plain prints one progress line.
+func (p *batchProgress) plain() {
+	p.mu.Lock()
+	pr := p.last
+	p.mu.Unlock()
+	finished := pr.Done + pr.Failed
+	line := fmt.Sprintf("fluxi2i: batch: %d/%d done, %d in flight, %d failed, %d skipped", pr.Done+pr.Skipped, pr.Total, pr.InFlight, pr.Failed, pr.Skipped)
+	if el := time.Since(p.start); finished > 0 && el > 0 {
+		rate := float64(finished) / el.Seconds()
+		left := pr.Total - finished - pr.Skipped
+		line += fmt.Sprintf(", %.2f jobs/s, ETA %s", rate, (time.Duration(float64(left)/rate) * time.Second).Round(time.Second))
+	}
+	fmt.Fprintln(p.a.stderr, line)
+}
+
+func (p *batchProgress) outcome(o batch.Outcome) {
+	if !p.a.asJSON {
+		return
+	}
+	rec := map[string]any{"id": o.ID, "request_id": o.RequestID, "files": o.Files}
+	if o.Skipped {
+		rec["skipped"] = true
+	}
+	if o.PossibleDuplicate {
+		rec["possible_duplicate"] = true
+	}
+	if o.BillableUnits > 0 {
+		rec["billable_units"] = o.BillableUnits
+	}
+	if o.Err != nil {
+		rec["error"] = printable(strings.ReplaceAll(o.Err.Error(), "fluxi2i: ", ""))
+	}
+	line, _ := json.Marshal(rec)
+	fmt.Fprintf(p.a.stdout, "%s\n", line)
+}
+
+func (p *batchProgress) finish() {
+	if p.bar != nil {
+		p.bar.Finish()
+		return
+	}
+	p.tick.Stop()
+	close(p.done)
+	p.wg.Wait()
+	p.plain()
+}

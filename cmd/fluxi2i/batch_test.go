@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fluxi2i/fluxi2i/wrapper/batch"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
+)
+
+// imagesDir makes a directory of n copies of the sample image, and a file
+// that is not an image.
+func imagesDir(t *testing.T, n int) string {
+	dir := t.TempDir()
+	data, err := os.ReadFile(sample)
+	require.NoError(t, err)
+	for i := range n {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("cat%02d.png", i)), data, 0o644))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not an image"), 0o644))
+	return dir
+}
+
+func TestBatchOfAFolderResumesAndSendsNothingWhenDone(t *testing.T) {
+	q, base := simServer(t)
+	in, out := imagesDir(t, 5), filepath.Join(t.TempDir(), "out")
+	args := []string{"batch", "--base-url", base, "--api-key", "k", "--images", in, "--prompt", "a wizard", "--strength", "0.8", "--out", out}
+	r := cli(t, context.Background(), nil, args...)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "5 done, 0 failed")
+	for i := range 5 {
+		_, err := os.Stat(filepath.Join(out, fmt.Sprintf("cat%02d-0.jpeg", i)))
+		assert.NoError(t, err)
+	}
+	_, err := os.Stat(filepath.Join(out, batch.JournalName))
+	require.NoError(t, err)
+	job, _, ok := q.Job(strings.TrimSpace(firstRequestID(t, out)))
+	require.True(t, ok)
+	assert.Equal(t, 0.8, *job.Strength, "run's input flags apply")
+
+	before := q.Stats()
+	r = cli(t, context.Background(), nil, append(args, "--json")...)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "5 skipped")
+	after := q.Stats()
+	assert.Equal(t, before, after, "a finished batch makes no request")
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 6, "one line per job and the summary")
+	var last map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[5]), &last))
+	assert.Equal(t, true, last["summary"])
+	assert.EqualValues(t, 5, last["skipped"])
+}
+
+func firstRequestID(t *testing.T, out string) string {
+	b, err := os.ReadFile(filepath.Join(out, batch.JournalName))
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		var rec struct {
+			RequestID string `json:"request_id"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.RequestID != "" {
+			return rec.RequestID
+		}
+	}
+	t.Fatal("no request id in the journal")
+	return ""
+}
+
+func TestBatchManifestErrorsNameTheLine(t *testing.T) {
+	q, base := simServer(t)
+	dir := t.TempDir()
+	data, err := os.ReadFile(sample)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "a.png"), data, 0o644))
+	files := 0
+	write := func(lines ...string) string {
+		files++
+		p := filepath.Join(dir, fmt.Sprintf("m%d.jsonl", files))
+		require.NoError(t, os.WriteFile(p, []byte(strings.Join(lines, "\n")), 0o644))
+		return p
+	}
+	good := `{"image":"a.png","prompt":"p"}`
+	for _, c := range []struct {
+		manifest string
+		want     []string
+	}{
+		{write(good, `{"image":"a.png"}`), []string{"line 2", "prompt"}},
+		{write(good, `{"image":"a.png","prompt":"p","id":"b","strength":2}`), []string{"line 2", "strength", "0.01 to 1"}},
+		{write(good, `{"image":"a.png","prompt":"q"}`), []string{"line 2", "already the id of job 1"}},
+		{write(good, ``, `{"image":"missing.png","prompt":"p"}`), []string{"line 3", "image"}},
+		{write(good, `{"image":"a.png","prompt":"p","id":"c","colour":"red"}`), []string{"line 2", "colour"}},
+		{write(`{"prompt":"p"}`), []string{"line 1", "image"}},
+		{write(`not json`), []string{"line 1"}},
+		{filepath.Join(dir, "missing.jsonl"), []string{"--manifest"}},
+	} {
+		r := cli(t, context.Background(), nil, "batch", "--base-url", base, "--api-key", "k", "--manifest", c.manifest, "--out", filepath.Join(dir, "out"))
+		assert.Equal(t, 2, r.code, r.stderr)
+		for _, w := range c.want {
+			assert.Contains(t, r.stderr, w)
+		}
+	}
+	r := cli(t, context.Background(), nil, "batch", "--base-url", base, "--api-key", "k", "--manifest", write(good), "--out", filepath.Join(dir, "out"), "--strength", "0.5")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "--strength")
+	assert.Zero(t, q.Stats().Submits, "nothing was sent")
+
+	r = cli(t, context.Background(), nil, "batch", "--base-url", base, "--api-key", "k", "--manifest",
+		write(good, `{"image":"https://example.com/b.jpg","prompt":"p","seed":7,"num_images":2}`), "--out", filepath.Join(dir, "out"))
+	require.Equal(t, 0, r.code, r.stderr)
+	for _, f := range []string{"a-0.jpeg", "b-0.jpeg", "b-1.jpeg"} {
+		_, err := os.Stat(filepath.Join(dir, "out", f))
+		assert.NoError(t, err, f)
+	}
+}
+
+// TestHelperBatchProcess is the CLI, re-executed by the kill test.
+func TestHelperBatchProcess(t *testing.T) {
+	if os.Getenv("FLUXI2I_HELPER") != "1" {
+		t.Skip("a helper process")
+	}
+	args := os.Args
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	os.Exit(Main(context.Background(), args, nil, os.Stdout, os.Stderr))
+}
+
+// Kill -9 at random moments loses no paid result: the next run fetches
+// every job the server ran, and the only resubmits are the jobs caught
+// between intent and request id.
+func TestBatchSurvivesKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("re-executes the CLI")
+	}
+	srv := spectest.NewServer(t, append(simOptions(), queuetest.QueueTime(150*time.Millisecond), queuetest.RunTime(250*time.Millisecond))...)
+	const n = 16
+	in, out := imagesDir(t, n), filepath.Join(t.TempDir(), "out")
+	rng := rand.New(rand.NewPCG(5, 8))
+	dupes, kills := 0, 0
+	for run := 0; ; run++ {
+		require.Less(t, run, 60, "the batch finishes")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperBatchProcess$", "--", "batch", "--base-url", srv.URL, "--api-key", "k",
+			"--images", in, "--prompt", "p", "--out", out, "--concurrency", "4", "--json")
+		cmd.Env = append(os.Environ(), "FLUXI2I_HELPER=1")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		require.NoError(t, cmd.Start())
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		var err error
+		select {
+		case err = <-exited:
+		case <-time.After(time.Duration(50+rng.IntN(700)) * time.Millisecond):
+			cmd.Process.Signal(syscall.SIGKILL)
+			<-exited
+			kills++
+			continue
+		}
+		for _, line := range strings.Split(stdout.String(), "\n") {
+			var rec struct {
+				Summary            bool `json:"summary"`
+				PossibleDuplicates int  `json:"possible_duplicates"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Summary {
+				dupes += rec.PossibleDuplicates
+			}
+		}
+		require.NoError(t, err, "%s", stderr.String())
+		break
+	}
+	for i := range n {
+		_, err := os.Stat(filepath.Join(out, fmt.Sprintf("cat%02d-0.jpeg", i)))
+		assert.NoError(t, err, "image %d", i)
+	}
+	assert.Positive(t, kills, "the batch was killed")
+	assert.LessOrEqual(t, srv.Stats().Jobs-n, int64(dupes), "resubmits only where a run died between intent and request id")
+	t.Logf("%d jobs, %d kills, %d submitted in all, %d possible duplicates", n, kills, srv.Stats().Jobs, dupes)
+}
+
+// The first Ctrl-C stops submitting and waits for the jobs in flight; the
+// second cancels them; either way the batch says how to resume.
+func TestBatchInterrupts(t *testing.T) {
+	for _, twice := range []bool{false, true} {
+		t.Run(fmt.Sprint("twice=", twice), func(t *testing.T) {
+			q, base := simServer(t, queuetest.QueueTime(300*time.Millisecond), queuetest.RunTime(700*time.Millisecond))
+			second := make(chan os.Signal, 1)
+			saved, savedEvery := secondInterrupt, progressEvery
+			secondInterrupt = func() (<-chan os.Signal, func()) {
+				if twice {
+					second <- os.Interrupt
+				}
+				return second, func() {}
+			}
+			progressEvery = 50 * time.Millisecond
+			t.Cleanup(func() { secondInterrupt, progressEvery = saved, savedEvery })
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(200*time.Millisecond, cancel)
+			out := filepath.Join(t.TempDir(), "out")
+			r := cli(t, ctx, nil, "batch", "--base-url", base, "--api-key", "k", "--images", imagesDir(t, 10), "--prompt", "p", "--out", out, "--concurrency", "2")
+			assert.Equal(t, 4, r.code, r.stderr)
+			assert.Contains(t, r.stderr, "no more jobs are submitted")
+			assert.Contains(t, r.stderr, "run the same command again to resume")
+			assert.Contains(t, r.stderr, "in flight", "plain progress lines off a terminal")
+			assert.EqualValues(t, 2, q.Stats().Jobs, "nothing submitted after the interrupt")
+			if twice {
+				assert.EqualValues(t, 2, q.Stats().Cancelled)
+			} else {
+				assert.Zero(t, q.Stats().Cancelled)
+				assert.Contains(t, r.stderr, "2 done")
+			}
+		})
+	}
+}
