@@ -49,11 +49,12 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./wrapper || exit 1; \
 	done
 
-## soak: the long fault soak (3,000 jobs) and 10,000 jobs in flight.
+## soak: the long fault soak (3,000 jobs), 10,000 jobs in flight, a 10,000-job batch.
 soak:
 	$(GO) test -count=1 -run '^TestFaultSoak$$' -v ./wrapper -soak.jobs 3000
 	$(GO) test -count=1 -run '^TestJobsInFlight$$' -v ./wrapper -inflight.jobs 10000
+	$(GO) test -count=1 -run '^TestBatchScale$$' -v ./wrapper/batch -batch.jobs 10000
 
-## interop: fal's own JS client (@fal-ai/client 1.10.1), unchanged, against `fluxi2i simulate` (needs Node.js and npm).
+## interop: fal's own JS client (@fal-ai/client 1.10.1), unchanged, against `fluxi2i simulate` and through `fluxi2i proxy` (needs Node.js and npm; ROUNDS=25 for the proxy's CPU figure).
 interop:
 	tests/interop/run.sh
