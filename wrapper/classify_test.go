@@ -90,6 +90,9 @@ func TestPersistence(t *testing.T) {
 	assert.True(t, persistUnanswered.keepsTrying(busy))
 	assert.False(t, persistUnanswered.keepsTrying(crashed))
 	assert.True(t, persistUnanswered.keepsTrying(outcome{err: &APIError{StatusCode: 502, Retryable: true}, status: 502}))
+	assert.True(t, persistUnanswered.keepsTrying(outcome{err: errors.New("unexpected end of JSON input"), status: 200}), "a 2xx broken in transit")
+	platform := outcome{err: &APIError{StatusCode: 500, Retryable: true}, status: 500, header: http.Header{"X-Fal-Error-Type": {"internal_error"}}}
+	assert.True(t, persistUnanswered.keepsTrying(platform), "the platform's 500, not the model's")
 	assert.False(t, persistNone.keepsTrying(noAnswer))
 }
 

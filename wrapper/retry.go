@@ -106,10 +106,11 @@ type persistence int
 const (
 	persistNone persistence = iota
 	// persistUnanswered: no answer came (transport failure, idle timeout,
-	// body cut short), or a gateway's answer came (408, 429, 502, 503,
-	// 504), or the server said a retry helps (X-Fal-Retryable: true). A
-	// result call of a finished job persists so: a plain 500 there is the
-	// model's own answer.
+	// body cut short, a 2xx broken in transit), or a gateway's or the
+	// platform's answer came (408, 429, 502, 503, 504, anything with
+	// X-Fal-Error-Type), or the server said a retry helps
+	// (X-Fal-Retryable: true). A result call of a finished job persists
+	// so: a 500 without X-Fal-Error-Type there is the model's own answer.
 	persistUnanswered
 	// persistRetryable: every retryable failure (status polls).
 	persistRetryable
@@ -125,10 +126,14 @@ func (p persistence) keepsTrying(out outcome) bool {
 		if errors.As(out.err, &se) {
 			return true
 		}
-		switch out.status {
-		case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusBadGateway,
-			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		switch {
+		case out.status >= 200 && out.status < 300:
+			return true // an answer that broke in transit
+		case out.status == http.StatusRequestTimeout, out.status == http.StatusTooManyRequests, out.status == http.StatusBadGateway,
+			out.status == http.StatusServiceUnavailable, out.status == http.StatusGatewayTimeout:
 			return true // the gateway's answer, not the model's
+		case out.header.Get("X-Fal-Error-Type") != "":
+			return true // a platform error (internal_error, ...), not the model's own
 		}
 		return strings.EqualFold(out.header.Get("X-Fal-Retryable"), "true")
 	}
