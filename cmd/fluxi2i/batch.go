@@ -50,17 +50,11 @@ func (a *app) batch(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	c, err := a.client()
+	c, stop, _, err := a.clientOrSimulator()
 	if err != nil {
 		return a.fail(err)
 	}
-	if c == nil {
-		var stop func()
-		if c, stop, err = a.localSimulator(); err != nil {
-			return a.fail(err)
-		}
-		defer stop()
-	}
+	defer stop()
 
 	// First Ctrl-C (a.ctx ends): stop submitting, let the jobs in flight
 	// finish. Second: cancel them.
@@ -71,7 +65,7 @@ func (a *app) batch(args []string) int {
 		runCtx, cancel = context.WithTimeout(runCtx, a.timeout)
 		defer cancel()
 	}
-	stop := make(chan struct{})
+	halt := make(chan struct{}) // closed: submit no more
 	watching := make(chan struct{})
 	var interrupted bool
 	var wg sync.WaitGroup
@@ -82,7 +76,7 @@ func (a *app) batch(args []string) int {
 			return
 		}
 		interrupted = true
-		close(stop)
+		close(halt)
 		fmt.Fprintln(a.stderr, "\nfluxi2i: interrupted: no more jobs are submitted; waiting for the jobs in flight (Ctrl-C again cancels them)")
 		sig, release := secondInterrupt()
 		defer release()
@@ -96,7 +90,7 @@ func (a *app) batch(args []string) int {
 
 	p := newBatchProgress(a, len(jobs))
 	sum, runErr := batch.Run(runCtx, c, jobs, batch.Config{
-		Dir: *out, Concurrency: *concurrency, AtMostOnce: *atMostOnce, Stop: stop,
+		Dir: *out, Concurrency: *concurrency, AtMostOnce: *atMostOnce, Stop: halt,
 		OnOutcome:  p.outcome,
 		OnProgress: p.update,
 	})

@@ -296,6 +296,16 @@ var (
 	stdin      io.Reader = os.Stdin
 )
 
+// clientOrSimulator is client(), or, with no key and no base URL, the
+// built-in simulator (simulated set); stop ends what it started.
+func (a *app) clientOrSimulator() (c *wrapper.Client, stop func(), simulated bool, err error) {
+	if c, err = a.client(); err != nil || c != nil {
+		return c, func() {}, false, err
+	}
+	c, stop, err = a.localSimulator()
+	return c, stop, err == nil, err
+}
+
 // localSimulator starts the in-process simulator and a client for it.
 func (a *app) localSimulator() (*wrapper.Client, func(), error) {
 	srv := queuetest.NewServer(simOptions()...)

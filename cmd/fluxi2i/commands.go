@@ -33,17 +33,11 @@ func (a *app) run(args []string) int {
 	if err := checkOut(*out); err != nil {
 		return a.fail(err)
 	}
-	c, err := a.client()
+	c, stop, _, err := a.clientOrSimulator()
 	if err != nil {
 		return a.fail(err)
 	}
-	if c == nil {
-		var stop func()
-		if c, stop, err = a.localSimulator(); err != nil {
-			return a.fail(err)
-		}
-		defer stop()
-	}
+	defer stop()
 	ctx, cancel := a.context()
 	defer cancel()
 	p := newProgress(a.stderr)
@@ -262,17 +256,13 @@ func (a *app) proxy(args []string) int {
 	if !loopback && !*anyone {
 		return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--addr", Message: host + " is not a loopback address: anyone who reaches it could run the model on this key; add --allow-anyone to mean it, or serve wrapper/proxy with your own Authorize"}}})
 	}
-	c, err := a.client()
+	c, stop, simulated, err := a.clientOrSimulator()
 	if err != nil {
 		return a.fail(err)
 	}
+	defer stop()
 	upstream := ""
-	if c == nil {
-		var stop func()
-		if c, stop, err = a.localSimulator(); err != nil {
-			return a.fail(err)
-		}
-		defer stop()
+	if simulated {
 		upstream = " (the built-in local simulator, NOT the real model)"
 	}
 	opts := []proxy.Option{proxy.AllowAnyone(), proxy.Logger(slog.New(slog.NewTextHandler(a.stderr, nil)))}
