@@ -56,6 +56,10 @@ import (
 // it with proxyUrl.
 const TargetHeader = "X-Fal-Target-Url"
 
+// notThisModel is the refusal of a target that is not one of the spec's
+// operations.
+const notThisModel = "only this model's queue operations (submit, status, status stream, result, cancel) on queue.fal.run are proxied"
+
 // ErrForbidden, wrapped by an Authorize error, makes the answer 403 instead
 // of 401: the user is known, and not allowed.
 var ErrForbidden = errors.New("proxy: forbidden")
@@ -217,7 +221,7 @@ func New(client *wrapper.Client, opts ...Option) (*Handler, error) {
 	// Whatever the spec's routes do not match (another path, or a method
 	// the operation does not take) is refused.
 	h.routes.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		h.refuse(w, r, http.StatusForbidden, "operation", "only fal-ai/flux-1/dev/image-to-image's queue operations on queue.fal.run are proxied")
+		h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
 	})
 	return h, nil
 }
@@ -281,7 +285,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !strings.EqualFold(target.Hostname(), "queue.fal.run") {
-		h.refuse(w, r, http.StatusForbidden, "operation", "only fal-ai/flux-1/dev/image-to-image's queue operations on queue.fal.run are proxied")
+		h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
 		return
 	}
 	// Only the queue of this model, as the spec's routes match it: the
