@@ -129,6 +129,17 @@ func ValidateSubmitParams(in *SubmitParams) []FieldViolation {
 	return bad
 }
 
+// SubmitHeaders are the submit operation's header parameters, by their
+// canonical names: each is set through SubmitParams, and checked there.
+var SubmitHeaders = map[string]bool{
+	"X-Fal-No-Retry":                    true,
+	"X-Fal-Object-Lifecycle-Preference": true,
+	"X-Fal-Queue-Priority":              true,
+	"X-Fal-Request-Timeout":             true,
+	"X-Fal-Runner-Hint":                 true,
+	"X-Fal-Store-Io":                    true,
+}
+
 // The spec's patterns.
 var (
 	pattern0 = regexp.MustCompile("^\\{.*\\}$")

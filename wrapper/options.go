@@ -353,6 +353,16 @@ func WithNoStoreIO() Option {
 	})
 }
 
+// WithNoServerRetry asks fal not to retry the run on its side
+// (X-Fal-No-Retry).
+func WithNoServerRetry() Option {
+	return option("WithNoServerRetry", scopeSubmit, func(s *settings) error {
+		v := gen.SubmitParamsXFalNoRetryN1
+		s.params.XFalNoRetry = &v
+		return nil
+	})
+}
+
 // WithMediaExpiry asks fal to delete the output media after d (whole
 // seconds, at least 1).
 func WithMediaExpiry(d time.Duration) Option {
@@ -380,14 +390,17 @@ func WithMaxQueueLength(n int) Option {
 }
 
 // WithHeader adds a request header to submits. Authorization, Host,
-// Content-Type and Content-Length are the client's own and cannot be set
-// this way.
+// Content-Type and Content-Length are the client's own, and the spec's
+// header parameters have options of their own: neither can be set this
+// way.
 func WithHeader(key, value string) Option {
 	return option("WithHeader", scopeSubmit, func(s *settings) error {
 		k := textproto.CanonicalMIMEHeaderKey(key)
-		switch k {
-		case "Authorization", "Host", "Content-Type", "Content-Length":
+		switch {
+		case k == "Authorization" || k == "Host" || k == "Content-Type" || k == "Content-Length":
 			return invalid("header "+k, "is set by the client")
+		case gen.SubmitHeaders[k]:
+			return invalid("header "+k, "is a parameter of the spec: set it with its option (WithPriority, WithRunnerHint, WithStartTimeout, WithNoStoreIO, WithNoServerRetry, WithMediaExpiry), which checks it")
 		}
 		if key == "" || strings.ContainsAny(key+value, "\r\n") {
 			return invalid("header "+key, "must be a non-empty one-line name and a one-line value")

@@ -444,6 +444,8 @@ func (s *Server) result(r *http.Request, _ []byte) answer {
 	}
 	a := jsonAnswer(http.StatusOK, out)
 	a.header.Set("X-Fal-Request-Id", j.id) // fal's clients read the id from here
+	// What the job was billed: one unit per image, as a per-image model is.
+	a.header.Set("X-Fal-Billable-Units", strconv.Itoa(len(images)))
 	return a
 }
 

@@ -337,3 +337,30 @@ func TestItsOwnAnswersAreCheckedAgainstTheSpec(t *testing.T) {
 		assert.Contains(t, v[0], "answered off the spec")
 	})
 }
+
+// Image URLs need no key, like fal's CDN, so they are unguessable (not
+// derived from the request id) and serve completed jobs only.
+func TestImageURLsAreUnguessableAndOnlyForCompletedJobs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := start(t, queuetest.QueueTime(time.Second), queuetest.RunTime(time.Second))
+		q := c.submit()
+		time.Sleep(3 * time.Second)
+		resp, b := c.call(http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestID, "")
+		require.Equal(t, 200, resp.StatusCode, string(b))
+		var out gen.Output
+		require.NoError(t, json.Unmarshal(b, &out))
+		require.NotEmpty(t, out.Images)
+		assert.NotContains(t, out.Images[0].URL, q.RequestID, "not derived from the request id")
+		resp, _ = c.raw(http.MethodGet, out.Images[0].URL, "", "")
+		assert.Equal(t, 200, resp.StatusCode, "no key needed")
+		resp, _ = c.raw(http.MethodGet, strings.Replace(out.Images[0].URL, "/files/", "/files/0", 1), "", "")
+		assert.Equal(t, 404, resp.StatusCode, "a guessed key finds nothing")
+
+		// A cancelled job has no images, and its request id opens nothing.
+		q2 := c.submit()
+		resp, _ = c.call(http.MethodPut, "/fal-ai/flux-1/requests/"+q2.RequestID+"/cancel", "")
+		require.Equal(t, 202, resp.StatusCode)
+		resp, _ = c.raw(http.MethodGet, c.srv.ForeignURL+"/files/"+q2.RequestID+"/0.jpeg", "", "")
+		assert.Equal(t, 404, resp.StatusCode)
+	})
+}

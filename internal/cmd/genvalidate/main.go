@@ -16,6 +16,7 @@ import (
 	"go/format"
 	"go/parser"
 	"go/token"
+	"net/http"
 	"os"
 	"reflect"
 	"slices"
@@ -85,11 +86,16 @@ func generate(specPath, typesPath string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: no operation submit", specPath)
 	}
 	params := target{typeName: "SubmitParams", what: "the submit operation's query and header parameters", props: map[string]*openapi3.Schema{}}
+	var headers []string
 	for _, p := range submit.Parameters {
 		if p.Value.In == "query" || p.Value.In == "header" {
 			params.props[p.Value.Name] = p.Value.Schema.Value
 		}
+		if p.Value.In == "header" {
+			headers = append(headers, http.CanonicalHeaderKey(p.Value.Name))
+		}
 	}
+	slices.Sort(headers)
 	targets = append(targets, params)
 
 	var b bytes.Buffer
@@ -141,6 +147,11 @@ func generate(specPath, typesPath string) ([]byte, error) {
 		}
 		b.WriteString("\treturn bad\n}\n\n")
 	}
+	b.WriteString("// SubmitHeaders are the submit operation's header parameters, by their\n// canonical names: each is set through SubmitParams, and checked there.\nvar SubmitHeaders = map[string]bool{\n")
+	for _, h := range headers {
+		fmt.Fprintf(&b, "\t%q: true,\n", h)
+	}
+	b.WriteString("}\n\n")
 	if len(patterns) > 0 {
 		b.WriteString("// The spec's patterns.\nvar (\n")
 		for i, p := range patterns {
