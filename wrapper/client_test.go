@@ -137,7 +137,9 @@ func TestSubmitOptionsOnTheWire(t *testing.T) {
 		wrapper.WithStartTimeout(90*time.Second),
 		wrapper.WithNoStoreIO(),
 		wrapper.WithMediaExpiry(time.Hour),
-		wrapper.WithHeader("X-Fal-No-Retry", "1"),
+		wrapper.WithNoServerRetry(),
+		wrapper.WithMaxQueueLength(5),
+		wrapper.WithHeader("X-Custom-Trace", "t-1"),
 	)
 	require.NoError(t, err)
 	r := (*got)[0]
@@ -149,6 +151,8 @@ func TestSubmitOptionsOnTheWire(t *testing.T) {
 	assert.Equal(t, "0", r.Header.Get("X-Fal-Store-IO"))
 	assert.JSONEq(t, `{"expiration_duration_seconds":3600}`, r.Header.Get("X-Fal-Object-Lifecycle-Preference"))
 	assert.Equal(t, "1", r.Header.Get("X-Fal-No-Retry"))
+	assert.Equal(t, "5", r.URL.Query().Get("fal_max_queue_length"))
+	assert.Equal(t, "t-1", r.Header.Get("X-Custom-Trace"))
 }
 
 func TestBadCallOptionsSendNothing(t *testing.T) {
@@ -162,6 +166,8 @@ func TestBadCallOptionsSendNothing(t *testing.T) {
 		"start timeout": wrapper.WithStartTimeout(time.Second),
 		"media expiry":  wrapper.WithMediaExpiry(time.Millisecond),
 		"auth header":   wrapper.WithHeader("authorization", "Bearer other"),
+		"spec header":   wrapper.WithHeader("X-Fal-Queue-Priority", "urgent"),
+		"queue length":  wrapper.WithMaxQueueLength(-1),
 	} {
 		_, err := c.Submit(context.Background(), input(), o)
 		var ie *wrapper.InputError

@@ -21,7 +21,6 @@ import (
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
-	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
 )
 
 // A paid result is not lost to a flaky CDN: each image is downloaded
@@ -335,36 +334,4 @@ func TestBillableUnitsComeWithTheResult(t *testing.T) {
 		assert.Equal(t, 3.0, res.BillableUnits)
 		assert.NotEmpty(t, res.RequestID)
 	})
-}
-
-// The submit's query and header options reach the wire as the spec names
-// them, and bad ones are refused before anything is sent.
-func TestSubmitOptionsReachTheWire(t *testing.T) {
-	clearEnv(t)
-	var got *http.Request
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got = r.Clone(context.Background())
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"request_id":"r1","status":"IN_QUEUE"}`)
-	}))
-	defer srv.Close()
-	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("k"), wrapper.WithHTTPClient(spectest.NewClient(t, nil)))
-	require.NoError(t, err)
-	_, err = c.Submit(context.Background(), input(), wrapper.WithMaxQueueLength(5), wrapper.WithPriority(wrapper.PriorityLow),
-		wrapper.WithNoStoreIO(), wrapper.WithStartTimeout(90*time.Second), wrapper.WithMediaExpiry(time.Hour), wrapper.WithRunnerHint("s-1"), wrapper.WithNoServerRetry())
-	require.NoError(t, err)
-	assert.Equal(t, "5", got.URL.Query().Get("fal_max_queue_length"))
-	assert.Equal(t, "low", got.Header.Get("X-Fal-Queue-Priority"))
-	assert.Equal(t, "0", got.Header.Get("X-Fal-Store-IO"))
-	assert.Equal(t, "90", got.Header.Get("X-Fal-Request-Timeout"))
-	assert.Equal(t, `{"expiration_duration_seconds":3600}`, got.Header.Get("X-Fal-Object-Lifecycle-Preference"))
-	assert.Equal(t, "s-1", got.Header.Get("X-Fal-Runner-Hint"))
-	assert.Equal(t, "1", got.Header.Get("X-Fal-No-Retry"))
-
-	got = nil
-	_, err = c.Submit(context.Background(), input(), wrapper.WithMaxQueueLength(-1))
-	assert.ErrorContains(t, err, "fal_max_queue_length")
-	_, err = c.Submit(context.Background(), input(), wrapper.WithHeader("X-Fal-Queue-Priority", "urgent"))
-	assert.ErrorContains(t, err, "X-Fal-Queue-Priority", "the spec's checks apply to headers set by hand too")
-	assert.Nil(t, got, "nothing was sent")
 }
