@@ -67,5 +67,10 @@
 // origin are not followed, and image downloads never carry it. The key
 // never appears in errors, logs or String.
 //
-// For tests, package queuetest serves a fake queue in-process.
+// # Around the client
+//
+// Package queuetest serves a fake queue in-process for tests (spectest adds
+// the spec's check of its traffic); package batch runs many jobs with a
+// journal that survives a crash; package proxy serves fal's browser
+// clients (proxyUrl) from a Go back end without exposing the key.
 package wrapper

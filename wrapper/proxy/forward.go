@@ -14,6 +14,7 @@ import (
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/internal/bridge"
 )
 
 // call is one proxied request, for the operations gen's routes dispatch.
@@ -76,6 +77,12 @@ func (o operations) Submit(w http.ResponseWriter, r *http.Request, params gen.Su
 	user := c.user()
 	if h.cfg.userOf != nil && h.cfg.perUser > 0 && h.jobs.inFlight(user) >= h.cfg.perUser {
 		h.refuse(w, r, http.StatusTooManyRequests, "limit", "too many jobs in flight for this user: fetch or cancel one first")
+		return
+	}
+	// What goes upstream is the input as Submit would send it: the spec's
+	// fields only, the upstream docs' "default" left out.
+	if body, err = json.Marshal(bridge.Normalize(in)); err != nil {
+		h.refuse(w, r, http.StatusUnprocessableEntity, "input", err.Error())
 		return
 	}
 	req, err := gen.NewSubmitRequestWithBody(h.server, &params, "application/json", bytes.NewReader(body))

@@ -29,14 +29,21 @@ const serverKey = "sk-server-secret-0123456789"
 
 // recorder keeps the requests that went upstream.
 type recorder struct {
-	mu   sync.Mutex
-	reqs []*http.Request
-	next http.RoundTripper
+	mu     sync.Mutex
+	reqs   []*http.Request
+	bodies []string
+	next   http.RoundTripper
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body []byte
+	if req.Body != nil {
+		body, _ = io.ReadAll(req.Body)
+		req.Body = io.NopCloser(bytes.NewReader(body))
+	}
 	r.mu.Lock()
 	r.reqs = append(r.reqs, req.Clone(context.Background()))
+	r.bodies = append(r.bodies, string(body))
 	r.mu.Unlock()
 	return r.next.RoundTrip(req)
 }
@@ -274,4 +281,19 @@ func TestCORSIsOffUnlessAsked(t *testing.T) {
 	assert.Equal(t, 403, preflight(on, "https://evil.example").StatusCode)
 	r, _ := on.send(t, http.MethodPost, queue+"/dev/image-to-image", input, "Origin", "https://app.example")
 	assert.Equal(t, "https://app.example", r.Header.Get("Access-Control-Allow-Origin"))
+}
+
+// What goes upstream is the input as Submit sends it: the spec's fields,
+// "default" left out, nothing else the browser added.
+func TestTheSubmitBodyIsTheSpecsInput(t *testing.T) {
+	f := start(t, proxy.AllowAnyone())
+	resp, b := f.send(t, http.MethodPost, queue+"/dev/image-to-image",
+		`{"image_url":"https://example.com/a.png","prompt":"p","output_format":"default","seed":9007199254740993,"extra":"x"}`)
+	require.Equal(t, 200, resp.StatusCode, string(b))
+	f.rec.mu.Lock()
+	defer f.rec.mu.Unlock()
+	body := f.rec.bodies[0]
+	assert.NotContains(t, string(body), "output_format")
+	assert.NotContains(t, string(body), "extra")
+	assert.Contains(t, string(body), `"seed":9007199254740993`, "a 64-bit seed stays exact")
 }

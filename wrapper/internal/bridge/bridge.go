@@ -2,7 +2,11 @@
 // *wrapper.Client holds without widening wrapper's exported surface.
 package bridge
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+)
 
 // Forwarder is what the proxy needs of a client.
 type Forwarder interface {
@@ -17,3 +21,7 @@ type Forwarder interface {
 
 // Of returns the Forwarder of a *wrapper.Client; wrapper sets it.
 var Of func(client any) Forwarder
+
+// Normalize is what Submit does to an input before sending it (the
+// upstream docs' "default" left out); wrapper sets it.
+var Normalize func(gen.Input) gen.Input
