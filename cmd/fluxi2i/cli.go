@@ -296,6 +296,16 @@ var (
 	stdin      io.Reader = os.Stdin
 )
 
+// keepAliveTransport is http.DefaultTransport keeping up to 64 idle
+// connections per host (the default keeps 2): batch and proxy hold many
+// requests to one host at once, and a new connection for each costs more
+// than the request.
+func keepAliveTransport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	return tr
+}
+
 // clientOrSimulator is client(), or, with no key and no base URL, the
 // built-in simulator (simulated set); stop ends what it started.
 func (a *app) clientOrSimulator() (c *wrapper.Client, stop func(), simulated bool, err error) {
