@@ -48,6 +48,7 @@ fuzz:
 	for t in FuzzDecodeStatus FuzzDecodeOutput FuzzAPIError FuzzDataURI FuzzWebhookVerify; do \
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./wrapper || exit 1; \
 	done
+	$(GO) test -run '^$$' -fuzz '^FuzzProxyTarget$$' -fuzztime $(FUZZTIME) ./wrapper/proxy
 
 ## soak: the long fault soak (3,000 jobs), 10,000 jobs in flight, a 10,000-job batch.
 soak:

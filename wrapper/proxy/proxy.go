@@ -43,6 +43,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -284,7 +285,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, code, "auth", err.Error())
 		return
 	}
-	if !strings.EqualFold(target.Hostname(), "queue.fal.run") {
+	if !strings.EqualFold(target.Hostname(), "queue.fal.run") || path.Clean("/"+target.Path) != target.Path {
 		h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
 		return
 	}

@@ -179,6 +179,8 @@ func TestRefusals(t *testing.T) {
 		{"GET", "https://queue.fal.run/fal-ai/flux-pro/requests/r1/status", "", 403, nil},
 		{"PUT", "https://queue.fal.run/fal-ai/flux-1/requests/r1/status", "", 403, nil},
 		{"GET", "https://rest.alpha.fal.ai/storage/upload", "", 403, nil},
+		{"GET", "https://queue.fal.run/fal-ai//flux-1/requests/r1/status", "", 403, nil},
+		{"GET", "https://queue.fal.run/fal-ai/flux-1/requests/r1/../../../x/status", "", 403, nil},
 		{"POST", queue + "/dev/image-to-image", `{"image_url":"https://example.com/a.png","prompt":"p","strength":2}`, 422, nil},
 		{"POST", queue + "/dev/image-to-image", `{"prompt":`, 422, nil},
 		{"POST", queue + "/dev/image-to-image", input, 400, []string{"X-Fal-Queue-Priority", "urgent"}},
@@ -191,7 +193,7 @@ func TestRefusals(t *testing.T) {
 	assert.Zero(t, f.up.Stats().Submits+f.up.Stats().StatusCalls, "nothing was forwarded")
 	r := f.h.Stats().Refused
 	assert.EqualValues(t, 6, r["target"])
-	assert.EqualValues(t, 6, r["operation"])
+	assert.EqualValues(t, 8, r["operation"])
 	assert.EqualValues(t, 2, r["input"])
 	assert.EqualValues(t, 1, r["parameter"])
 }
