@@ -112,6 +112,10 @@ func (c *Client) submit(ctx context.Context, in gen.Input, s *settings) (*Queued
 // every attempt.
 func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, error), size int64, s *settings) (*Queued, error) {
 	var q Queued
+	params := &s.params
+	if *params == (gen.SubmitParams{}) {
+		params = nil // no query or header parameter to build
+	}
 	sized := func(_ context.Context, req *http.Request) error {
 		req.ContentLength = size
 		req.GetBody = newBody
@@ -125,7 +129,7 @@ func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, 
 		if err != nil {
 			return err
 		}
-		r, err := c.api.SubmitWithBodyWithResponse(ctx, &s.params, "application/json", body, sized)
+		r, err := c.api.SubmitWithBodyWithResponse(ctx, params, "application/json", body, sized)
 		if r != nil && r.JSON200 != nil && r.JSON200.RequestID != "" {
 			e := r.JSON200
 			q = Queued{RequestID: e.RequestID, QueuePosition: e.QueuePosition, Raw: r.Body}
@@ -166,9 +170,9 @@ var logsOn = gen.GetStatusParamsLogsN1
 
 func (c *Client) status(ctx context.Context, s *settings, id string, withLogs bool, persist persistence) (*Status, error) {
 	var st Status
-	params := &gen.GetStatusParams{}
+	var params *gen.GetStatusParams // nil: no query to build
 	if withLogs {
-		params.Logs = &logsOn
+		params = &gen.GetStatusParams{Logs: &logsOn}
 	}
 	_, err := c.do(ctx, s, op{name: "status", id: id, persist: persist}, func(ctx context.Context, x *exchange) error {
 		c.stats.polls.Add(1)

@@ -35,6 +35,8 @@ type exchange struct {
 
 	idle   *idleTimer              // cancels the attempt when it stalls
 	cancel context.CancelCauseFunc // ends the attempt's context
+	timer  idleTimer               // idle's storage: one allocation less
+	body   progressBody            // the answer's body wrapper, likewise
 }
 
 type exchangeKey struct{}
@@ -44,7 +46,9 @@ type exchangeKey struct{}
 // when x.end is called.
 func (x *exchange) begin(ctx context.Context, d time.Duration) context.Context {
 	x.Context, x.cancel = context.WithCancelCause(ctx)
-	x.idle = newIdleTimer(d, x.cancel)
+	x.timer.d, x.timer.cancel = d, x.cancel
+	x.timer.t = time.AfterFunc(d, x.timer.fire)
+	x.idle = &x.timer
 	return x
 }
 
@@ -141,7 +145,8 @@ func (s sender) Do(req *http.Request) (*http.Response, error) {
 	}
 	// gen's parser reads the body: through the size limit, with a failure
 	// to read it marked as one (retried), not as undecodable JSON.
-	resp.Body = &progressBody{ReadCloser: resp.Body, idle: idle, x: x, limit: c.set.maxBody}
+	x.body = progressBody{ReadCloser: resp.Body, idle: idle, x: x, limit: c.set.maxBody}
+	resp.Body = &x.body
 	return resp, nil
 }
 
@@ -156,15 +161,15 @@ func bodyError(x *exchange, status int, err error) error {
 
 // idleTimer cancels an attempt that makes no progress for d.
 type idleTimer struct {
-	d     time.Duration
-	t     *time.Timer
-	fired atomic.Bool
+	d      time.Duration
+	t      *time.Timer
+	fired  atomic.Bool
+	cancel context.CancelCauseFunc
 }
 
-func newIdleTimer(d time.Duration, cancel context.CancelCauseFunc) *idleTimer {
-	i := &idleTimer{d: d}
-	i.t = time.AfterFunc(d, func() { i.fired.Store(true); cancel(errIdle) })
-	return i
+func (i *idleTimer) fire() {
+	i.fired.Store(true)
+	i.cancel(errIdle)
 }
 
 func (i *idleTimer) reset() { i.t.Reset(i.d) }
