@@ -103,15 +103,9 @@ var errIdle = errors.New("no progress within the idle limit")
 // Do sends req: the exchange in its context says how.
 func (s sender) Do(req *http.Request) (*http.Response, error) {
 	c := s.c
-	x, _ := req.Context().Value(exchangeKey{}).(*exchange)
-	if x == nil { // a request not made by do: give it an attempt of its own
-		x = &exchange{op: "request"}
-		req = req.WithContext(x.begin(req.Context(), c.set.idle))
-		defer func() {
-			if !x.stream {
-				x.end()
-			}
-		}()
+	x, ok := req.Context().Value(exchangeKey{}).(*exchange)
+	if !ok { // every call goes through do or the stream, which set one
+		return nil, errors.New("fluxi2i: internal error: a request sent outside an attempt")
 	}
 	x.started = true
 	idle := x.idle
