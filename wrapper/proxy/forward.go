@@ -20,8 +20,7 @@ import (
 // call is one proxied request, for the operations gen's routes dispatch.
 type call struct {
 	h    *Handler
-	w    http.ResponseWriter
-	orig *http.Request
+	orig *http.Request // the browser's request, for UserOf
 }
 
 type callKey struct{}

@@ -76,16 +76,15 @@ type Handler struct {
 }
 
 type config struct {
-	authorize  func(*http.Request) error
-	anyone     bool
-	userOf     func(*http.Request) string
-	perUser    int
-	tracked    int
-	inFlight   time.Duration
-	origins    map[string]bool
-	log        *slog.Logger
-	maxBody    int64
-	configured map[string]bool
+	authorize func(*http.Request) error
+	anyone    bool
+	userOf    func(*http.Request) string
+	perUser   int
+	tracked   int
+	inFlight  time.Duration
+	origins   map[string]bool
+	log       *slog.Logger
+	maxBody   int64
 }
 
 // Option configures a Handler.
@@ -291,7 +290,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Only the queue of this model, as the spec's routes match it: the
 	// target's path and query, the browser's method, headers and body.
-	tr := r.WithContext(withCall(r.Context(), &call{h: h, w: w, orig: r}))
+	tr := r.WithContext(withCall(r.Context(), &call{h: h, orig: r}))
 	tr.URL = &url.URL{Path: target.Path, RawPath: target.RawPath, RawQuery: target.RawQuery}
 	tr.Host, tr.RequestURI = "", ""
 	h.routes.ServeHTTP(w, tr)
