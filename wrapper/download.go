@@ -167,7 +167,7 @@ func safeName(name string) error {
 	case len(name) > 200:
 		return fmt.Errorf("%.20q... is longer than 200 bytes", name)
 	case strings.ContainsAny(name, `/\`) || strings.Contains(name, ".."):
-		return fmt.Errorf("%q contains a path separator or ..", name)
+		return fmt.Errorf("%q contains a path separator or a double dot", name)
 	}
 	for _, r := range name {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {

@@ -292,7 +292,7 @@ func isLoopback(host string) bool {
 // time-based tests run under testing/synctest).
 var (
 	simOptions           = func() []queuetest.Option { return simulator.Options(simulator.Config{}) }
-	httpClient           = http.DefaultClient
+	httpClient           = &http.Client{Transport: keepAliveTransport()}
 	stdin      io.Reader = os.Stdin
 )
 
