@@ -5,9 +5,11 @@
 // With no API key and no --base-url, run uses a built-in local simulator
 // (not the real model) so it works offline. Subcommands submit, status,
 // result, cancel and wait act on a request id, so a job that outlived the
-// terminal can be picked up again; simulate serves the simulator for other
-// clients. Exit codes: 0 success, 1 other failure, 2 bad input or usage,
-// 3 API error, 4 timeout or interrupt.
+// terminal can be picked up again; batch runs a folder of images or a
+// manifest, resumably; simulate serves the simulator for other clients;
+// proxy serves fal's browser-client proxy protocol. Exit codes: 0 success,
+// 1 other failure, 2 bad input or usage, 3 API error, 4 timeout or
+// interrupt.
 package main
 
 import (
