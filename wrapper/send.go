@@ -34,7 +34,7 @@ type exchange struct {
 	status  int         // the answer's status code, 0 when none came
 
 	idle   *idleTimer              // cancels the attempt when it stalls
-	cancel context.CancelCauseFunc // ends the attempt's context
+	cancel context.CancelFunc      // ends the attempt's context
 	timer  idleTimer               // idle's storage: one allocation less
 	body   progressBody            // the answer's body wrapper, likewise
 }
@@ -45,7 +45,7 @@ type exchangeKey struct{}
 // when the attempt makes no progress for d (the cause is then errIdle) or
 // when x.end is called.
 func (x *exchange) begin(ctx context.Context, d time.Duration) context.Context {
-	x.Context, x.cancel = context.WithCancelCause(ctx)
+	x.Context, x.cancel = context.WithCancel(ctx)
 	x.timer.d, x.timer.cancel = d, x.cancel
 	x.timer.t = time.AfterFunc(d, x.timer.fire)
 	x.idle = &x.timer
@@ -63,7 +63,7 @@ func (x *exchange) Value(key any) any {
 // end stops the idle timer and ends the attempt's context.
 func (x *exchange) end() {
 	x.idle.stop()
-	x.cancel(nil)
+	x.cancel()
 }
 
 // authorize is gen's request editor: the User-Agent, and the credential,
@@ -158,12 +158,12 @@ type idleTimer struct {
 	d      time.Duration
 	t      *time.Timer
 	fired  atomic.Bool
-	cancel context.CancelCauseFunc
+	cancel context.CancelFunc
 }
 
 func (i *idleTimer) fire() {
 	i.fired.Store(true)
-	i.cancel(errIdle)
+	i.cancel() // fired tells the idle limit from the caller's cancel
 }
 
 func (i *idleTimer) reset() { i.t.Reset(i.d) }
