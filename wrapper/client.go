@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,7 +47,7 @@ type Client struct {
 	queue       *http.Client             // API calls: bound to the configured origin
 	download    *http.Client             // images: the caller's client as given, never with the key
 	streamSlots chan struct{}            // one token per open status stream
-	paused      atomic.Int64             // unix nanoseconds until which API calls wait: the server said 429
+	paused      sync.Map                 // op name -> *atomic.Int64: unix nanoseconds until which that operation waits (a 429)
 
 	stats struct {
 		submits, submitRetries, retries atomic.Int64

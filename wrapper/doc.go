@@ -37,6 +37,10 @@
 // caller set has passed) and an answer marked X-Fal-Retryable: false are
 // never retried.
 //
+// A 429 is the account's limit: it pauses every call of that kind (every
+// submit, say) of the client for its Retry-After, not only the one that met
+// it, so many jobs on one client slow down together.
+//
 // Submit is a paid POST and fal offers no idempotency key. By default it is
 // retried on the same failures, as fal's own clients do: when the server
 // queued the job but its answer was lost in transit, the retry queues a

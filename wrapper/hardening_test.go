@@ -300,11 +300,13 @@ func TestUpdatesStopsWhenTheLoopBreaks(t *testing.T) {
 var _ = json.Marshal
 var _ = errors.Is
 
-// A 429 is the account's limit: every call of the client waits it out, not
-// only the request that got it.
+// A 429 is the account's limit: every submit of the client waits it out,
+// not only the request that got it; other operations go on.
 func TestA429SlowsTheWholeClient(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(0), queuetest.RunTime(0)})
+		q0, err := c.Submit(context.Background(), input())
+		require.NoError(t, err)
 		srv.Inject(queuetest.OpSubmit, queuetest.Fail(429).RetryAfter(5))
 		start := time.Now()
 		done := make(chan time.Duration, 3)
@@ -316,10 +318,19 @@ func TestA429SlowsTheWholeClient(t *testing.T) {
 				done <- time.Since(start)
 			}()
 		}
+		// Meanwhile a queued job is still watched and fetched.
+		polled := make(chan time.Duration, 1)
+		go func() {
+			time.Sleep(200 * time.Millisecond)
+			_, err := c.Wait(context.Background(), q0.RequestID)
+			assert.NoError(t, err)
+			polled <- time.Since(start)
+		}()
 		for range 3 {
 			assert.GreaterOrEqual(t, <-done, 5*time.Second, "every submit waited out the 429")
 		}
-		assert.EqualValues(t, 4, srv.Stats().Submits, "one refused, three accepted, none sent during the pause")
+		assert.Less(t, <-polled, 5*time.Second, "status and result calls did not wait")
+		assert.EqualValues(t, 5, srv.Stats().Submits, "one before, one refused, three accepted, none sent during the pause")
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -156,7 +157,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 			return fail(n-1, err) // nothing more was sent
 		}
 		if !o.download {
-			if err := c.waitPause(ctx); err != nil {
+			if err := c.waitPause(ctx, o.name); err != nil {
 				return fail(n-1, err)
 			}
 		}
@@ -185,7 +186,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 		}
 		wait := retryDelay(out, min(n, 30), s.backoff, s.pollFirst, time.Now())
 		if out.status == http.StatusTooManyRequests {
-			c.pause(wait) // the account's limit: every call of this client waits
+			c.pause(o.name, wait) // the account's limit: every such call of this client waits
 		}
 		c.set.log.Debug("fluxi2i: retrying", "op", o.name, "request_id", o.id, "attempt", n+1, "wait", wait, "error", err)
 		if err := sleep(ctx, wait); err != nil {
@@ -200,26 +201,30 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 	}
 }
 
-// pause makes every API call of the client wait d from now before its next
-// attempt: a 429 is the account's limit, so the client slows down as a
-// whole (a batch of jobs together), not one request at a time.
-func (c *Client) pause(d time.Duration) {
+// pause makes every call of operation op (a submit, say) of the client
+// wait d from now before its next attempt: a 429 is the account's limit,
+// so the client slows down as a whole (a batch of jobs together), not one
+// request at a time. Other operations go on: a job already queued is still
+// watched and fetched.
+func (c *Client) pause(op string, d time.Duration) {
+	v, _ := c.paused.LoadOrStore(op, new(atomic.Int64))
+	p := v.(*atomic.Int64)
 	until := time.Now().Add(d).UnixNano()
 	for {
-		cur := c.paused.Load()
-		if cur >= until || c.paused.CompareAndSwap(cur, until) {
+		cur := p.Load()
+		if cur >= until || p.CompareAndSwap(cur, until) {
 			return
 		}
 	}
 }
 
-// waitPause waits out a pause, or until ctx ends.
-func (c *Client) waitPause(ctx context.Context) error {
-	until := c.paused.Load()
-	if until == 0 {
+// waitPause waits out a pause of op, or until ctx ends.
+func (c *Client) waitPause(ctx context.Context, op string) error {
+	v, ok := c.paused.Load(op)
+	if !ok {
 		return nil
 	}
-	return sleep(ctx, time.Until(time.Unix(0, until)))
+	return sleep(ctx, time.Until(time.Unix(0, v.(*atomic.Int64).Load())))
 }
 
 // sleep waits d or until ctx ends.

@@ -32,9 +32,9 @@
 //
 // # Pace
 //
-// At most Concurrency jobs are in flight. A 429 pauses the whole client for
-// its Retry-After (the account's limit, see wrapper), so the batch slows
-// down as one. Closing Config.Stop stops submitting and lets the jobs in
+// At most Concurrency jobs are in flight. A 429 pauses every call of that
+// kind (every submit, say) of the client for its Retry-After (the account's
+// limit, see wrapper), so the batch slows down as one. Closing Config.Stop stops submitting and lets the jobs in
 // flight finish; ending ctx also cancels them on the server.
 package batch
 
