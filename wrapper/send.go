@@ -33,10 +33,10 @@ type exchange struct {
 	header  http.Header // the answer's headers, when one came
 	status  int         // the answer's status code, 0 when none came
 
-	idle   *idleTimer              // cancels the attempt when it stalls
-	cancel context.CancelFunc      // ends the attempt's context
-	timer  idleTimer               // idle's storage: one allocation less
-	body   progressBody            // the answer's body wrapper, likewise
+	idle   *idleTimer         // cancels the attempt when it stalls
+	cancel context.CancelFunc // ends the attempt's context
+	timer  idleTimer          // idle's storage: one allocation less
+	body   progressBody       // the answer's body wrapper, likewise
 }
 
 type exchangeKey struct{}
