@@ -69,6 +69,12 @@ func (o operations) Submit(w http.ResponseWriter, r *http.Request, params gen.Su
 		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"detail": items})
 		return
 	}
+	if params.FalWebhook != nil {
+		// fal would POST the output to any URL a visitor names, on the
+		// key's account: webhooks are the server's to set, not the page's.
+		h.refuse(w, r, http.StatusBadRequest, "parameter", "fal_webhook is not accepted through the proxy")
+		return
+	}
 	if bad := gen.ValidateSubmitParams(&params); len(bad) > 0 {
 		h.refuse(w, r, http.StatusBadRequest, "parameter", bad[0].Field+": "+bad[0].Message)
 		return

@@ -25,7 +25,8 @@
 //     is given; Authorize's error is 401 (403 when it wraps ErrForbidden);
 //   - the browser's Authorization header and cookies are never forwarded,
 //     and only the x-fal-* headers the spec defines, after the spec's
-//     checks; the server's credential never appears in a response;
+//     checks; a fal_webhook is refused (fal would POST to any URL a visitor
+//     names); the server's credential never appears in a response;
 //   - a submit body is capped (413) and validated as Submit validates it
 //     (422 in fal's error shape) before anything is paid for;
 //   - with UserOf, the handler remembers which user submitted which request

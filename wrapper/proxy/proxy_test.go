@@ -184,6 +184,7 @@ func TestRefusals(t *testing.T) {
 		{"POST", queue + "/dev/image-to-image", `{"image_url":"https://example.com/a.png","prompt":"p","strength":2}`, 422, nil},
 		{"POST", queue + "/dev/image-to-image", `{"prompt":`, 422, nil},
 		{"POST", queue + "/dev/image-to-image", input, 400, []string{"X-Fal-Queue-Priority", "urgent"}},
+		{"POST", queue + "/dev/image-to-image?fal_webhook=https%3A%2F%2Fevil.example%2Fhook", input, 400, nil},
 		{"DELETE", queue + "/requests/r1", "", 405, nil},
 	} {
 		resp, b := f.send(t, c.method, c.target, c.body, c.hdr...)
@@ -195,7 +196,7 @@ func TestRefusals(t *testing.T) {
 	assert.EqualValues(t, 6, r["target"])
 	assert.EqualValues(t, 8, r["operation"])
 	assert.EqualValues(t, 2, r["input"])
-	assert.EqualValues(t, 1, r["parameter"])
+	assert.EqualValues(t, 2, r["parameter"])
 }
 
 func TestBodiesAreCapped(t *testing.T) {
