@@ -340,11 +340,7 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
 
 // refuse answers in fal's error shape, counts and logs the refusal.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, code int, reason, detail string) {
-	for i, rs := range reasons {
-		if rs == reason {
-			h.stats.refused[i].Add(1)
-		}
-	}
+	h.count(reason)
 	h.cfg.log.Warn("fluxi2i proxy: refused", "method", r.Method, "status", code, "reason", reason, "detail", detail)
 	writeJSON(w, code, map[string]any{"detail": detail})
 }

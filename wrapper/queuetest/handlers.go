@@ -588,23 +588,9 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 		if ph.next.IsZero() || wake <= 0 {
 			wake = time.Millisecond
 		}
-		if ka := s.cfg.keepAlive; ka > 0 && wake > ka {
-			// Nothing changes before ka: say so with a comment line.
-			wake = ka
-			t := time.NewTimer(wake)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-				return
-			}
-			if _, err := io.WriteString(w, ": keepalive\n"); err != nil {
-				return
-			}
-			if flusher != nil {
-				flusher.Flush()
-			}
-			continue
+		keepAlive := s.cfg.keepAlive > 0 && wake > s.cfg.keepAlive
+		if keepAlive {
+			wake = s.cfg.keepAlive // nothing changes before then: say so
 		}
 		t := time.NewTimer(wake)
 		select {
@@ -612,6 +598,14 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			t.Stop()
 			return
+		}
+		if keepAlive {
+			if _, err := io.WriteString(w, ": keepalive\n"); err != nil {
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
 		}
 	}
 }
