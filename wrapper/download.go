@@ -16,6 +16,7 @@ import (
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/media"
+	"github.com/fluxi2i/fluxi2i/internal/names"
 )
 
 // OpenImage opens one output image, whether its url is http(s) or a data
@@ -113,10 +114,12 @@ var errTooManyImages = fmt.Errorf("fluxi2i: more than %d images in one output", 
 // extension following the image's type, and returns the paths. Each image
 // is downloaded with retries, restarting from its first byte, written to a
 // temporary file, synced and renamed: a file is written whole or not at
-// all. prefix must be a plain file name (no separator, no "..", no control
-// character): a request id from the server is checked, never trusted.
+// all. prefix must be a plain file name by the rule of internal/names (no
+// separator, no "..", no control, bidirectional or zero-width character,
+// at most 200 bytes): a request id from the server is checked, never
+// trusted.
 func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix string) ([]string, error) {
-	if err := safeName(prefix); err != nil {
+	if err := names.Check(prefix); err != nil {
 		return nil, fmt.Errorf("fluxi2i: file name prefix: %w", err)
 	}
 	if len(out.Images) > gen.InputNumImagesMaximum {
@@ -155,26 +158,6 @@ func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix st
 		paths = append(paths, path)
 	}
 	return paths, nil
-}
-
-// safeName checks a name that came from the wire before it becomes part
-// of a file name: not empty, no path separator, not "." or "..", no
-// control character, at most 200 bytes.
-func safeName(name string) error {
-	switch {
-	case name == "" || name == "." || name == "..":
-		return fmt.Errorf("%q is not a file name", name)
-	case len(name) > 200:
-		return fmt.Errorf("%.20q... is longer than 200 bytes", name)
-	case strings.ContainsAny(name, `/\`) || strings.Contains(name, ".."):
-		return fmt.Errorf("%q contains a path separator or a double dot", name)
-	}
-	for _, r := range name {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return fmt.Errorf("%q contains a control character", name)
-		}
-	}
-	return nil
 }
 
 // readError marks a failure to read the download, as opposed to one to

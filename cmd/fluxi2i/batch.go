@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/names"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/batch"
 )
@@ -201,8 +203,16 @@ func imageJobs(fs *flag.FlagSet, in *inputFlags, dir string) ([]batch.Job, []str
 	set := given(fs)
 	var jobs []batch.Job
 	var where []string
+	var refused []wrapper.FieldError
 	for _, e := range entries {
 		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		// The file's name becomes the job's id and its outputs' names:
+		// one rule for both, before the file is even opened.
+		id := strings.TrimSuffix(e.Name(), filepath.Ext(e.Name()))
+		if err := names.Check(id); err != nil {
+			refused = append(refused, wrapper.FieldError{Field: "--images " + strconv.Quote(e.Name()), Message: "cannot name a job: " + err.Error()})
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
@@ -211,8 +221,11 @@ func imageJobs(fs *flag.FlagSet, in *inputFlags, dir string) ([]batch.Job, []str
 		}
 		input := gen.Input{Prompt: in.prompt}
 		in.apply(set, &input)
-		jobs = append(jobs, batch.Job{ID: strings.TrimSuffix(e.Name(), filepath.Ext(e.Name())), Input: input, ImageFile: path})
+		jobs = append(jobs, batch.Job{ID: id, Input: input, ImageFile: path})
 		where = append(where, "--images "+e.Name())
+	}
+	if len(refused) > 0 {
+		return nil, nil, &wrapper.InputError{Fields: refused}
 	}
 	if len(jobs) == 0 {
 		return nil, nil, bad("--images", dir+" holds no jpeg, png, webp, gif or avif image")

@@ -233,3 +233,32 @@ func TestBatchInterrupts(t *testing.T) {
 		})
 	}
 }
+
+// The folder scan names jobs by the one name rule: a file whose name
+// cannot name a job, or two files one file system takes for one, are
+// refused before anything is sent.
+func TestBatchFolderNamesFollowTheRule(t *testing.T) {
+	q, base := simServer(t)
+	data, err := os.ReadFile(sample)
+	require.NoError(t, err)
+	for _, c := range []struct {
+		files []string
+		want  []string
+	}{
+		{[]string{"ok.png", "x\u0085y.png"}, []string{`"x\u0085y.png"`, "control character"}},
+		{[]string{"ok.png", "x\u202egnp.png"}, []string{"bidirectional"}},
+		{[]string{"Cat.png", "cat.png"}, []string{"job 1", "but for case"}},
+	} {
+		dir := t.TempDir()
+		for _, f := range c.files {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, f), data, 0o644))
+		}
+		r := cli(t, context.Background(), nil, "batch", "--base-url", base, "--api-key", "k", "--images", dir, "--prompt", "p", "--out", filepath.Join(t.TempDir(), "out"))
+		assert.Equal(t, 2, r.code, r.stderr)
+		for _, w := range c.want {
+			assert.Contains(t, r.stderr, w)
+		}
+		assert.NotContains(t, r.stderr, "\u0085", "names are printed escaped")
+	}
+	assert.Zero(t, q.Stats().Submits, "nothing was sent")
+}

@@ -227,3 +227,30 @@ func TestStopLetsJobsInFlightFinish(t *testing.T) {
 }
 
 var _ = errors.Is
+
+// One name rule, before anything is sent: ids SaveImages would refuse
+// after the job ran (C1 controls, bidi and zero-width characters, a
+// byte-order mark) are refused by Check, and ids one file system would
+// take for the same file (case, Unicode normalisation) are duplicates.
+func TestIDsFollowTheOneNameRule(t *testing.T) {
+	srv, c := setup(t, nil)
+	js := jobs(8)
+	js[0].ID = "x\u0085y"
+	js[1].ID = "x\u202egpj.exe"
+	js[2].ID = "x\u200by"
+	js[3].ID = "\ufeffcat"
+	js[4].ID = "Cat"
+	js[5].ID = "cat"
+	js[6].ID = "caf\u00e9"
+	js[7].ID = "cafe\u0301"
+	_, err := batch.Run(context.Background(), c, js, batch.Config{Dir: t.TempDir()})
+	var bad *batch.BadJobError
+	require.ErrorAs(t, err, &bad)
+	msg := err.Error()
+	for _, want := range []string{"job 1", "control character", "job 2", "bidirectional", "job 3", "zero-width", "job 4", "byte-order mark",
+		`job 6 ("cat"): id "cat" is the id of job 5 ("Cat") but for case`, "job 8", "normalisation"} {
+		assert.Contains(t, msg, want)
+	}
+	assert.Len(t, strings.Split(msg, "\n"), 6, "the first of each pair is accepted")
+	assert.Zero(t, srv.Stats().Submits)
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/fluxi2i/fluxi2i/internal/names"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 )
 
@@ -23,7 +24,9 @@ func (e *BadJobError) Error() string {
 // Unwrap returns the cause.
 func (e *BadJobError) Unwrap() error { return e.Err }
 
-// Check checks every job before anything is sent: a plain, unique ID, an
+// Check checks every job before anything is sent: a plain, unique ID (by
+// the rule of internal/names: ids that differ only in case or Unicode
+// normalisation are duplicates), an
 // input the spec allows, an image file that exists and is an image. It
 // returns every problem, each a *BadJobError.
 func Check(jobs []Job) error {
@@ -31,12 +34,16 @@ func Check(jobs []Job) error {
 	ids := make(map[string]int, len(jobs))
 	bad := func(i int, id string, err error) { errs = append(errs, &BadJobError{Index: i, ID: id, Err: err}) }
 	for i, j := range jobs {
-		if err := checkID(j.ID); err != nil {
-			bad(i, j.ID, err)
-		} else if k, dup := ids[j.ID]; dup {
-			bad(i, j.ID, fmt.Errorf("id %q is already the id of job %d: ids name the files, they must be unique", j.ID, k+1))
+		if err := names.Check(j.ID); err != nil {
+			bad(i, j.ID, fmt.Errorf("id: %w", err))
+		} else if k, dup := ids[names.Key(j.ID)]; dup {
+			if jobs[k].ID == j.ID {
+				bad(i, j.ID, fmt.Errorf("id %q is already the id of job %d: ids name the files, they must be unique", j.ID, k+1))
+			} else {
+				bad(i, j.ID, fmt.Errorf("id %q is the id of job %d (%q) but for case or Unicode normalisation: ids name the files, and a case-insensitive or normalising file system takes both for one", j.ID, k+1, jobs[k].ID))
+			}
 		} else {
-			ids[j.ID] = i
+			ids[names.Key(j.ID)] = i
 		}
 		in := j.Input
 		if j.ImageFile != "" {
@@ -52,21 +59,4 @@ func Check(jobs []Job) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func checkID(id string) error {
-	switch {
-	case id == "":
-		return errors.New("id is empty")
-	case len(id) > 200:
-		return errors.New("id is longer than 200 bytes")
-	case strings.ContainsAny(id, `/\`) || strings.Contains(id, "..") || id == ".":
-		return fmt.Errorf("id %q must be a plain file name (no separator, no ..)", id)
-	}
-	for _, r := range id {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("id %q has a control character", id)
-		}
-	}
-	return nil
 }
