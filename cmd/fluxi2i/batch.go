@@ -322,13 +322,16 @@ func (a *app) batchSummary(sum batch.Summary, runErr error, total int, interrupt
 		}
 		line, _ := json.Marshal(map[string]any{"summary": true, "total": total, "done": sum.Done, "failed": sum.Failed,
 			"skipped": sum.Skipped, "outcome_unknown": sum.Unknown, "possible_duplicates": sum.PossibleDuplicates,
-			"not_started": notStarted, "billable_units": sum.BillableUnits, "failures": failures})
+			"not_started": notStarted, "billable_units": sum.BillableUnits, "earlier_billable_units": sum.EarlierBillableUnits, "failures": failures})
 		fmt.Fprintf(a.stdout, "%s\n", line)
 	}
 	w := a.stderr
 	fmt.Fprintf(w, "fluxi2i: batch: %d done, %d failed, %d skipped (done before), %d possible duplicates", sum.Done, sum.Failed+sum.Unknown, sum.Skipped, sum.PossibleDuplicates)
-	if sum.BillableUnits > 0 {
-		fmt.Fprintf(w, ", %g billable units", sum.BillableUnits)
+	if sum.BillableUnits > 0 || sum.EarlierBillableUnits > 0 {
+		fmt.Fprintf(w, ", %g billable units in this run", sum.BillableUnits)
+		if sum.EarlierBillableUnits > 0 {
+			fmt.Fprintf(w, " (and %g in earlier runs)", sum.EarlierBillableUnits)
+		}
 	}
 	if notStarted > 0 {
 		fmt.Fprintf(w, ", %d not started", notStarted)

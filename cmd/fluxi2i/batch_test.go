@@ -42,6 +42,7 @@ func TestBatchOfAFolderResumesAndSendsNothingWhenDone(t *testing.T) {
 	r := cli(t, context.Background(), nil, args...)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "5 done, 0 failed")
+	assert.Contains(t, r.stderr, "5 billable units in this run\n")
 	for i := range 5 {
 		_, err := os.Stat(filepath.Join(out, fmt.Sprintf("cat%02d-0.jpeg", i)))
 		assert.NoError(t, err)
@@ -56,6 +57,7 @@ func TestBatchOfAFolderResumesAndSendsNothingWhenDone(t *testing.T) {
 	r = cli(t, context.Background(), nil, append(args, "--json")...)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "5 skipped")
+	assert.Contains(t, r.stderr, "0 billable units in this run (and 5 in earlier runs)")
 	after := q.Stats()
 	assert.Equal(t, before, after, "a finished batch makes no request")
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
@@ -64,6 +66,8 @@ func TestBatchOfAFolderResumesAndSendsNothingWhenDone(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(lines[5]), &last))
 	assert.Equal(t, true, last["summary"])
 	assert.EqualValues(t, 5, last["skipped"])
+	assert.EqualValues(t, 0, last["billable_units"])
+	assert.EqualValues(t, 5, last["earlier_billable_units"])
 }
 
 func firstRequestID(t *testing.T, out string) string {

@@ -76,27 +76,43 @@ type Job struct {
 type Outcome struct {
 	ID, RequestID string
 	Files         []string // the images, in Config.Dir
-	BillableUnits float64  // what the server reported billing (0: nothing reported)
+	// BillableUnits is what the server reported billing the job (0:
+	// nothing reported), in this run or, for a skipped job, in an earlier
+	// one.
+	BillableUnits float64
 	// Skipped: done in an earlier run, files checked.
 	Skipped bool
 	// PossibleDuplicate: an earlier run may have submitted it too (it died
 	// between sending the submit and learning the request id).
 	PossibleDuplicate bool
 	// Err is why the job has no images: a *wrapper.JobError or
-	// *wrapper.SubmitError naming what is known, ErrOutcomeUnknown (with
-	// AtMostOnce), or the context's error for a job not started.
+	// *wrapper.SubmitError naming what is known, an error matching
+	// wrapper.ErrOutcomeUnknown (the submit may have queued the job, and
+	// it was not submitted again), or the context's error for a job not
+	// started.
 	Err error
+
+	billedBefore bool // BillableUnits were counted by an earlier run
 }
 
-// ErrOutcomeUnknown is the Err of a job an earlier run may have submitted
+// errLeftUnknown is the Err of a job an earlier run may have submitted
 // without learning its request id, left alone because of AtMostOnce.
-var ErrOutcomeUnknown = errors.New("batch: an earlier run may have submitted this job and did not learn its request id; not submitted again (at most once)")
+var errLeftUnknown = fmt.Errorf("batch: an earlier run may have submitted this job and did not learn its request id; not submitted again (at most once): %w", wrapper.ErrOutcomeUnknown)
 
 // Summary counts a run.
 type Summary struct {
-	Total, Done, Failed, Skipped, PossibleDuplicates, Unknown int
-	BillableUnits                                             float64
-	// Failures are the failed jobs' outcomes, with their reasons.
+	Total, Done, Failed, Skipped, PossibleDuplicates int
+	// Unknown counts the jobs whose outcome is unknown (their Err matches
+	// wrapper.ErrOutcomeUnknown): they may exist at the server, unpaid for
+	// or not; they are not in Failed.
+	Unknown int
+	// BillableUnits is what the server reported billing for the jobs this
+	// run learned the result of; EarlierBillableUnits, for the jobs an
+	// earlier run had finished (skipped, or fetched again by id because
+	// their files were missing). Their sum is what the whole batch cost.
+	BillableUnits, EarlierBillableUnits float64
+	// Failures are the failed and unknown jobs' outcomes, with their
+	// reasons.
 	Failures []Outcome
 }
 
@@ -235,7 +251,7 @@ func (r *runner) finish(o Outcome) {
 	case o.Skipped:
 		s.Skipped++
 		r.progress.Skipped++
-	case errors.Is(o.Err, ErrOutcomeUnknown):
+	case errors.Is(o.Err, wrapper.ErrOutcomeUnknown):
 		s.Unknown++
 		s.Failures = append(s.Failures, o)
 		r.progress.Failed++
@@ -250,7 +266,11 @@ func (r *runner) finish(o Outcome) {
 	if o.PossibleDuplicate {
 		s.PossibleDuplicates++
 	}
-	s.BillableUnits += o.BillableUnits
+	if o.Skipped || o.billedBefore {
+		s.EarlierBillableUnits += o.BillableUnits
+	} else {
+		s.BillableUnits += o.BillableUnits
+	}
 	if !o.Skipped {
 		r.progress.InFlight--
 	}
@@ -277,7 +297,7 @@ func (r *runner) job(ctx context.Context, j Job, rec record, seen bool) Outcome 
 			res, err = r.submit(ctx, j, &o)
 		}
 	case seen && (rec.State == stateIntent || rec.State == stateUnknown) && r.cfg.AtMostOnce:
-		o.Err = ErrOutcomeUnknown
+		o.Err = errLeftUnknown
 		return o
 	default:
 		o.PossibleDuplicate = seen && (rec.State == stateIntent || rec.State == stateUnknown)
@@ -290,6 +310,9 @@ func (r *runner) job(ctx context.Context, j Job, rec record, seen bool) Outcome 
 	}
 	o.RequestID = res.RequestID
 	o.BillableUnits = res.BillableUnits
+	if rec.State == stateDone && rec.RequestID == res.RequestID && rec.BillableUnits > 0 {
+		o.billedBefore = true // its files were missing: fetched again, billed once
+	}
 	files, err := r.c.SaveImages(ctx, &res.Output, r.cfg.Dir, j.ID)
 	if err != nil {
 		o.Err = fmt.Errorf("request %s: saving the images: %w", res.RequestID, err)

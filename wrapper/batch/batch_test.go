@@ -70,6 +70,8 @@ func TestABatchRunsAndAFinishedOneSendsNothing(t *testing.T) {
 		sum, err = batch.Run(context.Background(), c, jobs(20), batch.Config{Dir: dir})
 		require.NoError(t, err)
 		assert.Equal(t, 20, sum.Skipped)
+		assert.Zero(t, sum.BillableUnits, "this run paid nothing")
+		assert.Equal(t, 20.0, sum.EarlierBillableUnits, "what the earlier run paid, apart")
 		after := srv.Stats()
 		assert.Equal(t, before.Submits+before.StatusCalls+before.StreamCalls+before.ResultCalls+before.FileDownloads,
 			after.Submits+after.StatusCalls+after.StreamCalls+after.ResultCalls+after.FileDownloads, "no request at all")
@@ -81,6 +83,8 @@ func TestABatchRunsAndAFinishedOneSendsNothing(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, 19, sum.Skipped)
 		assert.Equal(t, 1, sum.Done)
+		assert.Zero(t, sum.BillableUnits, "fetched again, paid once, by the first run")
+		assert.Equal(t, 20.0, sum.EarlierBillableUnits)
 		assert.EqualValues(t, 20, srv.Stats().Jobs, "fetched by id, not submitted again")
 		_, err = os.Stat(filepath.Join(dir, "img-0003-0.jpeg"))
 		assert.NoError(t, err)
@@ -113,7 +117,7 @@ func TestResumeFollowsTheJournal(t *testing.T) {
 					assert.Equal(t, 3, sum.Done)
 					assert.Equal(t, 1, sum.Unknown)
 					require.Len(t, sum.Failures, 1)
-					assert.ErrorIs(t, sum.Failures[0].Err, batch.ErrOutcomeUnknown)
+					assert.ErrorIs(t, sum.Failures[0].Err, wrapper.ErrOutcomeUnknown)
 					assert.EqualValues(t, 3, srv.Stats().Jobs, "job 1 waited on by its id; 0 left alone")
 				} else {
 					assert.Equal(t, 4, sum.Done)
@@ -253,4 +257,23 @@ func TestIDsFollowTheOneNameRule(t *testing.T) {
 	}
 	assert.Len(t, strings.Split(msg, "\n"), 6, "the first of each pair is accepted")
 	assert.Zero(t, srv.Stats().Submits)
+}
+
+// One ErrOutcomeUnknown: a submit whose answer was lost (at most once) is
+// counted unknown, not failed, in the run it happened in and in the next.
+func TestAnUnknownOutcomeCountsTheSameInEveryRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, nil)
+		srv.Inject(queuetest.OpSubmit, queuetest.DropAfter())
+		dir := t.TempDir()
+		for run := range 2 {
+			sum, err := batch.Run(context.Background(), c, jobs(3), batch.Config{Dir: dir, AtMostOnce: true, Concurrency: 1})
+			require.NoError(t, err)
+			assert.Equal(t, 1, sum.Unknown, "run %d", run+1)
+			assert.Zero(t, sum.Failed, "run %d", run+1)
+			require.Len(t, sum.Failures, 1)
+			assert.ErrorIs(t, sum.Failures[0].Err, wrapper.ErrOutcomeUnknown)
+		}
+		assert.EqualValues(t, 3, srv.Stats().Jobs, "the unknown one was never submitted again")
+	})
 }
