@@ -100,9 +100,11 @@ func (a *app) batch(args []string) int {
 	wg.Wait()
 	p.finish()
 
-	var bad *batch.BadJobError
-	if errors.As(runErr, &bad) {
-		return a.fail(runErr)
+	if errors.Is(runErr, batch.ErrRefused) {
+		// Nothing was sent: a bad job, another run on --out, a changed
+		// input, a symlinked journal.
+		a.fail(runErr)
+		return exitUsage
 	}
 	return a.batchSummary(sum, runErr, len(jobs), interrupted)
 }

@@ -266,3 +266,34 @@ func TestBatchFolderNamesFollowTheRule(t *testing.T) {
 	}
 	assert.Zero(t, q.Stats().Submits, "nothing was sent")
 }
+
+// A second batch on one --out exits 2 at once, naming the lock and its
+// holder; a symlinked journal exits 2 as well.
+func TestBatchRefusesABusyOrSymlinkedOut(t *testing.T) {
+	q, base := simServer(t)
+	in, out := imagesDir(t, 2), filepath.Join(t.TempDir(), "out")
+	require.NoError(t, os.MkdirAll(out, 0o755))
+	lock, err := os.OpenFile(filepath.Join(out, batch.LockName), os.O_RDWR|os.O_CREATE, 0o644)
+	require.NoError(t, err)
+	require.NoError(t, syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB))
+	_, err = lock.WriteString("4242\n")
+	require.NoError(t, err)
+	args := []string{"batch", "--base-url", base, "--api-key", "k", "--images", in, "--prompt", "p", "--out", out}
+	r := cli(t, context.Background(), nil, args...)
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "pid 4242")
+	assert.Contains(t, r.stderr, filepath.Join(out, batch.LockName))
+	assert.Zero(t, q.Stats().Submits)
+	lock.Close() // the holder ends
+
+	journal := filepath.Join(out, batch.JournalName)
+	require.NoError(t, os.Symlink(filepath.Join(t.TempDir(), "elsewhere"), journal))
+	r = cli(t, context.Background(), nil, args...)
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "symbolic link")
+	assert.Zero(t, q.Stats().Submits)
+
+	require.NoError(t, os.Remove(journal))
+	r = cli(t, context.Background(), nil, args...)
+	assert.Equal(t, 0, r.code, r.stderr)
+}

@@ -155,11 +155,12 @@ func Run(ctx context.Context, c *wrapper.Client, jobs []Job, cfg Config) (Summar
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return sum, fmt.Errorf("batch: %w", err)
 	}
-	past, err := readJournal(filepath.Join(cfg.Dir, JournalName))
+	unlock, err := lock(cfg.Dir)
 	if err != nil {
 		return sum, err
 	}
-	jr, err := openJournal(filepath.Join(cfg.Dir, JournalName))
+	defer unlock()
+	jr, past, err := openJournal(filepath.Join(cfg.Dir, JournalName))
 	if err != nil {
 		return sum, err
 	}

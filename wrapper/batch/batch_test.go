@@ -277,3 +277,79 @@ func TestAnUnknownOutcomeCountsTheSameInEveryRun(t *testing.T) {
 		assert.EqualValues(t, 3, srv.Stats().Jobs, "the unknown one was never submitted again")
 	})
 }
+
+// One run per directory: while a run holds Dir, a second one fails at
+// once, naming the lock and the holder's pid, and sends nothing.
+func TestOneRunPerDirectory(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, nil)
+		dir := t.TempDir()
+		started := make(chan struct{})
+		var once atomic.Bool
+		var first batch.Summary
+		var firstErr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			first, firstErr = batch.Run(context.Background(), c, jobs(4), batch.Config{Dir: dir, OnProgress: func(batch.Progress) {
+				if once.CompareAndSwap(false, true) {
+					close(started)
+				}
+			}})
+		}()
+		<-started
+		other, c2 := setup(t, nil) // the second run's own server: it must see nothing
+		_, err := batch.Run(context.Background(), c2, jobs(4), batch.Config{Dir: dir})
+		var locked *batch.LockedError
+		require.ErrorAs(t, err, &locked)
+		assert.ErrorIs(t, err, batch.ErrRefused)
+		assert.Equal(t, filepath.Join(dir, batch.LockName), locked.Path)
+		assert.Equal(t, os.Getpid(), locked.PID)
+		assert.Contains(t, err.Error(), "pid "+fmt.Sprint(os.Getpid()))
+		assert.Contains(t, err.Error(), locked.Path)
+		assert.Zero(t, other.Stats().Submits, "the second run sent nothing")
+		<-done
+		require.NoError(t, firstErr)
+		assert.Equal(t, 4, first.Done)
+		assert.EqualValues(t, 4, srv.Stats().Jobs)
+
+		// Released at the end: the next run goes ahead.
+		sum, err := batch.Run(context.Background(), c, jobs(4), batch.Config{Dir: dir})
+		require.NoError(t, err)
+		assert.Equal(t, 4, sum.Skipped)
+	})
+}
+
+// The journal is never followed through a symbolic link.
+func TestASymlinkedJournalIsRefused(t *testing.T) {
+	srv, c := setup(t, nil)
+	dir, elsewhere := t.TempDir(), filepath.Join(t.TempDir(), "precious")
+	require.NoError(t, os.WriteFile(elsewhere, []byte("keep me\n"), 0o644))
+	require.NoError(t, os.Symlink(elsewhere, filepath.Join(dir, batch.JournalName)))
+	_, err := batch.Run(context.Background(), c, jobs(2), batch.Config{Dir: dir})
+	assert.ErrorIs(t, err, batch.ErrRefused)
+	assert.ErrorContains(t, err, "symbolic link")
+	b, _ := os.ReadFile(elsewhere)
+	assert.Equal(t, "keep me\n", string(b), "not written through")
+	assert.Zero(t, srv.Stats().Submits)
+}
+
+// A torn last line is cut off, not turned into a broken middle line: the
+// run after it and the run after that both go ahead, and every line of
+// the journal is a record.
+func TestATornLineSurvivesTwoRuns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, c := setup(t, nil)
+		dir := t.TempDir()
+		writeJournal(t, dir, `{"id":"img-0000","state":"intent"}`, `{"id":"img-0001","state":"qu`)
+		for run := range 2 {
+			js := jobs(2 + run)
+			sum, err := batch.Run(context.Background(), c, js, batch.Config{Dir: dir})
+			require.NoError(t, err, "run %d", run+1)
+			assert.Equal(t, 2+run, sum.Done+sum.Skipped, "run %d", run+1)
+		}
+		for i, line := range journalLines(t, dir) {
+			assert.True(t, strings.HasPrefix(line, `{"id":"img-`) && strings.HasSuffix(line, "}"), "line %d: %q", i+1, line)
+		}
+	})
+}

@@ -24,6 +24,9 @@ func (e *BadJobError) Error() string {
 // Unwrap returns the cause.
 func (e *BadJobError) Unwrap() error { return e.Err }
 
+// Is makes errors.Is(err, ErrRefused) true.
+func (e *BadJobError) Is(target error) bool { return target == ErrRefused }
+
 // Check checks every job before anything is sent: a plain, unique ID (by
 // the rule of internal/names: ids that differ only in case or Unicode
 // normalisation are duplicates), an

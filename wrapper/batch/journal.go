@@ -32,42 +32,93 @@ type record struct {
 	T             time.Time `json:"t"`
 }
 
-// readJournal returns each job's last record. A torn last line (a crash
-// while it was written) is ignored; a broken line before it is an error.
-func readJournal(path string) (map[string]record, error) {
-	out := map[string]record{}
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return out, nil
+// openJournal opens the journal at path for appending, creating it, and
+// returns each job's last record. It never follows a symbolic link: a
+// journal that is one is refused (it would be written through, into
+// whatever it names). A broken last line is a record torn by a crash
+// while it was written: the file is truncated back to the end of the line
+// before it, so the next record starts a line of its own and no broken
+// line is ever left in the middle. (A last record that is whole but for
+// its newline is kept, and gets its newline.) A broken line before the
+// last is an error.
+func openJournal(path string) (*journal, map[string]record, error) {
+	f, err := openNoFollow(path, os.O_RDWR|os.O_CREATE|os.O_APPEND)
+	if err != nil {
+		if isSymlink(path) {
+			return nil, nil, fmt.Errorf("%w: journal %s is a symbolic link; it is never followed: replace it with the file itself", ErrRefused, path)
+		}
+		return nil, nil, fmt.Errorf("batch: journal: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%w: journal %s is not a regular file", ErrRefused, path)
+	}
+	var past map[string]record
+	if err == nil {
+		past, err = readRecords(f, path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("batch: journal: %w", err)
+		f.Close()
+		return nil, nil, err
 	}
-	defer f.Close()
-	br := bufio.NewReaderSize(f, 64<<10)
+	return &journal{f: f}, past, nil
+}
+
+// readRecords reads f from its start, returning each job's last record,
+// and truncates a torn last line.
+func readRecords(f *os.File, path string) (map[string]record, error) {
+	out := map[string]record{}
+	br := bufio.NewReaderSize(io.NewSectionReader(f, 0, 1<<62), 64<<10)
+	var good int64 // the end of the last whole record
 	for n := 1; ; n++ {
 		line, err := br.ReadBytes('\n')
-		if len(line) == 0 && errors.Is(err, io.EOF) {
-			return out, nil
-		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("batch: journal: %w", err)
 		}
+		if len(line) == 0 {
+			break // the end
+		}
 		var rec record
+		whole := line[len(line)-1] == '\n'
 		if jerr := json.Unmarshal(bytes.TrimSpace(line), &rec); jerr != nil || rec.ID == "" || rec.State == "" {
-			if errors.Is(err, io.EOF) || line[len(line)-1] != '\n' {
-				return out, nil // the torn last line
+			if _, perr := br.Peek(1); !whole || errors.Is(perr, io.EOF) {
+				break // the last line, torn
 			}
-			if _, perr := br.Peek(1); errors.Is(perr, io.EOF) {
-				return out, nil // the last line, torn but for its newline
+			if len(bytes.TrimSpace(line)) == 0 {
+				good += int64(len(line)) // an empty line: harmless
+				continue
 			}
 			return nil, fmt.Errorf("batch: journal %s line %d is broken: %.80q", path, n, line)
 		}
 		out[rec.ID] = rec
-		if errors.Is(err, io.EOF) {
-			return out, nil
+		good += int64(len(line))
+		if !whole {
+			// A whole record that lost only its newline (it may hold a
+			// request id): kept, and its line ended.
+			if _, err := f.Write([]byte("\n")); err != nil {
+				return nil, fmt.Errorf("batch: journal: %w", err)
+			}
+			good++
 		}
 	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("batch: journal: %w", err)
+	}
+	if fi.Size() > good {
+		if err := f.Truncate(good); err != nil {
+			return nil, fmt.Errorf("batch: journal: dropping the torn last line: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			return nil, fmt.Errorf("batch: journal: %w", err)
+		}
+	}
+	return out, nil
+}
+
+func isSymlink(path string) bool {
+	fi, err := os.Lstat(path)
+	return err == nil && fi.Mode()&os.ModeSymlink != 0
 }
 
 // journal appends records and syncs them before write returns. Writers
@@ -81,36 +132,6 @@ type journal struct {
 	waiters []chan error // their writers
 	leader  bool         // a writer is writing and syncing
 	first   error        // the first failure
-}
-
-func openJournal(path string) (*journal, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("batch: journal: %w", err)
-	}
-	// A torn last line left by a crash would glue itself to the next
-	// record: start on a line of our own.
-	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
-		if last, err := lastByte(path); err == nil && last != '\n' {
-			f.Write([]byte("\n"))
-		}
-	}
-	return &journal{f: f}, nil
-}
-
-func lastByte(path string) (byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	_, err = f.ReadAt(b, fi.Size()-1)
-	return b[0], err
 }
 
 // write appends rec and returns once it is on disk.
