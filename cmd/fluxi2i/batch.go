@@ -45,10 +45,13 @@ func (a *app) batch(args []string) int {
 	out := fs.String("out", "", "the output directory: images and the journal that lets the same command resume (required)")
 	concurrency := fs.Int("concurrency", batch.DefaultConcurrency, "jobs in flight at once (fal accounts start at 2 running; more queue)")
 	atMostOnce := fs.Bool("at-most-once", false, "never submit a job twice: a job an earlier run may have submitted is reported, not sent again")
+	redo := fs.Bool("redo-changed", false, "make jobs whose input changed since --out's journal recorded them again, as new jobs (paid again); without it the batch refuses them and sends nothing")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}
-	jobs, err := a.batchJobs(fs, &in, *images, *manifest, *out, *concurrency)
+	// Validation ends on SIGINT/SIGTERM too (a.ctx): an image file is read
+	// only if regular, and every job is checked before anything is sent.
+	jobs, err := a.batchJobs(a.ctx, fs, &in, *images, *manifest, *out, *concurrency)
 	if err != nil {
 		return a.fail(err)
 	}
@@ -92,7 +95,7 @@ func (a *app) batch(args []string) int {
 
 	p := newBatchProgress(a, len(jobs))
 	sum, runErr := batch.Run(runCtx, c, jobs, batch.Config{
-		Dir: *out, Concurrency: *concurrency, AtMostOnce: *atMostOnce, Stop: halt,
+		Dir: *out, Concurrency: *concurrency, AtMostOnce: *atMostOnce, RedoChanged: *redo, Stop: halt,
 		OnOutcome:  p.outcome,
 		OnProgress: p.update,
 	})
@@ -104,6 +107,10 @@ func (a *app) batch(args []string) int {
 		// Nothing was sent: a bad job, another run on --out, a changed
 		// input, a symlinked journal.
 		a.fail(runErr)
+		var changed *batch.ChangedError
+		if errors.As(runErr, &changed) {
+			fmt.Fprintln(a.stderr, "fluxi2i: to make changed jobs again on purpose (paid again), add --redo-changed; or give another --out")
+		}
 		return exitUsage
 	}
 	return a.batchSummary(sum, runErr, len(jobs), interrupted)
@@ -120,7 +127,7 @@ type manifestLine struct {
 // batchJobs builds and checks the jobs: every bad one is named in an
 // *InputError (its manifest line or file, and the field), before anything
 // is sent.
-func (a *app) batchJobs(fs *flag.FlagSet, in *inputFlags, images, manifest, out string, concurrency int) ([]batch.Job, error) {
+func (a *app) batchJobs(ctx context.Context, fs *flag.FlagSet, in *inputFlags, images, manifest, out string, concurrency int) ([]batch.Job, error) {
 	bad := func(field, msg string) error {
 		return &wrapper.InputError{Fields: []wrapper.FieldError{{Field: field, Message: msg}}}
 	}
@@ -156,7 +163,11 @@ func (a *app) batchJobs(fs *flag.FlagSet, in *inputFlags, images, manifest, out 
 		return nil, err
 	}
 	var fields []wrapper.FieldError
-	for _, err := range unjoin(batch.Check(jobs)) {
+	err := batch.Check(ctx, jobs)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	for _, err := range unjoin(err) {
 		var bj *batch.BadJobError
 		if !errors.As(err, &bj) {
 			return nil, err

@@ -297,3 +297,56 @@ func TestBatchRefusesABusyOrSymlinkedOut(t *testing.T) {
 	r = cli(t, context.Background(), nil, args...)
 	assert.Equal(t, 0, r.code, r.stderr)
 }
+
+// A finished batch run again with another prompt is refused (exit 2,
+// naming the job and the field, nothing sent); --redo-changed makes the
+// jobs again.
+func TestBatchRefusesAChangedPrompt(t *testing.T) {
+	q, base := simServer(t)
+	in, out := imagesDir(t, 3), filepath.Join(t.TempDir(), "out")
+	args := []string{"batch", "--base-url", base, "--api-key", "k", "--images", in, "--out", out}
+	r := cli(t, context.Background(), nil, append(args, "--prompt", "a wizard")...)
+	require.Equal(t, 0, r.code, r.stderr)
+	before := q.Stats()
+
+	r = cli(t, context.Background(), nil, append(args, "--prompt", "as a watercolour")...)
+	assert.Equal(t, 2, r.code, r.stderr)
+	for _, w := range []string{`job "cat00"`, `job "cat02"`, "(prompt)", "--redo-changed"} {
+		assert.Contains(t, r.stderr, w)
+	}
+	assert.Equal(t, before, q.Stats(), "nothing was sent")
+
+	r = cli(t, context.Background(), nil, append(args, "--prompt", "a wizard", "--seed", "3")...)
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "(seed)")
+
+	r = cli(t, context.Background(), nil, append(args, "--prompt", "as a watercolour", "--redo-changed")...)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "3 done")
+	assert.EqualValues(t, before.Jobs+3, q.Stats().Jobs)
+}
+
+// An image that is a FIFO is refused at once (exit 2), not waited on.
+func TestBatchRefusesAFIFOImage(t *testing.T) {
+	q, base := simServer(t)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "a.png")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	manifest := filepath.Join(dir, "m.jsonl")
+	require.NoError(t, os.WriteFile(manifest, []byte(`{"image":"a.png","prompt":"p"}`+"\n"), 0o644))
+	done := make(chan result, 1)
+	go func() {
+		done <- cli(t, context.Background(), nil, "batch", "--base-url", base, "--api-key", "k", "--manifest", manifest, "--out", filepath.Join(dir, "out"))
+	}()
+	select {
+	case r := <-done:
+		assert.Equal(t, 2, r.code, r.stderr)
+		assert.Contains(t, r.stderr, "a FIFO, not a regular file")
+	case <-time.After(10 * time.Second):
+		f, _ := os.OpenFile(fifo, os.O_WRONLY, 0)
+		f.Close()
+		<-done
+		t.Fatal("batch waited on the FIFO")
+	}
+	assert.Zero(t, q.Stats().Submits)
+}

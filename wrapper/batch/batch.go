@@ -45,6 +45,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/wrapper"
@@ -133,6 +134,11 @@ type Config struct {
 	OnProgress func(Progress)
 	// Stop, when closed, stops submitting: jobs in flight go on to the end.
 	Stop <-chan struct{}
+	// RedoChanged makes a job whose input changed since the journal
+	// recorded it again, as a new job (paid again; its earlier request is
+	// left as it is). Without it such a job is a *ChangedError and the
+	// batch sends nothing.
+	RedoChanged bool
 }
 
 // Progress is the batch's state at one moment.
@@ -146,7 +152,7 @@ type Progress struct {
 // batch as a whole (bad jobs, the journal, ctx).
 func Run(ctx context.Context, c *wrapper.Client, jobs []Job, cfg Config) (Summary, error) {
 	sum := Summary{Total: len(jobs)}
-	if err := Check(jobs); err != nil {
+	if err := Check(ctx, jobs); err != nil {
 		return sum, err
 	}
 	if cfg.Concurrency <= 0 {
@@ -165,14 +171,34 @@ func Run(ctx context.Context, c *wrapper.Client, jobs []Job, cfg Config) (Summar
 		return sum, err
 	}
 	defer jr.close()
+	inputs, err := digests(ctx, cfg.Stop, jobs)
+	if err != nil || inputs == nil {
+		return sum, err // ctx ended, or stopped: nothing sent
+	}
+	var changed []error
+	for i, j := range jobs {
+		rec, seen := past[j.ID]
+		if !seen || rec.Input == "" || rec.Input == inputs[i].Input {
+			continue // new, journaled before inputs were, or the same
+		}
+		if !cfg.RedoChanged {
+			changed = append(changed, &ChangedError{ID: j.ID, Fields: changedFields(rec.Fields, inputs[i].Fields)})
+			continue
+		}
+		delete(past, j.ID) // a new job
+	}
+	if len(changed) > 0 {
+		return sum, errors.Join(changed...)
+	}
 
 	r := &runner{c: c, cfg: cfg, jr: jr, sum: &sum}
 	r.progress.Total = len(jobs)
 	slots := make(chan struct{}, cfg.Concurrency)
 	var wg sync.WaitGroup
 	var runErr error
-	for _, j := range jobs {
+	for i, j := range jobs {
 		rec, seen := past[j.ID]
+		dg := inputs[i]
 		if seen && rec.State == stateDone && filesThere(cfg.Dir, rec.Files) {
 			r.finish(Outcome{ID: j.ID, RequestID: rec.RequestID, Files: rec.Files, BillableUnits: rec.BillableUnits, Skipped: true})
 			continue
@@ -183,7 +209,7 @@ func Run(ctx context.Context, c *wrapper.Client, jobs []Job, cfg Config) (Summar
 		r.started()
 		wg.Go(func() {
 			defer func() { <-slots }()
-			r.finish(r.job(ctx, j, rec, seen))
+			r.finish(r.job(ctx, j, dg, rec, seen))
 		})
 	}
 	wg.Wait()
@@ -284,7 +310,7 @@ func (r *runner) finish(o Outcome) {
 }
 
 // job runs one job from where the journal left it.
-func (r *runner) job(ctx context.Context, j Job, rec record, seen bool) Outcome {
+func (r *runner) job(ctx context.Context, j Job, dg inputDigest, rec record, seen bool) Outcome {
 	o := Outcome{ID: j.ID}
 	var res *wrapper.Result
 	var err error
@@ -295,14 +321,14 @@ func (r *runner) job(ctx context.Context, j Job, rec record, seen bool) Outcome 
 		res, err = r.c.Wait(ctx, rec.RequestID)
 		if errors.Is(err, wrapper.ErrNotFound) && rec.State == stateDone {
 			// Expired at the server: make it again.
-			res, err = r.submit(ctx, j, &o)
+			res, err = r.submit(ctx, j, dg, &o)
 		}
 	case seen && (rec.State == stateIntent || rec.State == stateUnknown) && r.cfg.AtMostOnce:
 		o.Err = errLeftUnknown
 		return o
 	default:
 		o.PossibleDuplicate = seen && (rec.State == stateIntent || rec.State == stateUnknown)
-		res, err = r.submit(ctx, j, &o)
+		res, err = r.submit(ctx, j, dg, &o)
 	}
 	if err != nil {
 		o.Err = err
@@ -330,8 +356,8 @@ func (r *runner) job(ctx context.Context, j Job, rec record, seen bool) Outcome 
 
 // submit records the intent, submits and waits, recording the request id
 // as soon as it is known.
-func (r *runner) submit(ctx context.Context, j Job, o *Outcome) (*wrapper.Result, error) {
-	if err := r.jr.write(record{ID: j.ID, State: stateIntent}); err != nil {
+func (r *runner) submit(ctx context.Context, j Job, dg inputDigest, o *Outcome) (*wrapper.Result, error) {
+	if err := r.jr.write(record{ID: j.ID, State: stateIntent, Input: dg.Input, Fields: dg.Fields, Sent: time.Now().UTC()}); err != nil {
 		return nil, err
 	}
 	opts := []wrapper.Option{wrapper.WithOnQueued(func(q *wrapper.Queued) {
@@ -342,6 +368,11 @@ func (r *runner) submit(ctx context.Context, j Job, o *Outcome) (*wrapper.Result
 		opts = append(opts, wrapper.WithAtMostOnce())
 	}
 	if j.ImageFile != "" {
+		f, err := openRegular(j.ImageFile) // still a regular file: never wait on a FIFO
+		if err != nil {
+			return nil, err
+		}
+		f.Close()
 		im, err := wrapper.ImageFile(j.ImageFile)
 		if err != nil {
 			return nil, err
@@ -378,4 +409,26 @@ func filesThere(dir string, files []string) bool {
 		}
 	}
 	return true
+}
+
+// digests computes every job's inputDigest before anything is sent; nil
+// (and no error) when stop closed meanwhile.
+func digests(ctx context.Context, stop <-chan struct{}, jobs []Job) ([]inputDigest, error) {
+	out := make([]inputDigest, len(jobs))
+	for i, j := range jobs {
+		select {
+		case <-stop:
+			return nil, nil
+		default:
+		}
+		d, err := digestOf(ctx, j)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, &BadJobError{Index: i, ID: j.ID, Err: err}
+		}
+		out[i] = d
+	}
+	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -352,4 +353,107 @@ func TestATornLineSurvivesTwoRuns(t *testing.T) {
 			assert.True(t, strings.HasPrefix(line, `{"id":"img-`) && strings.HasSuffix(line, "}"), "line %d: %q", i+1, line)
 		}
 	})
+}
+
+// A job whose input changed since the journal recorded it is refused
+// before anything is sent, naming the job and the field; RedoChanged
+// makes it again, as a new job.
+func TestAChangedInputIsRefusedOrRedone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, nil)
+		dir := t.TempDir()
+		img := filepath.Join(t.TempDir(), "cat.png")
+		require.NoError(t, os.WriteFile(img, pngBytes(t), 0o644))
+		base := func() []batch.Job {
+			js := jobs(3)
+			js[2].Input.ImageURL, js[2].ImageFile = "", img
+			return js
+		}
+		_, err := batch.Run(context.Background(), c, base(), batch.Config{Dir: dir})
+		require.NoError(t, err)
+		requests := func() int64 {
+			s := srv.Stats()
+			return s.Submits + s.StatusCalls + s.StreamCalls + s.ResultCalls + s.FileDownloads
+		}
+		before := requests()
+
+		seven, two := int64(7), 0.5
+		for _, c2 := range []struct {
+			change func([]batch.Job)
+			id     string
+			fields []string
+		}{
+			{func(js []batch.Job) { js[0].Input.Prompt = "as a watercolour" }, "img-0000", []string{"prompt"}},
+			{func(js []batch.Job) { js[1].Input.Strength, js[1].Input.Seed = &two, &seven }, "img-0001", []string{"seed", "strength"}},
+			{func(js []batch.Job) { js[1].Input.ImageURL = "https://example.com/other.png" }, "img-0001", []string{"image"}},
+			{func(js []batch.Job) {
+				b := pngBytes(t)
+				require.NoError(t, os.WriteFile(img, append(b, 0), 0o644)) // the file's bytes changed
+			}, "img-0002", []string{"image"}},
+		} {
+			js := base()
+			c2.change(js)
+			_, err := batch.Run(context.Background(), c, js, batch.Config{Dir: dir})
+			var ch *batch.ChangedError
+			require.ErrorAs(t, err, &ch)
+			assert.ErrorIs(t, err, batch.ErrRefused)
+			assert.Equal(t, c2.id, ch.ID)
+			assert.Equal(t, c2.fields, ch.Fields)
+			assert.Contains(t, err.Error(), c2.id)
+			assert.Equal(t, before, requests(), "nothing was sent")
+		}
+		require.NoError(t, os.WriteFile(img, pngBytes(t), 0o644))
+
+		// The "default" of output_format is leaving it out: not a change.
+		js := base()
+		def := gen.InputOutputFormat("default")
+		js[0].Input.OutputFormat = &def
+		sum, err := batch.Run(context.Background(), c, js, batch.Config{Dir: dir})
+		require.NoError(t, err)
+		assert.Equal(t, 3, sum.Skipped)
+
+		js = base()
+		js[0].Input.Prompt = "as a watercolour"
+		sum, err = batch.Run(context.Background(), c, js, batch.Config{Dir: dir, RedoChanged: true})
+		require.NoError(t, err)
+		assert.Equal(t, 1, sum.Done)
+		assert.Equal(t, 2, sum.Skipped)
+		assert.EqualValues(t, 4, srv.Stats().Jobs, "made again, as a new job")
+		sum, err = batch.Run(context.Background(), c, js, batch.Config{Dir: dir})
+		require.NoError(t, err)
+		assert.Equal(t, 3, sum.Skipped, "and journaled with its new input")
+	})
+}
+
+func pngBytes(t *testing.T) []byte {
+	b, err := os.ReadFile("../../cmd/fluxi2i/testdata/sample.png")
+	require.NoError(t, err)
+	return b
+}
+
+// An image that is not a regular file (a FIFO here) is refused at once,
+// never waited on.
+func TestAFIFOImageIsRefusedAtOnce(t *testing.T) {
+	srv, c := setup(t, nil)
+	fifo := filepath.Join(t.TempDir(), "cat.png")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	js := jobs(1)
+	js[0].Input.ImageURL, js[0].ImageFile = "", fifo
+	done := make(chan error, 1)
+	go func() {
+		_, err := batch.Run(context.Background(), c, js, batch.Config{Dir: t.TempDir()})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, batch.ErrRefused)
+		assert.ErrorContains(t, err, "a FIFO, not a regular file")
+	case <-time.After(10 * time.Second):
+		// Unblock the open so the goroutine ends, then fail.
+		f, _ := os.OpenFile(fifo, os.O_WRONLY, 0)
+		f.Close()
+		<-done
+		t.Fatal("Run waited on the FIFO")
+	}
+	assert.Zero(t, srv.Stats().Submits)
 }

@@ -1,8 +1,10 @@
 package batch
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/fluxi2i/fluxi2i/internal/names"
@@ -31,12 +33,17 @@ func (e *BadJobError) Is(target error) bool { return target == ErrRefused }
 // the rule of internal/names: ids that differ only in case or Unicode
 // normalisation are duplicates), an
 // input the spec allows, an image file that exists and is an image. It
-// returns every problem, each a *BadJobError.
-func Check(jobs []Job) error {
+// returns every problem, each a *BadJobError. An image file is opened
+// only if it is a regular file (a FIFO or a device is refused, never
+// waited on). When ctx ends, Check returns its error.
+func Check(ctx context.Context, jobs []Job) error {
 	var errs []error
 	ids := make(map[string]int, len(jobs))
 	bad := func(i int, id string, err error) { errs = append(errs, &BadJobError{Index: i, ID: id, Err: err}) }
 	for i, j := range jobs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := names.Check(j.ID); err != nil {
 			bad(i, j.ID, fmt.Errorf("id: %w", err))
 		} else if k, dup := ids[names.Key(j.ID)]; dup {
@@ -50,16 +57,33 @@ func Check(jobs []Job) error {
 		}
 		in := j.Input
 		if j.ImageFile != "" {
-			im, err := wrapper.ImageFile(j.ImageFile)
+			mime, err := sniffFile(j.ImageFile)
 			if err != nil {
-				bad(i, j.ID, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "image", Message: strings.TrimPrefix(err.Error(), "fluxi2i: ")}}})
+				bad(i, j.ID, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "image", Message: strings.TrimPrefix(strings.TrimPrefix(err.Error(), "fluxi2i: "), "batch: ")}}})
 				continue
 			}
-			in.ImageURL = "data:" + im.ContentType() + ";base64,"
+			in.ImageURL = "data:" + mime + ";base64,"
 		}
 		if err := wrapper.Validate(in); err != nil {
 			bad(i, j.ID, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// sniffFile returns the image type of a regular file from its first
+// bytes.
+func sniffFile(path string) (string, error) {
+	f, err := openRegular(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(f, head)
+	mime, ok := wrapper.SniffImage(head[:n])
+	if !ok {
+		return "", fmt.Errorf("%w: %s", wrapper.ErrNotAnImage, path)
+	}
+	return mime, nil
 }

@@ -23,13 +23,19 @@ const (
 
 // record is one journal line.
 type record struct {
-	ID            string    `json:"id"`
-	State         string    `json:"state"`
-	RequestID     string    `json:"request_id,omitempty"`
-	Files         []string  `json:"files,omitempty"`
-	BillableUnits float64   `json:"billable_units,omitempty"`
-	Error         string    `json:"error,omitempty"`
-	T             time.Time `json:"t"`
+	ID            string   `json:"id"`
+	State         string   `json:"state"`
+	RequestID     string   `json:"request_id,omitempty"`
+	Files         []string `json:"files,omitempty"`
+	BillableUnits float64  `json:"billable_units,omitempty"`
+	Error         string   `json:"error,omitempty"`
+	// On intent records: the digest of the job's effective input, a short
+	// digest per field (see inputDigest), and the time the submit was
+	// sent (at the latest). Later records of the job carry them over.
+	Input  string            `json:"input,omitempty"`
+	Fields map[string]string `json:"fields,omitempty"`
+	Sent   time.Time         `json:"sent,omitzero"`
+	T      time.Time         `json:"t"`
 }
 
 // openJournal opens the journal at path for appending, creating it, and
@@ -89,6 +95,9 @@ func readRecords(f *os.File, path string) (map[string]record, error) {
 				continue
 			}
 			return nil, fmt.Errorf("batch: journal %s line %d is broken: %.80q", path, n, line)
+		}
+		if prev, ok := out[rec.ID]; ok && rec.Input == "" && rec.State != stateIntent {
+			rec.Input, rec.Fields, rec.Sent = prev.Input, prev.Fields, prev.Sent
 		}
 		out[rec.ID] = rec
 		good += int64(len(line))

@@ -1,0 +1,171 @@
+package batch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+)
+
+// inputDigest is what the journal keeps of a job's effective input, to
+// tell whether the job it resumes is still the job it journaled.
+type inputDigest struct {
+	// Input is the SHA-256 (hex) of every field that reaches the wire: the
+	// canonical JSON (sorted keys) of the normalised input without
+	// image_url, a newline, then the image's own SHA-256 (hex) — of the
+	// file's bytes for ImageFile, of the image_url string otherwise.
+	Input string
+	// Fields holds a short digest (the first 12 hex digits of a SHA-256)
+	// per field, "image" for the image: enough to name what changed.
+	Fields map[string]string
+}
+
+// ChangedError is a job whose input is not the one the journal recorded
+// for it: resuming it would fetch, or skip as done, a result made from
+// another input. Nothing is sent; Config.RedoChanged makes it again, as a
+// new job.
+type ChangedError struct {
+	ID     string
+	Fields []string // what changed: "prompt", "strength", "image", ...
+}
+
+// Error names the job and the fields.
+func (e *ChangedError) Error() string {
+	return fmt.Sprintf("batch: job %q: its input changed since the journal recorded it (%s): refused, as resuming it would skip or fetch a result made from the old input; redo changed jobs on purpose (they are paid again), or use another directory", e.ID, strings.Join(e.Fields, ", "))
+}
+
+// Is makes errors.Is(err, ErrRefused) true.
+func (e *ChangedError) Is(target error) bool { return target == ErrRefused }
+
+// shortDigest is the first 12 hex digits of the SHA-256 of b.
+func shortDigest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
+}
+
+// digestOf is j's inputDigest; it reads the image file whole, and gives up
+// when ctx ends.
+func digestOf(ctx context.Context, j Job) (inputDigest, error) {
+	in := j.Input
+	// As Submit sends it: the upstream docs' "default" means leaving the
+	// field out (wrapper.Validate).
+	if in.OutputFormat != nil && *in.OutputFormat == "default" {
+		in.OutputFormat = nil
+	}
+	if in.Acceleration != nil && *in.Acceleration == "default" {
+		in.Acceleration = nil
+	}
+	image, err := imageDigest(ctx, j)
+	if err != nil {
+		return inputDigest{}, err
+	}
+	in.ImageURL = ""
+	b, err := json.Marshal(in)
+	if err != nil {
+		return inputDigest{}, err
+	}
+	fields := map[string]json.RawMessage{}
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return inputDigest{}, err
+	}
+	delete(fields, "image_url")
+	canon, err := json.Marshal(fields) // sorted keys
+	if err != nil {
+		return inputDigest{}, err
+	}
+	d := inputDigest{Fields: make(map[string]string, len(fields)+1)}
+	for k, v := range fields {
+		d.Fields[k] = shortDigest(v)
+	}
+	d.Fields["image"] = image[:12]
+	sum := sha256.Sum256(append(append(canon, '\n'), image...))
+	d.Input = hex.EncodeToString(sum[:])
+	return d, nil
+}
+
+// imageDigest is the SHA-256 (hex) of the job's image: the file's bytes,
+// or the image_url string.
+func imageDigest(ctx context.Context, j Job) (string, error) {
+	h := sha256.New()
+	if j.ImageFile == "" {
+		io.WriteString(h, j.Input.ImageURL)
+		return hex.EncodeToString(h.Sum(nil)), nil
+	}
+	f, err := openRegular(j.ImageFile)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	buf := make([]byte, 256<<10)
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		n, err := f.Read(buf)
+		h.Write(buf[:n])
+		if errors.Is(err, io.EOF) {
+			return hex.EncodeToString(h.Sum(nil)), nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("batch: image file: %w", err)
+		}
+	}
+}
+
+// changedFields names the fields whose digests differ between was and
+// now, sorted; every field when was has none to compare.
+func changedFields(was, now map[string]string) []string {
+	var out []string
+	for k, v := range now {
+		if was[k] != v {
+			out = append(out, k)
+		}
+	}
+	for k := range was {
+		if _, ok := now[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// openRegular opens path for reading only if it is a regular file: it is
+// opened without blocking (a FIFO or a device would wait for a writer, or
+// forever) and checked with fstat before a byte is read.
+func openRegular(path string) (*os.File, error) {
+	f, err := openNonBlocking(path)
+	if err != nil {
+		return nil, fmt.Errorf("batch: image file: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is %s, not a regular file", path, kind(fi.Mode()))
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("batch: image file: %w", err)
+	}
+	return f, nil
+}
+
+// kind names a file type that is not a regular file.
+func kind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m.IsDir():
+		return "a directory"
+	}
+	return "not a regular file"
+}
