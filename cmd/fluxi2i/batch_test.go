@@ -222,7 +222,8 @@ func TestBatchInterrupts(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			time.AfterFunc(200*time.Millisecond, cancel)
 			out := filepath.Join(t.TempDir(), "out")
-			r := cli(t, ctx, nil, "batch", "--base-url", base, "--api-key", "k", "--images", imagesDir(t, 10), "--prompt", "p", "--out", out, "--concurrency", "2")
+			args := []string{"batch", "--base-url", base, "--api-key", "k", "--images", imagesDir(t, 10), "--prompt", "p", "--out", out, "--concurrency", "2"}
+			r := cli(t, ctx, nil, args...)
 			assert.Equal(t, 4, r.code, r.stderr)
 			assert.Contains(t, r.stderr, "no more jobs are submitted")
 			assert.Contains(t, r.stderr, "run the same command again to resume")
@@ -230,6 +231,13 @@ func TestBatchInterrupts(t *testing.T) {
 			assert.EqualValues(t, 2, q.Stats().Jobs, "nothing submitted after the interrupt")
 			if twice {
 				assert.EqualValues(t, 2, q.Stats().Cancelled)
+				// The cancelled jobs were journaled with their ids: the next
+				// run looks at them, finds them cancelled, and makes them
+				// again at once, instead of failing them with 499.
+				r = cli(t, context.Background(), nil, args...)
+				assert.Equal(t, 0, r.code, r.stderr)
+				assert.Contains(t, r.stderr, "10 done")
+				assert.EqualValues(t, 12, q.Stats().Jobs)
 			} else {
 				assert.Zero(t, q.Stats().Cancelled)
 				assert.Contains(t, r.stderr, "2 done")
@@ -349,4 +357,24 @@ func TestBatchRefusesAFIFOImage(t *testing.T) {
 		t.Fatal("batch waited on the FIFO")
 	}
 	assert.Zero(t, q.Stats().Submits)
+}
+
+// A batch on the built-in simulator that was cut short resumes in the next
+// run with a new simulator: the old request ids are unknown there (404),
+// so those jobs are made again in that run, not failed.
+func TestBatchOnTheBuiltInSimulatorResumes(t *testing.T) {
+	saved := secondInterrupt
+	secondInterrupt = func() (<-chan os.Signal, func()) {
+		ch := make(chan os.Signal, 1)
+		return ch, func() {}
+	}
+	t.Cleanup(func() { secondInterrupt = saved })
+	out := filepath.Join(t.TempDir(), "out")
+	args := []string{"batch", "--images", imagesDir(t, 4), "--prompt", "p", "--out", out, "--timeout", "40ms"}
+	r := cli(t, context.Background(), nil, args...)
+	require.Equal(t, 4, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "NOT the real model")
+	r = cli(t, context.Background(), nil, args[:len(args)-2]...)
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "4 done")
 }

@@ -181,6 +181,10 @@ func Run(ctx context.Context, c *wrapper.Client, jobs []Job, cfg Config) (Summar
 		if !seen || rec.Input == "" || rec.Input == inputs[i].Input {
 			continue // new, journaled before inputs were, or the same
 		}
+		if rec.State == stateFailed {
+			delete(past, j.ID) // it failed with no result: the new input is simply tried
+			continue
+		}
 		if !cfg.RedoChanged {
 			changed = append(changed, &ChangedError{ID: j.ID, Fields: changedFields(rec.Fields, inputs[i].Fields)})
 			continue
@@ -316,11 +320,16 @@ func (r *runner) job(ctx context.Context, j Job, dg inputDigest, rec record, see
 	var err error
 	switch {
 	case seen && rec.RequestID != "" && rec.State != stateFailed:
-		// Queued, or done with files missing: fetch it by its id.
+		// Queued, cancelled, done with files missing, or its fetch or save
+		// failed: a job with a request id is fetched by it, never
+		// submitted again while the server may still have it.
 		o.RequestID = rec.RequestID
 		res, err = r.c.Wait(ctx, rec.RequestID)
-		if errors.Is(err, wrapper.ErrNotFound) && rec.State == stateDone {
-			// Expired at the server: make it again.
+		if gone(err, rec.State) {
+			// The server says it has no result for this id: it forgot the
+			// job (expired, or a simulator gone with its process), or the
+			// cancel this batch sent stopped it. Make it again, now.
+			o.RequestID = ""
 			res, err = r.submit(ctx, j, dg, &o)
 		}
 	case seen && (rec.State == stateIntent || rec.State == stateUnknown) && r.cfg.AtMostOnce:
@@ -342,8 +351,10 @@ func (r *runner) job(ctx context.Context, j Job, dg inputDigest, rec record, see
 	}
 	files, err := r.c.SaveImages(ctx, &res.Output, r.cfg.Dir, j.ID)
 	if err != nil {
+		// Paid for, and at the server until it expires: keep the id, so
+		// the next run fetches it instead of paying again.
 		o.Err = fmt.Errorf("request %s: saving the images: %w", res.RequestID, err)
-		r.failed(j.ID, o.RequestID, o.Err)
+		r.jr.write(record{ID: j.ID, State: stateFetchFailed, RequestID: res.RequestID, BillableUnits: res.BillableUnits, Error: o.Err.Error()})
 		return o
 	}
 	for i, f := range files {
@@ -352,6 +363,34 @@ func (r *runner) job(ctx context.Context, j Job, dg inputDigest, rec record, see
 	o.Files = files
 	r.jr.write(record{ID: j.ID, State: stateDone, RequestID: res.RequestID, Files: files, BillableUnits: res.BillableUnits})
 	return o
+}
+
+// gone reports whether err, the answer to a wait by a journaled request
+// id, says the server has no result for it and never will: 404 (the job
+// is unknown there), or, for a job this batch cancelled, the cancellation.
+func gone(err error, state string) bool {
+	if errors.Is(err, wrapper.ErrNotFound) {
+		return true
+	}
+	var ae *wrapper.APIError
+	return state == stateCancelled && errors.As(err, &ae) && (ae.StatusCode == 499 || ae.ErrorType == "client_cancelled")
+}
+
+// modelFailure reports whether err is the server's definite answer that
+// the job failed (the model refused the input, the run failed): a job
+// with no result to fetch, tried again by the next run. Anything else
+// (the network, the key, a result that could not be read) leaves the job
+// where it was, to be fetched by its id.
+func modelFailure(err error) bool {
+	var ae *wrapper.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.StatusCode {
+	case 401, 403, 404, 429:
+		return false
+	}
+	return true
 }
 
 // submit records the intent, submits and waits, recording the request id
@@ -382,18 +421,30 @@ func (r *runner) submit(ctx context.Context, j Job, dg inputDigest, o *Outcome) 
 	return r.c.Run(ctx, j.Input, opts...)
 }
 
-// failed records a definite failure; a job whose fate is open (the context
-// ended, the submit's outcome is unknown) keeps its last state, to be
-// resumed.
+// failed records how a job ended without its images. A job cancelled by
+// the context (a second Ctrl-C) whose cancel the server accepted is
+// journaled cancelled, with its id: the next run looks at it by id first
+// (it may have finished before the cancel) and makes it again only if it
+// was stopped. A job whose fate is otherwise open (the context ended, the
+// submit's outcome is unknown) keeps its last state, to be resumed; a job
+// with a request id that did not fail at the server keeps its id
+// (fetch-failed).
 func (r *runner) failed(id, requestID string, err error) {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		var je *wrapper.JobError
+		if errors.As(err, &je) && je.Cancelled && je.RequestID != "" {
+			r.jr.write(record{ID: id, State: stateCancelled, RequestID: je.RequestID, Error: err.Error()})
+		}
 		return
 	}
-	if errors.Is(err, wrapper.ErrOutcomeUnknown) {
+	switch {
+	case errors.Is(err, wrapper.ErrOutcomeUnknown):
 		r.jr.write(record{ID: id, State: stateUnknown, Error: err.Error()})
-		return
+	case requestID != "" && !modelFailure(err):
+		r.jr.write(record{ID: id, State: stateFetchFailed, RequestID: requestID, Error: err.Error()})
+	default:
+		r.jr.write(record{ID: id, State: stateFailed, RequestID: requestID, Error: err.Error()})
 	}
-	r.jr.write(record{ID: id, State: stateFailed, RequestID: requestID, Error: err.Error()})
 }
 
 // filesThere reports whether every file of a done job is in dir, not

@@ -457,3 +457,81 @@ func TestAFIFOImageIsRefusedAtOnce(t *testing.T) {
 	}
 	assert.Zero(t, srv.Stats().Submits)
 }
+
+// A paid result whose save failed keeps its request id: after a directory
+// squatting an output name is gone, the next run fetches it by id and
+// submits nothing.
+func TestAFailedSaveIsFetchedByIDNotPaidAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, nil)
+		dir := t.TempDir()
+		squat := filepath.Join(dir, "img-0001-0.jpeg")
+		require.NoError(t, os.Mkdir(squat, 0o755))
+		sum, err := batch.Run(context.Background(), c, jobs(3), batch.Config{Dir: dir})
+		require.NoError(t, err)
+		assert.Equal(t, 2, sum.Done)
+		require.Len(t, sum.Failures, 1)
+		assert.Equal(t, "img-0001", sum.Failures[0].ID)
+		assert.NotEmpty(t, sum.Failures[0].RequestID)
+		assert.Contains(t, strings.Join(journalLines(t, dir), "\n"), `"state":"fetch-failed","request_id":"`+sum.Failures[0].RequestID, "the id is kept")
+
+		require.NoError(t, os.Remove(squat))
+		sum, err = batch.Run(context.Background(), c, jobs(3), batch.Config{Dir: dir})
+		require.NoError(t, err)
+		assert.Equal(t, 1, sum.Done)
+		assert.Equal(t, 2, sum.Skipped)
+		assert.EqualValues(t, 3, srv.Stats().Jobs, "fetched by its id, not submitted again")
+		_, err = os.Stat(squat)
+		assert.NoError(t, err)
+	})
+}
+
+// Jobs whose server forgot them (a simulator gone with its process:
+// another server here) are made again in the same run, not failed with
+// 404 for the run after to redo.
+func TestJobsTheServerForgotAreMadeAgainInTheSameRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, c := setup(t, nil, wrapper.WithCancelOnExit(0))
+		dir := t.TempDir()
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		sum, err := batch.Run(ctx, c, jobs(4), batch.Config{Dir: dir, Concurrency: 4})
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.Zero(t, sum.Done, "abandoned while queued")
+
+		srv2, c2 := setup(t, nil)
+		sum, err = batch.Run(context.Background(), c2, jobs(4), batch.Config{Dir: dir})
+		require.NoError(t, err)
+		assert.Equal(t, 4, sum.Done, "%+v", sum.Failures)
+		assert.Zero(t, sum.PossibleDuplicates)
+		assert.EqualValues(t, 4, srv2.Stats().Jobs)
+	})
+}
+
+// Jobs cancelled when the context ends (the CLI's second Ctrl-C) are
+// journaled cancelled with their request id; the next run looks at them by
+// id and, finding them cancelled, makes them again in that run.
+func TestCancelledJobsAreJournaledAndRedoneByTheNextRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, nil)
+		dir := t.TempDir()
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		sum, err := batch.Run(ctx, c, jobs(3), batch.Config{Dir: dir, Concurrency: 3})
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.Zero(t, sum.Done)
+		assert.EqualValues(t, 3, srv.Stats().Cancelled)
+		cancelled := 0
+		for _, l := range journalLines(t, dir) {
+			if strings.Contains(l, `"state":"cancelled","request_id":"`) {
+				cancelled++
+			}
+		}
+		assert.Equal(t, 3, cancelled)
+
+		sum, err = batch.Run(context.Background(), c, jobs(3), batch.Config{Dir: dir})
+		require.NoError(t, err)
+		assert.Equal(t, 3, sum.Done, "%+v", sum.Failures)
+		assert.EqualValues(t, 6, srv.Stats().Jobs, "each looked at by id, then made again once")
+	})
+}

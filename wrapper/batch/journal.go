@@ -19,6 +19,12 @@ const (
 	stateDone    = "done"    // the images are on disk
 	stateFailed  = "failed"  // a definite failure
 	stateUnknown = "unknown" // the submit failed, and may have queued the job
+	// The request id is known and the result may be at the server, but
+	// fetching it or saving its images failed: fetched by id next time.
+	stateFetchFailed = "fetch-failed"
+	// Cancelled by this batch (a second Ctrl-C), the cancel accepted: looked
+	// at by id next time, and made again if the cancel stopped it.
+	stateCancelled = "cancelled"
 )
 
 // record is one journal line.
