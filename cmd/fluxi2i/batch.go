@@ -159,6 +159,11 @@ func (a *app) batchJobs(ctx context.Context, fs *flag.FlagSet, in *inputFlags, i
 			return nil, err
 		}
 	}
+	if images != "" {
+		if err := outsideImages(out, images); err != nil {
+			return nil, err
+		}
+	}
 	if err := checkOut(out); err != nil {
 		return nil, err
 	}
@@ -244,6 +249,50 @@ func imageJobs(fs *flag.FlagSet, in *inputFlags, dir string) ([]batch.Job, []str
 		return nil, nil, bad("--images", dir+" holds no jpeg, png, webp, gif or avif image")
 	}
 	return jobs, where, nil
+}
+
+// outsideImages refuses an --out that is --images or inside it (after
+// symbolic links): each rerun would take the outputs for inputs, and pay
+// for them.
+func outsideImages(out, images string) error {
+	o, err := resolve(out)
+	if err != nil {
+		return &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--out", Message: err.Error()}}}
+	}
+	i, err := resolve(images)
+	if err != nil {
+		return &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--images", Message: err.Error()}}}
+	}
+	if rel, err := filepath.Rel(i, o); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		what := "is inside"
+		if rel == "." {
+			what = "is"
+		}
+		return &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--out", Message: fmt.Sprintf("%s %s --images %s: its outputs would be taken for inputs by the next run (and paid for); give a directory outside it", out, what, images)}}}
+	}
+	return nil
+}
+
+// resolve makes path absolute with its symbolic links followed, as far as
+// it exists (an --out not made yet resolves through its parent).
+func resolve(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	rest := ""
+	for p := abs; ; {
+		real, err := filepath.EvalSymlinks(p)
+		if err == nil {
+			return filepath.Join(real, rest), nil
+		}
+		parent := filepath.Dir(p)
+		if parent == p || !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+		p = parent
+	}
 }
 
 func isImageFile(path string) bool {

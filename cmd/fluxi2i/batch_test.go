@@ -378,3 +378,22 @@ func TestBatchOnTheBuiltInSimulatorResumes(t *testing.T) {
 	assert.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "4 done")
 }
+
+// --out equal to --images, inside it, or reaching it through a symbolic
+// link is refused before anything is sent.
+func TestBatchRefusesOutInsideImages(t *testing.T) {
+	q, base := simServer(t)
+	in := imagesDir(t, 2)
+	link := filepath.Join(t.TempDir(), "link")
+	require.NoError(t, os.Symlink(in, link))
+	for _, out := range []string{in, in + "/", filepath.Join(in, "out"), filepath.Join(in, "a", "b"), filepath.Join(in, "..out"), link, filepath.Join(link, "out")} {
+		r := cli(t, context.Background(), nil, "batch", "--base-url", base, "--api-key", "k", "--images", in, "--prompt", "p", "--out", out)
+		assert.Equal(t, 2, r.code, "%s: %s", out, r.stderr)
+		assert.Contains(t, r.stderr, "--images", out)
+		_, err := os.Stat(filepath.Join(in, "a"))
+		assert.ErrorIs(t, err, os.ErrNotExist, "nothing made inside --images")
+	}
+	assert.Zero(t, q.Stats().Submits)
+	r := cli(t, context.Background(), nil, "batch", "--base-url", base, "--api-key", "k", "--images", link, "--prompt", "p", "--out", filepath.Join(in+"-out"))
+	assert.Equal(t, 0, r.code, r.stderr)
+}
