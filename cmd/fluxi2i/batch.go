@@ -321,13 +321,16 @@ func manifestJobs(path string) ([]batch.Job, []string, error) {
 	var fields []wrapper.FieldError
 	br := bufio.NewReaderSize(f, 64<<10)
 	for n := 1; ; n++ {
-		line, rerr := br.ReadBytes('\n')
+		line, rerr := readLine(br, manifestLineMax)
+		if errors.Is(rerr, errLineTooLong) {
+			// Refused as soon as it is too long, not once it is all read.
+			fields = append(fields, wrapper.FieldError{Field: fmt.Sprintf("--manifest line %d", n), Message: fmt.Sprintf("longer than %d MiB", manifestLineMax>>20)})
+			return nil, nil, &wrapper.InputError{Fields: fields}
+		}
 		if rerr != nil && !errors.Is(rerr, io.EOF) {
 			return nil, nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--manifest", Message: rerr.Error()}}}
 		}
-		if len(line) > 64<<20 {
-			fields = append(fields, wrapper.FieldError{Field: fmt.Sprintf("--manifest line %d", n), Message: "longer than 64 MiB"})
-		} else if t := bytes.TrimSpace(line); len(t) > 0 {
+		if t := bytes.TrimSpace(line); len(t) > 0 {
 			at := fmt.Sprintf("--manifest line %d", n)
 			dec := json.NewDecoder(bytes.NewReader(t))
 			dec.DisallowUnknownFields()
@@ -372,6 +375,29 @@ func manifestJobs(path string) ([]batch.Job, []string, error) {
 		return nil, nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--manifest", Message: path + " holds no job"}}}
 	}
 	return jobs, where, nil
+}
+
+// manifestLineMax is the longest manifest line accepted (a seam for the
+// tests): 64 MiB, room for an inline data URI image.
+var manifestLineMax = 64 << 20
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine reads one line, its newline included, of at most max bytes: a
+// longer one is errLineTooLong as soon as max bytes are read, so memory
+// stays bounded whatever the file holds.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(line)+len(frag) > max {
+			return nil, errLineTooLong
+		}
+		line = append(line, frag...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return line, err
+		}
+	}
 }
 
 // batchSummary prints what the batch did and returns the exit code.

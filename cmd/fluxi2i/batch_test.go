@@ -397,3 +397,52 @@ func TestBatchRefusesOutInsideImages(t *testing.T) {
 	r := cli(t, context.Background(), nil, "batch", "--base-url", base, "--api-key", "k", "--images", link, "--prompt", "p", "--out", filepath.Join(in+"-out"))
 	assert.Equal(t, 0, r.code, r.stderr)
 }
+
+// A manifest line over its cap is refused as soon as the cap is read, not
+// once the whole line is in memory: here the line never ends (a FIFO whose
+// writer stays open).
+func TestBatchRefusesAnOverlongManifestLineWhileReadingIt(t *testing.T) {
+	saved := manifestLineMax
+	manifestLineMax = 1 << 20
+	t.Cleanup(func() { manifestLineMax = saved })
+	_, base := simServer(t)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "m.jsonl")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	release := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer w.Close()
+		w.Write([]byte(`{"image":"a.png","prompt":"`))
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for range (manifestLineMax / len(chunk)) + 2 {
+			if _, err := w.Write(chunk); err != nil {
+				return // the reader gave up
+			}
+		}
+		<-release // no newline, no end: the line goes on
+	}()
+	done := make(chan result, 1)
+	go func() {
+		done <- cli(t, context.Background(), nil, "batch", "--base-url", base, "--api-key", "k", "--manifest", fifo, "--out", filepath.Join(dir, "out"))
+	}()
+	select {
+	case r := <-done:
+		assert.Equal(t, 2, r.code, r.stderr)
+		assert.Contains(t, r.stderr, "line 1")
+		assert.Contains(t, r.stderr, "longer than 1 MiB")
+	case <-time.After(20 * time.Second):
+		t.Error("the reader waited for the end of the line")
+		close(release)
+		<-done
+		<-writerDone
+		return
+	}
+	close(release)
+	<-writerDone
+}
