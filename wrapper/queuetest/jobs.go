@@ -77,6 +77,7 @@ type job struct {
 	id          string
 	fileKey     string // the unguessable part of its image URLs
 	in          gen.Input
+	raw         []byte // the body as received, for the history; nil with X-Fal-Store-IO: 0
 	submitted   time.Time
 	cancelledAt time.Time // zero unless cancelled before it completed
 	resultAt    time.Time // first result request
