@@ -56,22 +56,25 @@ func (s *Server) history(p gen.ListRequestsByEndpointParams) answer {
 	}
 	now := time.Now()
 	type ended struct {
-		j   *job
-		end time.Time
+		j         *job
+		end, sent time.Time
+		started   bool
+		code      int
 	}
 	var all []ended
 	s.mu.Lock()
 	for _, j := range s.jobs {
 		end := s.endedAt(j, now)
+		code := historyCode(j)
 		switch {
 		case end.IsZero(),
 			p.Start != nil && end.Before(*p.Start),
 			p.End != nil && !end.Before(*p.End),
 			p.RequestID != nil && *p.RequestID != j.id,
-			p.Status != nil && *p.Status != historyStatus(j):
+			p.Status != nil && *p.Status != historyStatus(code):
 			continue
 		}
-		all = append(all, ended{j, end})
+		all = append(all, ended{j: j, end: end, sent: j.submitted, started: !j.submitted.Add(s.cfg.queueTime).After(end), code: code})
 	}
 	s.mu.Unlock()
 	slices.SortFunc(all, func(a, b ended) int {
@@ -95,7 +98,21 @@ func (s *Server) history(p gen.ListRequestsByEndpointParams) answer {
 	to := min(from+limit, len(all))
 	payloads := p.Expand != nil && *p.Expand == gen.ListRequestsByEndpointParamsExpandPayloads
 	for _, e := range all[from:to] {
-		page.Items = append(page.Items, s.historyItem(e.j, e.end, endpoint, payloads))
+		it := gen.RequestHistoryItem{
+			RequestID:  e.j.id,
+			EndpointID: &endpoint,
+			SentAt:     ptr(e.sent.UTC()),
+			EndedAt:    ptr(e.end.UTC()),
+			StatusCode: ptr(e.code),
+			Duration:   ptr(e.end.Sub(e.sent).Seconds()),
+		}
+		if e.started {
+			it.StartedAt = ptr(e.sent.Add(s.cfg.queueTime).UTC())
+		}
+		if payloads && e.j.raw != nil {
+			it.JSONInput = json.RawMessage(e.j.raw)
+		}
+		page.Items = append(page.Items, it)
 	}
 	if to < len(all) {
 		page.HasMore, page.NextCursor = true, ptr(strconv.Itoa(to))
@@ -104,8 +121,8 @@ func (s *Server) history(p gen.ListRequestsByEndpointParams) answer {
 }
 
 // historyStatus is the job's status in the history's terms.
-func historyStatus(j *job) gen.ListRequestsByEndpointParamsStatus {
-	switch code := historyCode(j); {
+func historyStatus(code int) gen.ListRequestsByEndpointParamsStatus {
+	switch {
 	case code >= 500:
 		return gen.ListRequestsByEndpointParamsStatusError
 	case code >= 400:
@@ -115,35 +132,13 @@ func historyStatus(j *job) gen.ListRequestsByEndpointParamsStatus {
 }
 
 // historyCode is the status code the job ended with, as far as the server
-// knows (the model runs when the result is first asked for).
+// knows (the model runs when the result is first asked for). s.mu is held.
 func historyCode(j *job) int {
 	switch {
 	case !j.cancelledAt.IsZero():
 		return 499
-	case j.err != nil:
-		if me, ok := j.err.(*ModelError); ok && me.StatusCode != 0 {
-			return me.StatusCode
-		}
-		return http.StatusUnprocessableEntity
+	case j.failed.Load() != 0:
+		return int(j.failed.Load())
 	}
 	return http.StatusOK
-}
-
-func (s *Server) historyItem(j *job, end time.Time, endpoint string, payloads bool) gen.RequestHistoryItem {
-	sent := j.submitted.UTC()
-	it := gen.RequestHistoryItem{
-		RequestID:  j.id,
-		EndpointID: &endpoint,
-		SentAt:     &sent,
-		EndedAt:    ptr(end.UTC()),
-		StatusCode: ptr(historyCode(j)),
-		Duration:   ptr(end.Sub(sent).Seconds()),
-	}
-	if start := j.submitted.Add(s.cfg.queueTime); !start.After(end) {
-		it.StartedAt = ptr(start.UTC())
-	}
-	if payloads && j.raw != nil {
-		it.JSONInput = json.RawMessage(j.raw)
-	}
-	return it
 }

@@ -9,7 +9,9 @@ import (
 	"image/color"
 	"image/jpeg"
 	"image/png"
+	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
@@ -88,6 +90,7 @@ type job struct {
 	once   sync.Once
 	images []Image
 	err    error
+	failed atomic.Int32 // the model's error status, once it ran and failed (for the history)
 }
 
 // endedAt is when j stopped changing: cancelled, or completed; zero while
@@ -199,6 +202,13 @@ func (s *Server) output(ctx context.Context, j *job) ([]Image, error) {
 		seed := seedOf(j)
 		in.Seed = &seed
 		j.images, j.err = s.cfg.model(j.ctx, j.id, in)
+		if j.err != nil {
+			code := http.StatusUnprocessableEntity
+			if me, ok := j.err.(*ModelError); ok && me.StatusCode != 0 {
+				code = me.StatusCode
+			}
+			j.failed.Store(int32(code))
+		}
 	})
 	return j.images, j.err
 }
