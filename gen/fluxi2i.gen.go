@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/oapi-codegen/runtime"
 )
@@ -163,6 +164,60 @@ func (e StreamStatusParamsLogs) Valid() bool {
 	case StreamStatusParamsLogsN0:
 		return true
 	case StreamStatusParamsLogsN1:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ListRequestsByEndpointParamsStatus.
+const (
+	ListRequestsByEndpointParamsStatusError     ListRequestsByEndpointParamsStatus = "error"
+	ListRequestsByEndpointParamsStatusSuccess   ListRequestsByEndpointParamsStatus = "success"
+	ListRequestsByEndpointParamsStatusUserError ListRequestsByEndpointParamsStatus = "user_error"
+)
+
+// Valid indicates whether the value is a known member of the ListRequestsByEndpointParamsStatus enum.
+func (e ListRequestsByEndpointParamsStatus) Valid() bool {
+	switch e {
+	case ListRequestsByEndpointParamsStatusError:
+		return true
+	case ListRequestsByEndpointParamsStatusSuccess:
+		return true
+	case ListRequestsByEndpointParamsStatusUserError:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ListRequestsByEndpointParamsSortBy.
+const (
+	ListRequestsByEndpointParamsSortByDuration ListRequestsByEndpointParamsSortBy = "duration"
+	ListRequestsByEndpointParamsSortByEndedAt  ListRequestsByEndpointParamsSortBy = "ended_at"
+)
+
+// Valid indicates whether the value is a known member of the ListRequestsByEndpointParamsSortBy enum.
+func (e ListRequestsByEndpointParamsSortBy) Valid() bool {
+	switch e {
+	case ListRequestsByEndpointParamsSortByDuration:
+		return true
+	case ListRequestsByEndpointParamsSortByEndedAt:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ListRequestsByEndpointParamsExpand.
+const (
+	ListRequestsByEndpointParamsExpandPayloads ListRequestsByEndpointParamsExpand = "payloads"
+)
+
+// Valid indicates whether the value is a known member of the ListRequestsByEndpointParamsExpand enum.
+func (e ListRequestsByEndpointParamsExpand) Valid() bool {
+	switch e {
+	case ListRequestsByEndpointParamsExpandPayloads:
 		return true
 	default:
 		return false
@@ -325,6 +380,31 @@ type QueueStatus struct {
 	StatusURL *string `json:"status_url,omitempty"`
 }
 
+// RequestHistory defines model for RequestHistory.
+type RequestHistory struct {
+	HasMore    bool                 `json:"has_more"`
+	Items      []RequestHistoryItem `json:"items"`
+	NextCursor *string              `json:"next_cursor,omitempty"`
+}
+
+// RequestHistoryItem defines model for RequestHistoryItem.
+type RequestHistoryItem struct {
+	// Duration Seconds.
+	Duration   *float64   `json:"duration,omitempty"`
+	EndedAt    *time.Time `json:"ended_at,omitempty"`
+	EndpointID *string    `json:"endpoint_id,omitempty"`
+
+	// JSONInput The submit body as received (expand=payloads).
+	JSONInput interface{} `json:"json_input,omitempty"`
+
+	// JSONOutput The output (expand=payloads).
+	JSONOutput interface{} `json:"json_output,omitempty"`
+	RequestID  string      `json:"request_id"`
+	SentAt     *time.Time  `json:"sent_at,omitempty"`
+	StartedAt  *time.Time  `json:"started_at,omitempty"`
+	StatusCode *int        `json:"status_code,omitempty"`
+}
+
 // ValidationDetail A list of field errors, or one message.
 type ValidationDetail struct {
 	union json.RawMessage
@@ -438,6 +518,37 @@ type StreamStatusParams struct {
 
 // StreamStatusParamsLogs defines parameters for StreamStatus.
 type StreamStatusParamsLogs int
+
+// ListRequestsByEndpointParams defines parameters for ListRequestsByEndpoint.
+type ListRequestsByEndpointParams struct {
+	// EndpointID The endpoint (comma-separated for several, up to 50).
+	EndpointID string `form:"endpoint_id" json:"endpoint_id"`
+
+	// Start Inclusive lower bound of the end time (default 24 hours ago).
+	Start *time.Time `form:"start,omitempty" json:"start,omitempty"`
+
+	// End Exclusive upper bound of the end time.
+	End       *time.Time                          `form:"end,omitempty" json:"end,omitempty"`
+	Status    *ListRequestsByEndpointParamsStatus `form:"status,omitempty" json:"status,omitempty"`
+	RequestID *string                             `form:"request_id,omitempty" json:"request_id,omitempty"`
+	Limit     *int                                `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The next_cursor of the previous page.
+	Cursor *string                             `form:"cursor,omitempty" json:"cursor,omitempty"`
+	SortBy *ListRequestsByEndpointParamsSortBy `form:"sort_by,omitempty" json:"sort_by,omitempty"`
+
+	// Expand payloads adds json_input and json_output to each item.
+	Expand *ListRequestsByEndpointParamsExpand `form:"expand,omitempty" json:"expand,omitempty"`
+}
+
+// ListRequestsByEndpointParamsStatus defines parameters for ListRequestsByEndpoint.
+type ListRequestsByEndpointParamsStatus string
+
+// ListRequestsByEndpointParamsSortBy defines parameters for ListRequestsByEndpoint.
+type ListRequestsByEndpointParamsSortBy string
+
+// ListRequestsByEndpointParamsExpand defines parameters for ListRequestsByEndpoint.
+type ListRequestsByEndpointParamsExpand string
 
 // SubmitJSONRequestBody defines body for Submit for application/json ContentType.
 type SubmitJSONRequestBody = Input
@@ -693,6 +804,19 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status/stream (the `StreamStatus` operationId).
 	StreamStatus(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListRequestsByEndpoint The request history of an endpoint (ended requests only)
+	//
+	// Lists requests that have ended (terminal statuses only), sorted and
+	// filtered by their end time; a job still queued or running is not
+	// listed yet. With expand=payloads each item carries the submit body
+	// as received (json_input) and the output (json_output); with
+	// X-Fal-Store-IO 0 on the submit no payload is kept. fluxi2i uses it to
+	// settle a submit whose answer was lost: the item whose json_input
+	// equals what it sent, inside the window of that submit.
+	//
+	// Corresponds with GET /v1/models/requests/by-endpoint (the `ListRequestsByEndpoint` operationId).
+	ListRequestsByEndpoint(ctx context.Context, params *ListRequestsByEndpointParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // SubmitWithBody Queue an image-to-image job
@@ -796,6 +920,29 @@ func (c *Client) GetStatus(ctx context.Context, requestID RequestID, params *Get
 // Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status/stream (the `StreamStatus` operationId).
 func (c *Client) StreamStatus(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewStreamStatusRequest(c.Server, requestID, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListRequestsByEndpoint The request history of an endpoint (ended requests only)
+//
+// Lists requests that have ended (terminal statuses only), sorted and
+// filtered by their end time; a job still queued or running is not
+// listed yet. With expand=payloads each item carries the submit body
+// as received (json_input) and the output (json_output); with
+// X-Fal-Store-IO 0 on the submit no payload is kept. fluxi2i uses it to
+// settle a submit whose answer was lost: the item whose json_input
+// equals what it sent, inside the window of that submit.
+//
+// Corresponds with GET /v1/models/requests/by-endpoint (the `ListRequestsByEndpoint` operationId).
+func (c *Client) ListRequestsByEndpoint(ctx context.Context, params *ListRequestsByEndpointParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListRequestsByEndpointRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1145,6 +1292,152 @@ func NewStreamStatusRequest(server string, requestID RequestID, params *StreamSt
 	return req, nil
 }
 
+// NewListRequestsByEndpointRequest constructs an http.Request for the ListRequestsByEndpoint method
+func NewListRequestsByEndpointRequest(server string, params *ListRequestsByEndpointParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/models/requests/by-endpoint")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "endpoint_id", params.EndpointID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if params.Start != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "start", *params.Start, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.End != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "end", *params.End, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.RequestID != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "request_id", *params.RequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.SortBy != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "sort_by", *params.SortBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Expand != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "expand", *params.Expand, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -1247,6 +1540,21 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status/stream (the `StreamStatus` operationId).
 	StreamStatusWithResponse(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*StreamStatusResponse, error)
+
+	// ListRequestsByEndpointWithResponse The request history of an endpoint (ended requests only)
+	//
+	// Lists requests that have ended (terminal statuses only), sorted and
+	// filtered by their end time; a job still queued or running is not
+	// listed yet. With expand=payloads each item carries the submit body
+	// as received (json_input) and the output (json_output); with
+	// X-Fal-Store-IO 0 on the submit no payload is kept. fluxi2i uses it to
+	// settle a submit whose answer was lost: the item whose json_input
+	// equals what it sent, inside the window of that submit.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/models/requests/by-endpoint (the `ListRequestsByEndpoint` operationId).
+	ListRequestsByEndpointWithResponse(ctx context.Context, params *ListRequestsByEndpointParams, reqEditors ...RequestEditorFn) (*ListRequestsByEndpointResponse, error)
 }
 
 // SubmitResponse200Headers the declared response headers of an HTTP 200 response for Submit
@@ -2375,6 +2683,217 @@ func (r StreamStatusResponse) ContentType() string {
 	return ""
 }
 
+// ListRequestsByEndpointResponse400Headers the declared response headers of an HTTP 400 response for ListRequestsByEndpoint
+type ListRequestsByEndpointResponse400Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// ListRequestsByEndpointResponse401Headers the declared response headers of an HTTP 401 response for ListRequestsByEndpoint
+type ListRequestsByEndpointResponse401Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// ListRequestsByEndpointResponse403Headers the declared response headers of an HTTP 403 response for ListRequestsByEndpoint
+type ListRequestsByEndpointResponse403Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// ListRequestsByEndpointResponse404Headers the declared response headers of an HTTP 404 response for ListRequestsByEndpoint
+type ListRequestsByEndpointResponse404Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// ListRequestsByEndpointResponse408Headers the declared response headers of an HTTP 408 response for ListRequestsByEndpoint
+type ListRequestsByEndpointResponse408Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// ListRequestsByEndpointResponse429Headers the declared response headers of an HTTP 429 response for ListRequestsByEndpoint
+type ListRequestsByEndpointResponse429Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// ListRequestsByEndpointResponse500Headers the declared response headers of an HTTP 500 response for ListRequestsByEndpoint
+type ListRequestsByEndpointResponse500Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// ListRequestsByEndpointResponse502Headers the declared response headers of an HTTP 502 response for ListRequestsByEndpoint
+type ListRequestsByEndpointResponse502Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// ListRequestsByEndpointResponse503Headers the declared response headers of an HTTP 503 response for ListRequestsByEndpoint
+type ListRequestsByEndpointResponse503Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// ListRequestsByEndpointResponse504Headers the declared response headers of an HTTP 504 response for ListRequestsByEndpoint
+type ListRequestsByEndpointResponse504Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+type ListRequestsByEndpointResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *RequestHistory
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *PlatformError
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *PlatformError
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *PlatformError
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *PlatformError
+	// JSON408 the response for an HTTP 408 `application/json` response
+	JSON408 *PlatformError
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *PlatformError
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *PlatformError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *PlatformError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *PlatformError
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *PlatformError
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *ListRequestsByEndpointResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListRequestsByEndpointResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *ListRequestsByEndpointResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *ListRequestsByEndpointResponse404Headers
+	// Headers408 the parsed response headers for an HTTP 408 response
+	Headers408 *ListRequestsByEndpointResponse408Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListRequestsByEndpointResponse429Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *ListRequestsByEndpointResponse500Headers
+	// Headers502 the parsed response headers for an HTTP 502 response
+	Headers502 *ListRequestsByEndpointResponse502Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListRequestsByEndpointResponse503Headers
+	// Headers504 the parsed response headers for an HTTP 504 response
+	Headers504 *ListRequestsByEndpointResponse504Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListRequestsByEndpointResponse) GetJSON200() *RequestHistory {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ListRequestsByEndpointResponse) GetJSON400() *PlatformError {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ListRequestsByEndpointResponse) GetJSON401() *PlatformError {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ListRequestsByEndpointResponse) GetJSON403() *PlatformError {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r ListRequestsByEndpointResponse) GetJSON404() *PlatformError {
+	return r.JSON404
+}
+
+// GetJSON408 returns the response for an HTTP 408 `application/json` response
+func (r ListRequestsByEndpointResponse) GetJSON408() *PlatformError {
+	return r.JSON408
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListRequestsByEndpointResponse) GetJSON429() *PlatformError {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r ListRequestsByEndpointResponse) GetJSON500() *PlatformError {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r ListRequestsByEndpointResponse) GetJSON502() *PlatformError {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListRequestsByEndpointResponse) GetJSON503() *PlatformError {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r ListRequestsByEndpointResponse) GetJSON504() *PlatformError {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r ListRequestsByEndpointResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListRequestsByEndpointResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListRequestsByEndpointResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListRequestsByEndpointResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // SubmitWithBodyWithResponse Queue an image-to-image job
 //
 // Enqueues one job and answers at once with its request id and the
@@ -2468,6 +2987,27 @@ func (c *ClientWithResponses) StreamStatusWithResponse(ctx context.Context, requ
 		return nil, err
 	}
 	return ParseStreamStatusResponse(rsp)
+}
+
+// ListRequestsByEndpointWithResponse The request history of an endpoint (ended requests only)
+//
+// Lists requests that have ended (terminal statuses only), sorted and
+// filtered by their end time; a job still queued or running is not
+// listed yet. With expand=payloads each item carries the submit body
+// as received (json_input) and the output (json_output); with
+// X-Fal-Store-IO 0 on the submit no payload is kept. fluxi2i uses it to
+// settle a submit whose answer was lost: the item whose json_input
+// equals what it sent, inside the window of that submit.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/models/requests/by-endpoint (the `ListRequestsByEndpoint` operationId).
+func (c *ClientWithResponses) ListRequestsByEndpointWithResponse(ctx context.Context, params *ListRequestsByEndpointParams, reqEditors ...RequestEditorFn) (*ListRequestsByEndpointResponse, error) {
+	rsp, err := c.ListRequestsByEndpoint(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListRequestsByEndpointResponse(rsp)
 }
 
 // ParseSubmitResponse parses an HTTP response from a SubmitWithResponse call
@@ -4607,6 +5147,415 @@ func ParseStreamStatusResponse(rsp *http.Response) (*StreamStatusResponse, error
 	return response, nil
 }
 
+// ParseListRequestsByEndpointResponse parses an HTTP response from a ListRequestsByEndpointWithResponse call
+func ParseListRequestsByEndpointResponse(rsp *http.Response) (*ListRequestsByEndpointResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListRequestsByEndpointResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest RequestHistory
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 408:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON408 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers ListRequestsByEndpointResponse400Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListRequestsByEndpointResponse401Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers ListRequestsByEndpointResponse403Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers ListRequestsByEndpointResponse404Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 408:
+		var headers ListRequestsByEndpointResponse408Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers408 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListRequestsByEndpointResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 500:
+		var headers ListRequestsByEndpointResponse500Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 502:
+		var headers ListRequestsByEndpointResponse502Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers502 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListRequestsByEndpointResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers503 = &headers
+	case rsp.StatusCode == 504:
+		var headers ListRequestsByEndpointResponse504Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers504 = &headers
+	}
+
+	return response, nil
+}
+
 // CallbackInitiator sends OpenAPI callback requests to target URLs.
 // Modeled on the generated Client, but with no stored Server -- the full
 // target URL is provided per-call by the caller (typically discovered
@@ -4752,6 +5701,9 @@ type ServerInterface interface {
 	// StreamStatus The job's status changes as Server-Sent Events
 	// (GET /fal-ai/flux-1/requests/{request_id}/status/stream)
 	StreamStatus(w http.ResponseWriter, r *http.Request, requestID RequestID, params StreamStatusParams)
+	// ListRequestsByEndpoint The request history of an endpoint (ended requests only)
+	// (GET /v1/models/requests/by-endpoint)
+	ListRequestsByEndpoint(w http.ResponseWriter, r *http.Request, params ListRequestsByEndpointParams)
 }
 
 // ServerInterfaceWrapper converts contexts to parameters.
@@ -5061,6 +6013,143 @@ func (siw *ServerInterfaceWrapper) StreamStatus(w http.ResponseWriter, r *http.R
 	handler.ServeHTTP(w, r)
 }
 
+// ListRequestsByEndpoint operation middleware
+func (siw *ServerInterfaceWrapper) ListRequestsByEndpoint(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListRequestsByEndpointParams
+
+	// ------------- Required query parameter "endpoint_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "endpoint_id", r.URL.Query(), &params.EndpointID, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "endpoint_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "endpoint_id", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "start" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "start", r.URL.Query(), &params.Start, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "start"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "start", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "end" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "end", r.URL.Query(), &params.End, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "end"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "end", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "status" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", r.URL.Query(), &params.Status, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "status"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "status", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "request_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "request_id", r.URL.Query(), &params.RequestID, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "request_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "request_id", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "sort_by" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "sort_by", r.URL.Query(), &params.SortBy, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "sort_by"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "sort_by", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "expand" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "expand", r.URL.Query(), &params.Expand, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "expand"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "expand", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListRequestsByEndpoint(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 type UnescapedCookieParamError struct {
 	ParamName string
 	Err       error
@@ -5186,6 +6275,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/fal-ai/flux-1/requests/{request_id}/status/stream", wrapper.StreamStatus)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/fal-ai/flux-1/requests/{request_id}", wrapper.GetResult)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/fal-ai/flux-1/requests/{request_id}/cancel", wrapper.Cancel)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/models/requests/by-endpoint", wrapper.ListRequestsByEndpoint)
 
 	return m
 }

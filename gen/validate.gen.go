@@ -21,7 +21,7 @@ type FieldViolation struct {
 	Message string // what is wrong and what is allowed
 }
 
-// The ranges of the schema's numeric fields.
+// The ranges (and defaults) of the numeric fields of the Input schema.
 const (
 	InputGuidanceScaleMinimum     = 1    // guidance_scale
 	InputGuidanceScaleMaximum     = 20   // guidance_scale
@@ -85,6 +85,12 @@ func ValidateInput(in *Input) []FieldViolation {
 	return bad
 }
 
+// The ranges (and defaults) of the numeric fields of the submit operation's query and header parameters.
+const (
+	SubmitParamsXFalRequestTimeoutMinimum = 1 // X-Fal-Request-Timeout
+	SubmitParamsFalMaxQueueLengthMinimum  = 0 // fal_max_queue_length
+)
+
 // ValidateSubmitParams checks in against the submit operation's query and header parameters in the spec: required
 // fields, string lengths and patterns, numeric ranges (NaN and
 // infinities are refused) and enums. It returns one FieldViolation per
@@ -124,6 +130,53 @@ func ValidateSubmitParams(in *SubmitParams) []FieldViolation {
 	if v := in.FalMaxQueueLength; v != nil {
 		if float64(*v) < 0 {
 			add("fal_max_queue_length", "%v is out of range: allowed at least 0", *v)
+		}
+	}
+	return bad
+}
+
+// The ranges (and defaults) of the numeric fields of the request history's query parameters.
+const (
+	ListRequestsByEndpointParamsLimitMinimum = 1   // limit
+	ListRequestsByEndpointParamsLimitMaximum = 100 // limit
+	ListRequestsByEndpointParamsLimitDefault = 50  // limit
+)
+
+// ValidateListRequestsByEndpointParams checks in against the request history's query parameters in the spec: required
+// fields, string lengths and patterns, numeric ranges (NaN and
+// infinities are refused) and enums. It returns one FieldViolation per
+// bad field, in name order.
+func ValidateListRequestsByEndpointParams(in *ListRequestsByEndpointParams) []FieldViolation {
+	var bad []FieldViolation
+	add := func(field, format string, args ...any) {
+		bad = append(bad, FieldViolation{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	if in.EndpointID == "" {
+		add("endpoint_id", "is required and must not be empty")
+	}
+	if v := in.Expand; v != nil {
+		if !(*v).Valid() {
+			add("expand", "%q is not allowed: use payloads (or leave it out)", *v)
+		}
+	}
+	if v := in.Limit; v != nil {
+		if float64(*v) < 1 || float64(*v) > 100 {
+			add("limit", "%v is out of range: allowed 1 to 100", *v)
+		}
+	}
+	if v := in.RequestID; v != nil {
+		if *v == "" {
+			add("request_id", "must not be empty")
+		}
+	}
+	if v := in.SortBy; v != nil {
+		if !(*v).Valid() {
+			add("sort_by", "%q is not allowed: use ended_at or duration (or leave it out)", *v)
+		}
+	}
+	if v := in.Status; v != nil {
+		if !(*v).Valid() {
+			add("status", "%q is not allowed: use success, error or user_error (or leave it out)", *v)
 		}
 	}
 	return bad

@@ -58,8 +58,10 @@ func TestSpecLoadsAndValidates(t *testing.T) {
 		"submit":       "POST /fal-ai/flux-1/dev/image-to-image",
 		"getStatus":    "GET /fal-ai/flux-1/requests/{request_id}/status",
 		"streamStatus": "GET /fal-ai/flux-1/requests/{request_id}/status/stream",
-		"getResult":    "GET /fal-ai/flux-1/requests/{request_id}",
-		"cancel":       "PUT /fal-ai/flux-1/requests/{request_id}/cancel",
+		// fal's Platform API, on its own server.
+		"listRequestsByEndpoint": "GET /v1/models/requests/by-endpoint",
+		"getResult":              "GET /fal-ai/flux-1/requests/{request_id}",
+		"cancel":                 "PUT /fal-ai/flux-1/requests/{request_id}/cancel",
 	}, ops)
 }
 

@@ -48,10 +48,16 @@ type Client struct {
 	download    *http.Client             // images: the caller's client as given, never with the key
 	streamSlots chan struct{}            // one token per open status stream
 	paused      sync.Map                 // op name -> *atomic.Int64: unix nanoseconds until which that operation waits (a 429)
+	hist        *gen.ClientWithResponses // the request history, on its own origin
+	histOrigin  *url.URL
+	histDown    atomic.Pointer[string] // why the history cannot be used, once known for good
+	known       idSet                  // request ids this client learned: never claimed from the history
+	health      health                 // since when requests keep failing
 
 	stats struct {
 		submits, submitRetries, retries atomic.Int64
 		polls, streams, fallbacks       atomic.Int64
+		settled, unsettled              atomic.Int64
 	}
 }
 
@@ -91,16 +97,23 @@ func New(opts ...Option) (*Client, error) {
 		set:         s,
 		server:      s.base.String(),
 		download:    s.hc,
-		queue:       originBound(s.hc, s.base),
+		histOrigin:  historyOrigin(s.base, s.history),
 		streamSlots: make(chan struct{}, s.maxStreams),
 	}
+	c.queue = originBound(s.hc, s.base, c.histOrigin)
 	api, err := gen.NewClientWithResponses(c.server,
 		gen.WithHTTPClient(sender{c}),
 		gen.WithRequestEditorFn(c.authorize))
 	if err != nil {
 		return nil, fmt.Errorf("fluxi2i: base URL: %w", err)
 	}
-	c.api = api
+	hist, err := gen.NewClientWithResponses(c.histOrigin.String(),
+		gen.WithHTTPClient(sender{c}),
+		gen.WithRequestEditorFn(c.authorize))
+	if err != nil {
+		return nil, fmt.Errorf("fluxi2i: history URL: %w", err)
+	}
+	c.api, c.hist = api, hist
 	return c, nil
 }
 
@@ -134,6 +147,23 @@ func (s *settings) fromEnv() error {
 		s.base = u
 	}
 	return nil
+}
+
+// falPlatformURL is fal's Platform API, where the request history of
+// fal's queue lives.
+const falPlatformURL = "https://api.fal.ai"
+
+// historyOrigin is where the request history is asked: the override, fal's
+// Platform API for fal's queue, otherwise the base URL's own origin.
+func historyOrigin(base, override *url.URL) *url.URL {
+	switch {
+	case override != nil:
+		return override
+	case isFalHost(base):
+		u, _ := url.Parse(falPlatformURL)
+		return u
+	}
+	return &url.URL{Scheme: base.Scheme, Host: base.Host}
 }
 
 // isFalHost reports fal's own queue host, which wants the Key scheme.
@@ -197,18 +227,39 @@ type Stats struct {
 	StatusPolls   int64 // status requests (Status, and polling waits)
 	Streams       int64 // status streams opened
 	Fallbacks     int64 // jobs whose stream failed and polling took over
+	// Settled counts submits whose answer was lost and whose job the
+	// request history found; Unsettled those it could not settle (not
+	// found within the window, or the history unavailable).
+	Settled, Unsettled int64
+	// HistoryUnavailable says why the request history cannot settle lost
+	// submits on this client ("" while it can, or before it was needed):
+	// the server answered 404 (the aggregator), 401 or 403 (the key's
+	// scope).
+	HistoryUnavailable string
+	// FailingSince is when requests started failing without a success
+	// since (zero while the last request succeeded), and Failing what the
+	// last failure was ("connection refused", "HTTP 503", ...).
+	FailingSince time.Time
+	Failing      string
 }
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Submits:       c.stats.submits.Load(),
 		SubmitRetries: c.stats.submitRetries.Load(),
 		Retries:       c.stats.retries.Load(),
 		StatusPolls:   c.stats.polls.Load(),
 		Streams:       c.stats.streams.Load(),
 		Fallbacks:     c.stats.fallbacks.Load(),
+		Settled:       c.stats.settled.Load(),
+		Unsettled:     c.stats.unsettled.Load(),
 	}
+	if why := c.histDown.Load(); why != nil {
+		st.HistoryUnavailable = *why
+	}
+	st.FailingSince, st.Failing = c.health.failing()
+	return st
 }
 
 // credential holds the Authorization scheme and key. It never prints.

@@ -41,16 +41,38 @@
 // submit, say) of the client for its Retry-After, not only the one that met
 // it, so many jobs on one client slow down together.
 //
-// Submit is a paid POST and fal offers no idempotency key. By default it is
-// retried on the same failures, as fal's own clients do: when the server
-// queued the job but its answer was lost in transit, the retry queues a
-// second job, which runs and is billed too. Retried submits are counted in
-// Stats().SubmitRetries and in Queued.Attempts, and logged at warn level.
-// With WithAtMostOnce (per client or per call), a submit is
-// retried only where the server cannot have started the job (429, 503, and
-// a connection that could not be made); any other failure after the request
-// was sent returns a *SubmitError matching ErrOutcomeUnknown, saying the
-// job may exist.
+// Submit is a paid POST and fal offers no idempotency key. When a
+// submit's answer is lost after the request may have reached the server
+// (a transport failure after sending, an idle timeout, a 2xx body cut short
+// or broken without the X-Fal-Request-Id header, a retryable 5xx other
+// than 503), the client settles it through fal's request history
+// (settle.go): it looks for an item of this endpoint whose json_input
+// equals what it sent, sent within a minute of that submit's attempts,
+// whose request id it does not already know. The history lists jobs only
+// once they have ended, so it asks at once and then every 1 s doubling to
+// 15 s until the settle window has passed: the start timeout plus two
+// minutes with WithStartTimeout, ten minutes otherwise (WithSettleWindow).
+// Found, the job is the submit's (Queued.FromHistory) and is waited for as
+// usual. Not found, WithAtMostOnce returns a *SubmitError matching
+// ErrOutcomeUnknown and ErrNotInHistory, and the default submits again
+// (counted in Stats().SubmitRetries as a possible duplicate). Where the
+// history cannot help (404 at the aggregator, 401/403 for the key,
+// WithNoStoreIO) the default submits again at once and at-most-once
+// returns ErrOutcomeUnknown; the error matches ErrHistoryUnavailable and
+// says why, as Stats().HistoryUnavailable does. In the default mode a
+// submit that may have created its job is retried past the budget, until
+// the context ends: giving up would lose it. With WithAtMostOnce a submit
+// is retried only where the server cannot have started the job (429, 503,
+// and a connection that could not be made). The history is asked at
+// https://api.fal.ai for fal's queue and on the base URL's origin
+// otherwise (WithHistoryURL overrides it), with the same credential.
+//
+// A finished job's result call persists through every transient fault;
+// a plain 5xx there (no X-Fal-Error-Type) is the model's own answer only
+// when the same status and body come three times in a row.
+//
+// Stats().FailingSince and Failing say since when requests keep failing,
+// and how; a retry that persists past the budget logs at warn level once.
 //
 // # Errors
 //

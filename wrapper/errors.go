@@ -122,22 +122,36 @@ type SubmitError struct {
 	Attempts int
 	Unknown  bool
 	Err      error
+	// History is why the request history did not settle a submit whose
+	// outcome was unknown (matching ErrNotInHistory or
+	// ErrHistoryUnavailable); nil when it was not asked.
+	History error
 }
 
-// Error says how many attempts were made and whether the job may exist.
+// Error says how many attempts were made, whether the job may exist and
+// what the request history said.
 func (e *SubmitError) Error() string {
+	msg := fmt.Sprintf("fluxi2i: submit failed after %d attempt(s): %v", e.Attempts, e.Err)
 	if e.Unknown {
-		return fmt.Sprintf("fluxi2i: submit outcome unknown after %d attempt(s), the job may have been queued and billed: %v", e.Attempts, e.Err)
+		msg = fmt.Sprintf("fluxi2i: submit outcome unknown after %d attempt(s), the job may have been queued and billed: %v", e.Attempts, e.Err)
 	}
-	return fmt.Sprintf("fluxi2i: submit failed after %d attempt(s): %v", e.Attempts, e.Err)
+	if e.History != nil {
+		msg += "; " + e.History.Error()
+	}
+	return msg
 }
 
-// Unwrap returns the cause, and ErrOutcomeUnknown when the job may exist.
+// Unwrap returns the cause, ErrOutcomeUnknown when the job may exist, and
+// the history's answer when it was asked.
 func (e *SubmitError) Unwrap() []error {
+	errs := []error{e.Err}
 	if e.Unknown {
-		return []error{ErrOutcomeUnknown, e.Err}
+		errs = append(errs, ErrOutcomeUnknown)
 	}
-	return []error{e.Err}
+	if e.History != nil {
+		errs = append(errs, e.History)
+	}
+	return errs
 }
 
 // apiError is the one funnel that turns a non-2xx response into an APIError.

@@ -173,15 +173,16 @@ func TestPollingHonoursRetryAfterOnAStatusAnswer(t *testing.T) {
 // and it is retried like one.
 func TestAServerThatNeverAnswersTimesOut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv, c := setup(t, nil, wrapper.WithRetries(2), wrapper.WithIdleTimeout(10*time.Second))
-		srv.Inject(queuetest.OpSubmit, queuetest.Slow(time.Hour), queuetest.Slow(time.Hour), queuetest.Slow(time.Hour))
+		srv, c := setup(t, nil, wrapper.WithAtMostOnce(), wrapper.WithSettleWindow(20*time.Second), wrapper.WithIdleTimeout(10*time.Second))
+		srv.Inject(queuetest.OpSubmit, queuetest.Slow(time.Hour))
 		start := time.Now()
 		q, err := c.Submit(context.Background(), input())
 		require.Error(t, err, "%+v after %v, %+v %v", q, time.Since(start), srv.Stats(), srv.FaultCounts())
 		assert.ErrorIs(t, err, wrapper.ErrOutcomeUnknown, "a request that timed out may have been acted on")
+		assert.ErrorIs(t, err, wrapper.ErrNotInHistory, "the history, asked until the window passed, has no such job")
 		assert.Contains(t, err.Error(), "no progress")
 		assert.Less(t, time.Since(start), time.Minute)
-		assert.EqualValues(t, 3, srv.Stats().Submits)
+		assert.EqualValues(t, 1, srv.Stats().Submits)
 	})
 }
 

@@ -77,11 +77,13 @@ type settings struct {
 	maxStreams int
 	idle       time.Duration
 	getenv     func(string) string
+	history    *url.URL // WithHistoryURL; nil: from the base URL
 
 	// New and calls.
 	backoff    Backoff
 	retries    int
 	atMostOnce bool
+	window     time.Duration // WithSettleWindow; 0: from the start timeout, or defaultSettleWindow
 	pollFirst  time.Duration
 	pollMax    time.Duration
 	cancelWait time.Duration // deadline of the best-effort cancel; 0: none
@@ -284,6 +286,36 @@ func WithBackoff(b Backoff) Option {
 // cannot have started the job. See the package documentation.
 func WithAtMostOnce() Option {
 	return option("WithAtMostOnce", scopeSubmit, func(s *settings) error { s.atMostOnce = true; return nil })
+}
+
+// WithSettleWindow is how long after a submit whose answer was lost its
+// job is looked for in the request history before the client concludes
+// that no job was created (see the package documentation). The default is
+// the start timeout plus two minutes with WithStartTimeout, otherwise ten
+// minutes.
+func WithSettleWindow(d time.Duration) Option {
+	return option("WithSettleWindow", scopeSubmit, func(s *settings) error {
+		if d <= 0 {
+			return invalid("settle window", "%v: must be positive", d)
+		}
+		s.window = d
+		return nil
+	})
+}
+
+// WithHistoryURL sets where the request history (fal's Platform API) is
+// asked when a submit's outcome must be settled: by default
+// https://api.fal.ai for fal's queue, the base URL's own origin otherwise.
+// The credential is sent there too, and to no other origin.
+func WithHistoryURL(raw string) Option {
+	return option("WithHistoryURL", scopeClient, func(s *settings) error {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+			return fmt.Errorf("fluxi2i: WithHistoryURL %q: need http(s)://host", raw)
+		}
+		s.history = &url.URL{Scheme: u.Scheme, Host: u.Host}
+		return nil
+	})
 }
 
 // WithWebhook asks fal to POST the job's outcome to target when it ends

@@ -12,13 +12,24 @@ func sameOrigin(u, base *url.URL) bool {
 	return strings.EqualFold(u.Scheme, base.Scheme) && strings.EqualFold(u.Host, base.Host)
 }
 
+// anyOrigin reports whether u has the origin of one of origins.
+func anyOrigin(u *url.URL, origins []*url.URL) bool {
+	for _, o := range origins {
+		if sameOrigin(u, o) {
+			return true
+		}
+	}
+	return false
+}
+
 // originBound returns a copy of hc that does not follow a redirect off the
-// configured origin, so the Authorization header cannot follow it there.
-func originBound(hc *http.Client, base *url.URL) *http.Client {
+// configured origins (the base URL's, the request history's), so the
+// Authorization header cannot follow it elsewhere.
+func originBound(hc *http.Client, origins ...*url.URL) *http.Client {
 	cp := *hc
 	next := hc.CheckRedirect
 	cp.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		if !sameOrigin(req.URL, base) {
+		if !anyOrigin(req.URL, origins) {
 			return http.ErrUseLastResponse
 		}
 		if next != nil {

@@ -75,3 +75,29 @@ func TestEveryRequestIsBuiltFromTheSpec(t *testing.T) {
 	}, got)
 	assert.Contains(t, got[1], "/base/fal-ai/flux-1/requests/r1%2Fx%20y/status/stream")
 }
+
+// The request history lives at fal's Platform API for fal's queue, and on
+// the base URL's own origin (not below its path) otherwise; WithHistoryURL
+// overrides it. The key goes there, and the origin guard lets it.
+func TestTheHistoryOrigin(t *testing.T) {
+	for base, want := range map[string]string{
+		FalURL:                              "https://api.fal.ai",
+		AggregatorURL:                       "https://api.chainhub.tech",
+		"http://127.0.0.1:8787/some/prefix": "http://127.0.0.1:8787",
+	} {
+		c, err := New(WithBaseURL(base), WithAPIKey("k"), WithEnvironment(nil))
+		require.NoError(t, err)
+		assert.Equal(t, want, c.histOrigin.String(), base)
+		req, err := http.NewRequest(http.MethodGet, want+"/v1/models/requests/by-endpoint", nil)
+		require.NoError(t, err)
+		require.NoError(t, c.authorize(context.Background(), req))
+		assert.NotEmpty(t, req.Header.Get("Authorization"), "the key goes to the history's origin")
+	}
+	c, err := New(WithBaseURL(FalURL), WithFalKey("k"), WithHistoryURL("https://history.example/x"), WithEnvironment(nil))
+	require.NoError(t, err)
+	assert.Equal(t, "https://history.example", c.histOrigin.String())
+	req, err := http.NewRequest(http.MethodGet, "https://api.fal.ai/v1/models/requests/by-endpoint", nil)
+	require.NoError(t, err)
+	require.NoError(t, c.authorize(context.Background(), req))
+	assert.Empty(t, req.Header.Get("Authorization"), "not to an origin the user did not configure")
+}

@@ -31,8 +31,12 @@ type Queued struct {
 	// retried (see the package documentation on duplicate jobs).
 	Attempts int
 	// Raw is the answer's JSON as received (with the job URLs the server
-	// returned, which the client does not use: it builds its own).
+	// returned, which the client does not use: it builds its own), or the
+	// request history's item when FromHistory.
 	Raw json.RawMessage
+	// FromHistory is set when the submit's answer was lost and the job was
+	// found in the request history (see the package documentation).
+	FromHistory bool
 }
 
 // Status is one observation of a job's status.
@@ -72,40 +76,50 @@ func (c *Client) Submit(ctx context.Context, in gen.Input, opts ...Option) (*Que
 const imageMarker = "fluxi2i:streamed-image:7f3a9c"
 
 func (c *Client) submit(ctx context.Context, in gen.Input, s *settings) (*Queued, error) {
+	body, size, err := c.encode(in, s)
+	if err != nil {
+		return nil, err
+	}
+	return c.submitBody(ctx, body, size, s)
+}
+
+// encode validates in and s's submit parameters and returns what makes
+// the submit's JSON body afresh for every attempt, and its size.
+func (c *Client) encode(in gen.Input, s *settings) (func() (io.ReadCloser, error), int64, error) {
 	in = normalize(in)
 	if s.image != nil {
 		in.ImageURL = s.image.prefix() // a valid, empty data URI of the sniffed type
 	}
 	if err := Validate(in); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := validateParams(&s.params); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if s.image == nil {
 		body, err := json.Marshal(in)
 		if err != nil {
-			return nil, fmt.Errorf("fluxi2i: encoding the input: %w", err)
+			return nil, 0, fmt.Errorf("fluxi2i: encoding the input: %w", err)
 		}
-		return c.submitBody(ctx, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }, int64(len(body)), s)
+		return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }, int64(len(body)), nil
 	}
 	im := s.image
 	in.ImageURL = imageMarker
 	js, err := json.Marshal(in)
 	if err != nil {
-		return nil, fmt.Errorf("fluxi2i: encoding the input: %w", err)
+		return nil, 0, fmt.Errorf("fluxi2i: encoding the input: %w", err)
 	}
 	i := bytes.Index(js, []byte(`"`+imageMarker+`"`))
 	prefix := append(js[:i+1:i+1], im.prefix()...)
 	suffix := js[i+1+len(imageMarker):]
 	size := int64(len(prefix)) + int64(base64.StdEncoding.EncodedLen(int(im.size))) + int64(len(suffix))
-	return c.submitBody(ctx, func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) {
 		src, err := im.open()
 		if err != nil {
 			return nil, fmt.Errorf("fluxi2i: opening the image: %w", err)
 		}
 		return &streamedBody{Reader: io.MultiReader(bytes.NewReader(prefix), &b64Reader{src: src}, bytes.NewReader(suffix)), src: src}, nil
-	}, size, s)
+	}, size, nil
 }
 
 // submitBody sends a submit whose JSON body newBody produces afresh for
@@ -124,7 +138,14 @@ func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, 
 		}
 		return nil
 	}
-	attempts, err := c.do(ctx, s, op{name: "submit", submit: true}, func(ctx context.Context, x *exchange) error {
+	settle := func(ctx context.Context, first, last time.Time) error {
+		found, err := c.settle(ctx, s, &lostSubmit{body: newBody, size: size, first: first, last: last})
+		if found != nil {
+			q = *found
+		}
+		return err
+	}
+	attempts, err := c.do(ctx, s, op{name: "submit", submit: true, settle: settle}, func(ctx context.Context, x *exchange) error {
 		body, err := newBody()
 		if err != nil {
 			return err
@@ -153,6 +174,9 @@ func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, 
 		return nil, err
 	}
 	q.Attempts = attempts
+	if !q.FromHistory {
+		c.known.add(q.RequestID, time.Now())
+	}
 	c.stats.submits.Add(1)
 	c.set.log.Debug("fluxi2i: queued", "request_id", q.RequestID, "attempts", attempts)
 	return &q, nil

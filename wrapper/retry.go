@@ -1,6 +1,7 @@
 package wrapper
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -98,7 +99,15 @@ type op struct {
 	// persist keeps retrying past the retry budget, until the context
 	// ends, the failures it names (observing a job that exists).
 	persist persistence
+	// settle looks for the job of a submit whose attempts from first to
+	// last may have queued it; nil when it finds it (settle.go).
+	settle func(ctx context.Context, first, last time.Time) error
 }
+
+// resultRepeats is how many times in a row a finished job's result call
+// must meet the same plain 5xx (status and body) before it counts as the
+// model's own answer rather than a transient fault.
+const resultRepeats = 3
 
 // persistence is which failures an operation keeps retrying past the
 // retry budget.
@@ -143,15 +152,21 @@ func (p persistence) keepsTrying(out outcome) bool {
 
 // do runs o's attempts until one succeeds, one fails for good, the
 // retries run out or ctx ends, and returns the number of requests sent.
-// A submit's failure is a *SubmitError saying whether the job may exist.
+// A submit's failure is a *SubmitError saying whether the job may exist;
+// a submit that may have queued its job is settled through the request
+// history (o.settle) before it is sent again or given up.
 func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attempts int, err error) {
 	unknown := false // some submit attempt may have queued the job
+	var first, last time.Time
+	var history error // why the history did not settle it
 	fail := func(n int, err error) (int, error) {
 		if o.submit {
-			return n, &SubmitError{Attempts: n, Unknown: unknown, Err: err}
+			return n, &SubmitError{Attempts: n, Unknown: unknown, Err: err, History: history}
 		}
 		return n, err
 	}
+	var prev outcome // the last plain 5xx of a finished job's result
+	repeats, warned := 0, false
 	for n := 1; ; n++ {
 		if err := ctx.Err(); err != nil {
 			return fail(n-1, err) // nothing more was sent
@@ -162,11 +177,13 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 			}
 		}
 		x := &exchange{op: o.name, id: o.id, stream: o.stream, download: o.download}
+		sent := time.Now()
 		err := try(x.begin(ctx, s.idle), x)
 		if err == nil {
 			if !o.stream {
 				x.end() // a streamed body ends the attempt when closed
 			}
+			c.health.ok()
 			return n, nil
 		}
 		x.end()
@@ -175,14 +192,52 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 		}
 		out := outcome{err: err, status: x.status, header: x.header}
 		retry, ambiguous := classify(out)
-		unknown = unknown || (o.submit && ambiguous)
+		if retry {
+			c.health.failed(failureText(err, x.status), time.Now())
+		}
+		if o.submit && ambiguous && ctx.Err() == nil {
+			unknown = true
+			if first.IsZero() {
+				first = sent
+			}
+			last = time.Now()
+			if o.settle != nil {
+				history = o.settle(ctx, first, last)
+				if history == nil {
+					return n, nil // the history found the job
+				}
+			}
+		}
+		persist := o.persist.keepsTrying(out) ||
+			(o.submit && unknown && !s.atMostOnce) // giving up would lose a job that may exist
+		plain5xx := o.persist == persistUnanswered && out.status >= 500 && !persist
+		if !plain5xx {
+			repeats = 0 // only answers in a row count
+		}
 		switch {
 		case ctx.Err() != nil:
 			return fail(n, ctx.Err())
 		case o.submit && s.atMostOnce && ambiguous:
 			return fail(n, err)
-		case !retry || (n > s.retries && !o.persist.keepsTrying(out)):
+		case !retry:
 			return fail(n, err)
+		case plain5xx:
+			// A plain 5xx of a finished job's result: the model's own
+			// answer only when it repeats, never for a spent budget.
+			if repeats > 0 && sameAnswer(prev, out) {
+				repeats++
+			} else {
+				repeats = 1
+			}
+			prev = out
+			if repeats >= resultRepeats {
+				return fail(n, err)
+			}
+		case n > s.retries && !persist:
+			return fail(n, err)
+		case n > s.retries && !warned:
+			warned = true
+			c.set.log.Warn("fluxi2i: still retrying past the retry budget", "op", o.name, "request_id", o.id, "attempts", n, "error", err)
 		}
 		wait := retryDelay(out, min(n, 30), s.backoff, s.pollFirst, time.Now())
 		if out.status == http.StatusTooManyRequests {
@@ -195,10 +250,18 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 		c.stats.retries.Add(1)
 		if o.submit {
 			c.stats.submitRetries.Add(1)
-			c.set.log.Warn("fluxi2i: retrying submit; if the lost answer had queued the job it may run twice",
-				"attempt", n+1, "error", err)
+			if unknown {
+				c.set.log.Warn("fluxi2i: submitting again after a lost answer; if the lost one had queued the job it may run twice",
+					"attempt", n+1, "error", err, "history", history)
+			}
 		}
 	}
+}
+
+// sameAnswer reports two error answers with the same status and body.
+func sameAnswer(a, b outcome) bool {
+	var ea, eb *APIError
+	return a.status == b.status && errors.As(a.err, &ea) && errors.As(b.err, &eb) && bytes.Equal(ea.Body, eb.Body)
 }
 
 // pause makes every call of operation op (a submit, say) of the client

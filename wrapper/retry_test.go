@@ -163,18 +163,6 @@ func TestUserStartTimeoutIsNeverRetried(t *testing.T) {
 	})
 }
 
-func TestSubmitByDefaultRetriesAndCountsDuplicates(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		srv, c := setup(t, instant)
-		srv.Inject(queuetest.OpSubmit, queuetest.DropAfter())
-		q, err := c.Submit(context.Background(), input())
-		require.NoError(t, err)
-		assert.Equal(t, 2, q.Attempts)
-		assert.EqualValues(t, 1, c.Stats().SubmitRetries)
-		assert.EqualValues(t, 2, srv.Stats().Jobs, "the lost answer's job ran too: the documented default")
-	})
-}
-
 func TestAtMostOnceDoesNotRetryAnAmbiguousSubmit(t *testing.T) {
 	for name, f := range map[string]queuetest.Fault{
 		"dropped after acting":  queuetest.DropAfter(),
@@ -185,7 +173,7 @@ func TestAtMostOnceDoesNotRetryAnAmbiguousSubmit(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				srv, c := setup(t, instant, wrapper.WithAtMostOnce())
+				srv, c := setup(t, append([]queuetest.Option{queuetest.WithoutHistory()}, instant...), wrapper.WithAtMostOnce())
 				srv.Inject(queuetest.OpSubmit, f)
 				_, err := c.Submit(context.Background(), input())
 				require.ErrorIs(t, err, wrapper.ErrOutcomeUnknown)
@@ -194,6 +182,9 @@ func TestAtMostOnceDoesNotRetryAnAmbiguousSubmit(t *testing.T) {
 				assert.Equal(t, 1, se.Attempts)
 				assert.EqualValues(t, 1, srv.Stats().Submits)
 				assert.Zero(t, c.Stats().SubmitRetries)
+				assert.ErrorIs(t, err, wrapper.ErrHistoryUnavailable)
+				assert.Contains(t, err.Error(), "HTTP 404", "the error says why the history could not settle it")
+				assert.Contains(t, c.Stats().HistoryUnavailable, "HTTP 404")
 			})
 		})
 	}
@@ -283,27 +274,6 @@ func TestPollingContextEndReportsTheLastStatus(t *testing.T) {
 		require.ErrorAs(t, err, &je)
 		assert.Equal(t, wrapper.StatusInQueue, je.Status)
 		assert.True(t, je.Cancelled)
-	})
-}
-
-func TestSubmitFailureAfterAnAmbiguousAttemptStaysUnknown(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		srv, c := setup(t, instant, wrapper.WithRetries(2))
-		// The first attempt queues a job and loses the answer; the retries
-		// are refused. The job exists: the error must not say otherwise.
-		srv.Inject(queuetest.OpSubmit, queuetest.DropAfter(), queuetest.Fail(503), queuetest.Fail(429))
-		_, err := c.Submit(context.Background(), input())
-		assert.ErrorIs(t, err, wrapper.ErrOutcomeUnknown)
-		var se *wrapper.SubmitError
-		require.ErrorAs(t, err, &se)
-		assert.Equal(t, 3, se.Attempts)
-		assert.EqualValues(t, 1, srv.Stats().Jobs)
-
-		// Refused outright, every time: definitely not queued.
-		srv.Inject(queuetest.OpSubmit, queuetest.Fail(503), queuetest.Fail(503), queuetest.Fail(503))
-		_, err = c.Submit(context.Background(), input())
-		require.Error(t, err)
-		assert.NotErrorIs(t, err, wrapper.ErrOutcomeUnknown)
 	})
 }
 

@@ -89,6 +89,13 @@ func newValidator() (*Validator, error) {
 	// not from the servers the spec names.
 	routed := *doc
 	routed.Servers = nil
+	paths := openapi3.NewPaths()
+	for path, item := range doc.Paths.Map() {
+		it := *item
+		it.Servers = nil // the Platform API's own server
+		paths.Set(path, &it)
+	}
+	routed.Paths = paths
 	r, err := legacy.NewRouter(&routed)
 	if err != nil {
 		return nil, err

@@ -150,6 +150,12 @@ func (o operations) Cancel(w http.ResponseWriter, r *http.Request, id gen.Reques
 	})
 }
 
+// ListRequestsByEndpoint is refused: the request history is the whole
+// account's (every user's inputs and outputs), never a browser's to read.
+func (o operations) ListRequestsByEndpoint(w http.ResponseWriter, r *http.Request, _ gen.ListRequestsByEndpointParams) {
+	o.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
+}
+
 // owns checks that the request's user submitted the job; without UserOf
 // every job is everyone's.
 func (h *Handler) owns(w http.ResponseWriter, r *http.Request, id string) bool {

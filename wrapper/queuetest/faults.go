@@ -17,6 +17,8 @@ const (
 	OpStream Op = "stream"
 	OpResult Op = "result"
 	OpCancel Op = "cancel"
+	// OpHistory is the request history (fal's Platform API).
+	OpHistory Op = "history"
 	// OpFile is a download of a result image (Fail, DropBefore, Truncate
 	// and Slow apply).
 	OpFile Op = "file"
@@ -46,6 +48,8 @@ type Fault struct {
 	delay       time.Duration
 	userTimeout bool
 	retryable   string
+	plain       bool
+	noID        bool
 }
 
 // Fail answers with code and a platform error body (error_type and
@@ -61,6 +65,15 @@ func (f Fault) RetryAfterValue(v string) Fault { f.retryAfter = v; return f }
 
 // Retryable adds X-Fal-Retryable: true or false to a Fail fault.
 func (f Fault) Retryable(ok bool) Fault { f.retryable = strconv.FormatBool(ok); return f }
+
+// Plain makes a Fail fault a bare error, as a gateway or a crashing model
+// sends it: no error_type in the body, no X-Fal-Error-Type.
+func (f Fault) Plain() Fault { f.plain = true; return f }
+
+// WithoutRequestID makes a Truncate or Garble fault lose the
+// X-Fal-Request-Id header too: the client cannot learn the job's id from
+// the answer at all.
+func (f Fault) WithoutRequestID() Fault { f.noID = true; return f }
 
 // UserTimeout answers 504 with X-Fal-Request-Timeout-Type: user: the job
 // missed the start deadline the caller set. Clients must not retry it.

@@ -21,14 +21,26 @@ import (
 func (s *Server) routes() *http.ServeMux {
 	m := http.NewServeMux()
 	gen.HandlerWithOptions(operations{s}, gen.StdHTTPServerOptions{
-		BaseURL:    s.cfg.basePath,
-		BaseRouter: m,
-		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
-			write(w, platformError(http.StatusBadRequest, err.Error()))
-		},
+		BaseURL:          s.cfg.basePath,
+		BaseRouter:       m,
+		ErrorHandlerFunc: badRequest,
 	})
+	if s.cfg.basePath != "" {
+		// The history lives on the origin's root, not below the base path.
+		root := http.NewServeMux()
+		gen.HandlerWithOptions(operations{s}, gen.StdHTTPServerOptions{
+			BaseRouter:       root,
+			ErrorHandlerFunc: badRequest,
+		})
+		m.Handle("GET "+historyPath(), root)
+	}
 	m.HandleFunc("GET /files/{key}/{name}", s.file)
 	return m
+}
+
+// badRequest answers a request gen's routes could not parse.
+func badRequest(w http.ResponseWriter, _ *http.Request, err error) {
+	write(w, platformError(http.StatusBadRequest, err.Error()))
 }
 
 // operations serves the spec's operations (gen.ServerInterface).
@@ -130,6 +142,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) (*exchange
 		s.stats.result.Add(1)
 	case OpCancel:
 		s.stats.cancel.Add(1)
+	case OpHistory:
+		s.stats.history.Add(1)
 	}
 	x := &exchange{s: s, w: w, r: r}
 	if !s.authorized(r) {
@@ -209,6 +223,9 @@ func (s *Server) api(op Op, act func(r *http.Request, body []byte) answer) http.
 			return
 		}
 		a := act(r, body)
+		if f != nil && f.noID {
+			a.header.Del("X-Fal-Request-Id")
+		}
 		if f != nil {
 			switch f.kind {
 			case faultDropAfter:
@@ -268,6 +285,9 @@ func (x *exchange) answered(f *Fault) bool {
 
 func faultAnswer(f *Fault) answer {
 	a := platformError(f.code, http.StatusText(f.code)+" (injected by queuetest)")
+	if f.plain {
+		a = jsonAnswer(f.code, gen.PlatformError{Detail: ptr(http.StatusText(f.code) + " (injected by queuetest)")})
+	}
 	if f.userTimeout {
 		a.header.Set("X-Fal-Request-Timeout-Type", "user")
 	}
@@ -335,6 +355,9 @@ func (s *Server) submit(r *http.Request, body []byte) answer {
 	now := time.Now()
 	ctx, cancelJob := context.WithCancel(context.Background())
 	j := &job{id: newID(), fileKey: newKey(), in: in, submitted: now, ctx: ctx, stop: cancelJob}
+	if r.Header.Get("X-Fal-Store-IO") != "0" {
+		j.raw = body
+	}
 	s.mu.Lock()
 	s.evict(now)
 	if s.cfg.maxJobs > 0 && len(s.jobs) >= s.cfg.maxJobs {

@@ -9,7 +9,9 @@ import (
 	"image/color"
 	"image/jpeg"
 	"image/png"
+	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
@@ -77,6 +79,7 @@ type job struct {
 	id          string
 	fileKey     string // the unguessable part of its image URLs
 	in          gen.Input
+	raw         []byte // the body as received, for the history; nil with X-Fal-Store-IO: 0
 	submitted   time.Time
 	cancelledAt time.Time // zero unless cancelled before it completed
 	resultAt    time.Time // first result request
@@ -87,6 +90,7 @@ type job struct {
 	once   sync.Once
 	images []Image
 	err    error
+	failed atomic.Int32 // the model's error status, once it ran and failed (for the history)
 }
 
 // endedAt is when j stopped changing: cancelled, or completed; zero while
@@ -198,6 +202,13 @@ func (s *Server) output(ctx context.Context, j *job) ([]Image, error) {
 		seed := seedOf(j)
 		in.Seed = &seed
 		j.images, j.err = s.cfg.model(j.ctx, j.id, in)
+		if j.err != nil {
+			code := http.StatusUnprocessableEntity
+			if me, ok := j.err.(*ModelError); ok && me.StatusCode != 0 {
+				code = me.StatusCode
+			}
+			j.failed.Store(int32(code))
+		}
 	})
 	return j.images, j.err
 }

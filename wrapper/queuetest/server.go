@@ -71,18 +71,19 @@ type Server struct {
 type counters struct {
 	submits, jobs, status, stream, result, cancel, cancelled atomic.Int64
 	foreignRequests, foreignAuthorized, unauthorized         atomic.Int64
-	violations, faults, files                                atomic.Int64
+	violations, faults, files, history                       atomic.Int64
 }
 
 // Stats counts what a Server received.
 type Stats struct {
-	Submits     int64 // submit requests received
-	Jobs        int64 // jobs queued
-	StatusCalls int64
-	StreamCalls int64
-	ResultCalls int64
-	CancelCalls int64
-	Cancelled   int64 // jobs a cancel stopped
+	Submits      int64 // submit requests received
+	Jobs         int64 // jobs queued
+	StatusCalls  int64
+	StreamCalls  int64
+	ResultCalls  int64
+	CancelCalls  int64
+	HistoryCalls int64 // request history lookups
+	Cancelled    int64 // jobs a cancel stopped
 	// ForeignRequests counts requests to the foreign origin;
 	// ForeignAuthorized those of them that carried an Authorization header.
 	ForeignRequests   int64
@@ -106,6 +107,7 @@ type config struct {
 	keepAlive          time.Duration
 	retention          time.Duration
 	maxJobs            int
+	noHistory          bool
 }
 
 // FaultHeader marks an answer that the server breaks on purpose
@@ -316,7 +318,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Submits: c.submits.Load(), Jobs: c.jobs.Load(),
 		StatusCalls: c.status.Load(), StreamCalls: c.stream.Load(),
-		ResultCalls: c.result.Load(), CancelCalls: c.cancel.Load(),
+		ResultCalls: c.result.Load(), CancelCalls: c.cancel.Load(), HistoryCalls: c.history.Load(),
 		Cancelled:         c.cancelled.Load(),
 		ForeignRequests:   c.foreignRequests.Load(),
 		ForeignAuthorized: c.foreignAuthorized.Load(),

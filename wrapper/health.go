@@ -1,0 +1,126 @@
+package wrapper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// health remembers since when the client's requests keep failing: a
+// success anywhere clears it. Stats reports it, so a program can say that
+// the server is gone instead of showing progress as if all were well.
+type health struct {
+	down atomic.Pointer[failure] // nil while the last request succeeded
+}
+
+type failure struct {
+	since time.Time
+	what  string
+}
+
+// failed records a failed attempt, keeping the time of the first failure
+// of the run of failures.
+func (h *health) failed(what string, now time.Time) {
+	for {
+		cur := h.down.Load()
+		since := now
+		if cur != nil {
+			if cur.what == what {
+				return
+			}
+			since = cur.since
+		}
+		if h.down.CompareAndSwap(cur, &failure{since: since, what: what}) {
+			return
+		}
+	}
+}
+
+// ok records a success.
+func (h *health) ok() {
+	if h.down.Load() != nil {
+		h.down.Store(nil)
+	}
+}
+
+func (h *health) failing() (time.Time, string) {
+	if f := h.down.Load(); f != nil {
+		return f.since, f.what
+	}
+	return time.Time{}, ""
+}
+
+// failureText names a failed attempt briefly: "connection refused",
+// "timeout", "HTTP 503".
+func failureText(err error, status int) string {
+	var ae *APIError
+	switch {
+	case errors.As(err, &ae):
+		return fmt.Sprintf("HTTP %d", ae.StatusCode)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, errIdle), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case status >= 200 && status < 300:
+		return fmt.Sprintf("broken HTTP %d answer", status)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return "host not found"
+	}
+	return "no answer"
+}
+
+// idSet is the request ids a client learned from its submits: the request
+// history never hands one of them to another lost submit. Entries older
+// than keepKnown are dropped as it grows.
+type idSet struct {
+	mu    sync.Mutex
+	m     map[string]time.Time
+	added int
+}
+
+// keepKnown is how long a learned id is remembered: longer than any lost
+// submit can take to settle with the default windows.
+const keepKnown = 2 * time.Hour
+
+// add records id; it reports false when id was known already (claimed by
+// another lost submit, or learned from a submit's answer).
+func (k *idSet) add(id string, now time.Time) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.m[id]; ok {
+		return false
+	}
+	if k.m == nil {
+		k.m = map[string]time.Time{}
+	}
+	k.m[id] = now
+	if k.added++; k.added >= 4096 && k.added >= len(k.m)/2 {
+		k.added = 0
+		for id, t := range k.m {
+			if now.Sub(t) > keepKnown {
+				delete(k.m, id)
+			}
+		}
+	}
+	return true
+}
+
+func (k *idSet) has(id string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.m[id]
+	return ok
+}

@@ -1,0 +1,144 @@
+package queuetest
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+)
+
+// WithoutHistory answers the request history with 404, as the aggregator
+// does: a client cannot settle a lost submit there.
+func WithoutHistory() Option { return func(c *config) { c.noHistory = true } }
+
+// historyPath is where gen puts the request history, on the origin's root
+// (the Platform API is not below the queue's base path).
+func historyPath() string {
+	req, err := gen.NewListRequestsByEndpointRequest("http://h", &gen.ListRequestsByEndpointParams{EndpointID: "e"})
+	if err != nil {
+		panic(err)
+	}
+	return req.URL.Path
+}
+
+// endpointID is the model's endpoint id: its submit path without the
+// leading slash.
+func endpointID() string {
+	req, err := gen.NewSubmitRequestWithBody("http://h", nil, "application/json", nil)
+	if err != nil {
+		panic(err)
+	}
+	return strings.TrimPrefix(req.URL.Path, "/")
+}
+
+// ListRequestsByEndpoint serves the request history: the jobs that have
+// ended, newest first, filtered as the query asks, with json_input as
+// received (expand=payloads) unless the submit said X-Fal-Store-IO: 0.
+func (o operations) ListRequestsByEndpoint(w http.ResponseWriter, r *http.Request, params gen.ListRequestsByEndpointParams) {
+	o.s.api(OpHistory, func(*http.Request, []byte) answer { return o.s.history(params) })(w, r)
+}
+
+func (s *Server) history(p gen.ListRequestsByEndpointParams) answer {
+	if s.cfg.noHistory {
+		return platformError(http.StatusNotFound, "Not Found")
+	}
+	if bad := gen.ValidateListRequestsByEndpointParams(&p); len(bad) > 0 {
+		return platformError(http.StatusBadRequest, bad[0].Field+": "+bad[0].Message)
+	}
+	page := gen.RequestHistory{Items: []gen.RequestHistoryItem{}}
+	endpoint := endpointID()
+	if !slices.Contains(strings.Split(p.EndpointID, ","), endpoint) {
+		return jsonAnswer(http.StatusOK, page)
+	}
+	now := time.Now()
+	type ended struct {
+		j         *job
+		end, sent time.Time
+		started   bool
+		code      int
+	}
+	var all []ended
+	s.mu.Lock()
+	for _, j := range s.jobs {
+		end := s.endedAt(j, now)
+		code := historyCode(j)
+		switch {
+		case end.IsZero(),
+			p.Start != nil && end.Before(*p.Start),
+			p.End != nil && !end.Before(*p.End),
+			p.RequestID != nil && *p.RequestID != j.id,
+			p.Status != nil && *p.Status != historyStatus(code):
+			continue
+		}
+		all = append(all, ended{j: j, end: end, sent: j.submitted, started: !j.submitted.Add(s.cfg.queueTime).After(end), code: code})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(all, func(a, b ended) int {
+		if c := b.end.Compare(a.end); c != 0 {
+			return c
+		}
+		return strings.Compare(a.j.id, b.j.id)
+	})
+	from := 0
+	if p.Cursor != nil {
+		n, err := strconv.Atoi(*p.Cursor)
+		if err != nil || n < 0 || n > len(all) {
+			return platformError(http.StatusBadRequest, "cursor: not one this server gave")
+		}
+		from = n
+	}
+	limit := gen.ListRequestsByEndpointParamsLimitDefault
+	if p.Limit != nil {
+		limit = *p.Limit
+	}
+	to := min(from+limit, len(all))
+	payloads := p.Expand != nil && *p.Expand == gen.ListRequestsByEndpointParamsExpandPayloads
+	for _, e := range all[from:to] {
+		it := gen.RequestHistoryItem{
+			RequestID:  e.j.id,
+			EndpointID: &endpoint,
+			SentAt:     ptr(e.sent.UTC()),
+			EndedAt:    ptr(e.end.UTC()),
+			StatusCode: ptr(e.code),
+			Duration:   ptr(e.end.Sub(e.sent).Seconds()),
+		}
+		if e.started {
+			it.StartedAt = ptr(e.sent.Add(s.cfg.queueTime).UTC())
+		}
+		if payloads && e.j.raw != nil {
+			it.JSONInput = json.RawMessage(e.j.raw)
+		}
+		page.Items = append(page.Items, it)
+	}
+	if to < len(all) {
+		page.HasMore, page.NextCursor = true, ptr(strconv.Itoa(to))
+	}
+	return jsonAnswer(http.StatusOK, page)
+}
+
+// historyStatus is the job's status in the history's terms.
+func historyStatus(code int) gen.ListRequestsByEndpointParamsStatus {
+	switch {
+	case code >= 500:
+		return gen.ListRequestsByEndpointParamsStatusError
+	case code >= 400:
+		return gen.ListRequestsByEndpointParamsStatusUserError
+	}
+	return gen.ListRequestsByEndpointParamsStatusSuccess
+}
+
+// historyCode is the status code the job ended with, as far as the server
+// knows (the model runs when the result is first asked for). s.mu is held.
+func historyCode(j *job) int {
+	switch {
+	case !j.cancelledAt.IsZero():
+		return 499
+	case j.failed.Load() != 0:
+		return int(j.failed.Load())
+	}
+	return http.StatusOK
+}

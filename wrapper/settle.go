@@ -1,0 +1,301 @@
+package wrapper
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+)
+
+// Settling a lost submit. fal has no idempotency key: when a submit's
+// answer is lost after the request may have reached the server, the job
+// may exist, and only fal's request history can tell. It lists jobs once
+// they have ended, with the submit body as received; the client looks for
+// an item of this endpoint whose json_input equals what it sent, sent
+// inside the window of that submit, whose request id it does not already
+// know. It asks at once and then every few seconds, until it finds one or
+// the window has passed: by then a job the submit created would have
+// ended (see settleWindow).
+
+// ErrNotInHistory matches the error of a lost submit (or of Settle) whose
+// job the request history did not list within the settle window: no job
+// that the client can see was created.
+var ErrNotInHistory = errors.New("fluxi2i: no job with this input in the request history")
+
+// ErrHistoryUnavailable matches the error of a lost submit (or of Settle)
+// that the request history could not settle: the server has none (404, as
+// the aggregator), the key may not read it (401, 403), the submit asked
+// fal to keep no payload (X-Fal-Store-IO: 0), or it could not be reached.
+var ErrHistoryUnavailable = errors.New("fluxi2i: the request history cannot settle this submit")
+
+// historyError says why the history could not settle a submit.
+type historyError struct {
+	why      string
+	notFound bool // the history answered, and the job is not in it
+}
+
+func (e *historyError) Error() string { return "request history: " + e.why }
+
+func (e *historyError) Is(target error) bool {
+	if e.notFound {
+		return target == ErrNotInHistory
+	}
+	return target == ErrHistoryUnavailable
+}
+
+// The settle window (WithSettleWindow): how long after a submit's last
+// ambiguous attempt its job may still end. With a start timeout, a job
+// that has not started by then never will; settleRunAllowance is for the
+// run itself (seconds for this model).
+const (
+	defaultSettleWindow = 10 * time.Minute
+	settleRunAllowance  = 2 * time.Minute
+	// settleSkew widens the window of sent_at for the clocks of client
+	// and server.
+	settleSkew = time.Minute
+	// settlePages bounds the pages read of one history query.
+	settlePages = 50
+)
+
+func (s *settings) settleWindow() time.Duration {
+	switch {
+	case s.window > 0:
+		return s.window
+	case s.params.XFalRequestTimeout != nil:
+		return time.Duration(*s.params.XFalRequestTimeout*float64(time.Second)) + settleRunAllowance
+	}
+	return defaultSettleWindow
+}
+
+// lostSubmit is a submit whose job may exist: what was sent, and when.
+type lostSubmit struct {
+	body        func() (io.ReadCloser, error)
+	size        int64
+	first, last time.Time // the first ambiguous attempt's start, the last one's end
+	digest      []byte    // of the canonical body, once computed
+}
+
+// Settle looks in the request history for a job submitted with in (and
+// the submit options given, as to Submit) at or after sent, for example a
+// job a crashed process journaled before its submit's answer came. It
+// waits until the settle window after sent has passed (at once when it
+// has). It returns the job (Queued.FromHistory is set), or an error
+// matching ErrNotInHistory (no such job: submitting is safe) or
+// ErrHistoryUnavailable (it cannot tell).
+func (c *Client) Settle(ctx context.Context, in gen.Input, sent time.Time, opts ...Option) (*Queued, error) {
+	s, err := c.call(forSubmit, "Settle", opts)
+	if err != nil {
+		return nil, err
+	}
+	body, size, err := c.encode(in, s)
+	if err != nil {
+		return nil, err
+	}
+	return c.settle(ctx, s, &lostSubmit{body: body, size: size, first: sent, last: sent})
+}
+
+// historyDown is why the history cannot be used for s, or "".
+func (c *Client) historyDown(s *settings) string {
+	if p := s.params.XFalStoreIO; p != nil && *p == gen.SubmitParamsXFalStoreION0 {
+		return "X-Fal-Store-IO: 0 keeps no payload to match (WithNoStoreIO)"
+	}
+	if why := c.histDown.Load(); why != nil {
+		return *why
+	}
+	return ""
+}
+
+// settle polls the history for ls's job until it is found, the window
+// has passed or ctx ends.
+func (c *Client) settle(ctx context.Context, s *settings, ls *lostSubmit) (*Queued, error) {
+	deadline := ls.last.Add(s.settleWindow())
+	delay := time.Second
+	for {
+		if why := c.historyDown(s); why != "" {
+			c.stats.unsettled.Add(1)
+			return nil, &historyError{why: why}
+		}
+		q, err := c.searchHistory(ctx, s, ls)
+		if q != nil {
+			c.stats.settled.Add(1)
+			c.set.log.Info("fluxi2i: a lost submit's job was found in the request history", "request_id", q.RequestID)
+			return q, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err != nil && permanentHistory(err) {
+			why := err.Error()
+			c.histDown.CompareAndSwap(nil, &why)
+			continue // reported above
+		}
+		if !time.Now().Before(deadline) {
+			c.stats.unsettled.Add(1)
+			if err != nil {
+				return nil, &historyError{why: "could not be read: " + err.Error()}
+			}
+			return nil, &historyError{why: fmt.Sprintf("no job with this input ended within %v of the submit", s.settleWindow()), notFound: true}
+		}
+		if err := sleep(ctx, min(delay, time.Until(deadline))); err != nil {
+			return nil, err
+		}
+		delay = min(delay*2, 15*time.Second)
+	}
+}
+
+// permanentHistory reports an answer that means the history is not there
+// for this client at all: 404 (the aggregator), 401 or 403 (the key).
+func permanentHistory(err error) bool {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.StatusCode {
+	case http.StatusNotFound, http.StatusUnauthorized, http.StatusForbidden:
+		return true
+	}
+	return false
+}
+
+// searchHistory reads the history once (every page) for ls's job.
+func (c *Client) searchHistory(ctx context.Context, s *settings, ls *lostSubmit) (*Queued, error) {
+	if ls.digest == nil {
+		d, err := bodyDigest(ls.body)
+		if err != nil {
+			return nil, err
+		}
+		ls.digest = d
+	}
+	from, to := ls.first.Add(-settleSkew), ls.last.Add(settleSkew)
+	expand := gen.ListRequestsByEndpointParamsExpandPayloads
+	// Each item carries a whole input: a page must fit the size limit.
+	limit := int(min(max(s.maxBody/(2*ls.size+4096), gen.ListRequestsByEndpointParamsLimitMinimum), gen.ListRequestsByEndpointParamsLimitMaximum))
+	params := gen.ListRequestsByEndpointParams{EndpointID: endpointID(), Start: &from, Expand: &expand, Limit: &limit}
+	for range settlePages {
+		var page *gen.RequestHistory
+		_, err := c.do(ctx, s, op{name: "history"}, func(ctx context.Context, x *exchange) error {
+			r, err := c.hist.ListRequestsByEndpointWithResponse(ctx, &params)
+			if err != nil {
+				return err
+			}
+			if r.JSON200 == nil {
+				return fmt.Errorf("fluxi2i: history: undecodable HTTP %d answer", x.status)
+			}
+			page = r.JSON200
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range page.Items {
+			switch {
+			case it.JSONInput == nil, it.RequestID == "",
+				it.SentAt != nil && (it.SentAt.Before(from) || it.SentAt.After(to)),
+				it.EndpointID != nil && *it.EndpointID != params.EndpointID,
+				c.known.has(it.RequestID):
+				continue
+			}
+			if d := valueDigest(it.JSONInput); string(d) != string(ls.digest) || !c.known.add(it.RequestID, time.Now()) {
+				continue
+			}
+			raw, _ := json.Marshal(it)
+			return &Queued{RequestID: it.RequestID, FromHistory: true, Raw: raw}, nil
+		}
+		if !page.HasMore || page.NextCursor == nil || *page.NextCursor == "" {
+			return nil, nil
+		}
+		params.Cursor = page.NextCursor
+	}
+	return nil, nil
+}
+
+// endpointID is the model's endpoint id, as the history names it: the
+// submit path of the spec without its leading slash.
+func endpointID() string {
+	req, err := gen.NewSubmitRequestWithBody("http://h", nil, "application/json", nil)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimPrefix(req.URL.Path, "/")
+}
+
+// bodyDigest is the canonical digest of a JSON body (see valueDigest).
+func bodyDigest(newBody func() (io.ReadCloser, error)) ([]byte, error) {
+	rc, err := newBody()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var v any
+	if err := json.NewDecoder(rc).Decode(&v); err != nil {
+		return nil, fmt.Errorf("fluxi2i: re-reading the submitted body: %w", err)
+	}
+	return valueDigest(v), nil
+}
+
+// valueDigest hashes a decoded JSON value canonically: object keys
+// sorted, numbers in one form, so that equal JSON gives equal digests
+// whatever the spacing, key order or number spelling.
+func valueDigest(v any) []byte {
+	h := sha256.New()
+	canonical(h, v)
+	return h.Sum(nil)
+}
+
+func canonical(h hash.Hash, v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		h.Write([]byte{'{'})
+		for _, k := range keys {
+			io.WriteString(h, strconv.Quote(k))
+			h.Write([]byte{':'})
+			canonical(h, v[k])
+			h.Write([]byte{','})
+		}
+		h.Write([]byte{'}'})
+	case []any:
+		h.Write([]byte{'['})
+		for _, e := range v {
+			canonical(h, e)
+			h.Write([]byte{','})
+		}
+		h.Write([]byte{']'})
+	case string:
+		io.WriteString(h, strconv.Quote(v))
+	case float64:
+		io.WriteString(h, "n"+strconv.FormatFloat(v, 'g', -1, 64))
+	case json.Number:
+		f, _ := v.Float64()
+		io.WriteString(h, "n"+strconv.FormatFloat(f, 'g', -1, 64))
+	case json.RawMessage:
+		var d any
+		if json.Unmarshal(v, &d) == nil {
+			canonical(h, d)
+		}
+	case bool:
+		io.WriteString(h, strconv.FormatBool(v))
+	case nil:
+		io.WriteString(h, "null")
+	default:
+		b, _ := json.Marshal(v)
+		var d any
+		if json.Unmarshal(b, &d) == nil {
+			canonical(h, d)
+		}
+	}
+}
