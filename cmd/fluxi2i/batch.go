@@ -93,7 +93,7 @@ func (a *app) batch(args []string) int {
 		}
 	})
 
-	p := newBatchProgress(a, len(jobs))
+	p := newBatchProgress(a, len(jobs), clientFailing(c))
 	sum, runErr := batch.Run(runCtx, c, jobs, batch.Config{
 		Dir: *out, Concurrency: *concurrency, AtMostOnce: *atMostOnce, RedoChanged: *redo, Stop: halt,
 		OnOutcome:  p.outcome,
@@ -449,21 +449,23 @@ func (a *app) batchSummary(sum batch.Summary, runErr error, total int, interrupt
 
 // batchProgress shows the batch's progress: a live bar on a terminal, a
 // plain line every few seconds otherwise; with --json, a JSON line per
-// finished job on stdout.
+// finished job on stdout. When requests keep failing (the server went
+// away), both say what fails and since when, and show no ETA.
 type batchProgress struct {
-	a     *app
-	bar   *progressbar.ProgressBar
-	start time.Time
+	a       *app
+	bar     *progressbar.ProgressBar
+	start   time.Time
+	failing failing
 
 	mu   sync.Mutex
 	last batch.Progress
-	tick *time.Ticker
 	done chan struct{}
 	wg   sync.WaitGroup
 }
 
-func newBatchProgress(a *app, total int) *batchProgress {
-	p := &batchProgress{a: a, start: time.Now(), done: make(chan struct{})}
+func newBatchProgress(a *app, total int, f failing) *batchProgress {
+	p := &batchProgress{a: a, start: time.Now(), failing: f, done: make(chan struct{})}
+	every := progressEvery
 	if isTerminal(a.stderr) {
 		p.bar = progressbar.NewOptions(total,
 			progressbar.OptionSetWriter(a.stderr),
@@ -471,18 +473,23 @@ func newBatchProgress(a *app, total int) *batchProgress {
 			progressbar.OptionShowCount(),
 			progressbar.OptionShowIts(),
 			progressbar.OptionSetItsString("jobs"),
-			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionSetPredictTime(false), // the description has the ETA, or why there is none
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionClearOnFinish(),
 		)
-		return p
+		every = time.Second // the description follows a failing server between jobs' ends
 	}
-	p.tick = time.NewTicker(progressEvery)
 	p.wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
 		for {
 			select {
-			case <-p.tick.C:
-				p.plain()
+			case <-t.C:
+				if p.bar != nil {
+					p.bar.Describe(p.barText(time.Now()))
+				} else {
+					p.plain()
+				}
 			case <-p.done:
 				return
 			}
@@ -496,25 +503,55 @@ func (p *batchProgress) update(pr batch.Progress) {
 	p.last = pr
 	p.mu.Unlock()
 	if p.bar != nil {
-		p.bar.Describe(fmt.Sprintf("batch: %d in flight, %d failed", pr.InFlight, pr.Failed))
+		p.bar.Describe(p.barText(time.Now()))
 		p.bar.Set(pr.Done + pr.Failed + pr.Skipped)
 	}
 }
 
-// plain prints one progress line.
-func (p *batchProgress) plain() {
+// eta is the time left at the rate so far, or "" before any job ended.
+func (p *batchProgress) eta(pr batch.Progress, now time.Time) (rate float64, eta string) {
+	finished := pr.Done + pr.Failed
+	el := now.Sub(p.start)
+	if finished == 0 || el <= 0 {
+		return 0, ""
+	}
+	rate = float64(finished) / el.Seconds()
+	left := pr.Total - finished - pr.Skipped
+	return rate, (time.Duration(float64(left)/rate) * time.Second).Round(time.Second).String()
+}
+
+// barText is the bar's description at now.
+func (p *batchProgress) barText(now time.Time) string {
 	p.mu.Lock()
 	pr := p.last
 	p.mu.Unlock()
-	finished := pr.Done + pr.Failed
-	line := fmt.Sprintf("fluxi2i: batch: %d/%d done, %d in flight, %d failed, %d skipped", pr.Done+pr.Skipped, pr.Total, pr.InFlight, pr.Failed, pr.Skipped)
-	if el := time.Since(p.start); finished > 0 && el > 0 {
-		rate := float64(finished) / el.Seconds()
-		left := pr.Total - finished - pr.Skipped
-		line += fmt.Sprintf(", %.2f jobs/s, ETA %s", rate, (time.Duration(float64(left)/rate) * time.Second).Round(time.Second))
+	text := fmt.Sprintf("batch: %d in flight, %d failed", pr.InFlight, pr.Failed)
+	if note := failingNote(p.failing, now); note != "" {
+		return text + ", " + note
 	}
-	fmt.Fprintln(p.a.stderr, line)
+	if _, eta := p.eta(pr, now); eta != "" {
+		text += ", ETA " + eta
+	}
+	return text
 }
+
+// plainText is the plain progress line at now.
+func (p *batchProgress) plainText(now time.Time) string {
+	p.mu.Lock()
+	pr := p.last
+	p.mu.Unlock()
+	line := fmt.Sprintf("fluxi2i: batch: %d/%d done, %d in flight, %d failed, %d skipped", pr.Done+pr.Skipped, pr.Total, pr.InFlight, pr.Failed, pr.Skipped)
+	if note := failingNote(p.failing, now); note != "" {
+		return line + ", " + note // no ETA as if all were well
+	}
+	if rate, eta := p.eta(pr, now); eta != "" {
+		line += fmt.Sprintf(", %.2f jobs/s, ETA %s", rate, eta)
+	}
+	return line
+}
+
+// plain prints one progress line.
+func (p *batchProgress) plain() { fmt.Fprintln(p.a.stderr, p.plainText(time.Now())) }
 
 func (p *batchProgress) outcome(o batch.Outcome) {
 	if !p.a.asJSON {
@@ -538,12 +575,11 @@ func (p *batchProgress) outcome(o batch.Outcome) {
 }
 
 func (p *batchProgress) finish() {
+	close(p.done)
+	p.wg.Wait()
 	if p.bar != nil {
 		p.bar.Finish()
 		return
 	}
-	p.tick.Stop()
-	close(p.done)
-	p.wg.Wait()
 	p.plain()
 }

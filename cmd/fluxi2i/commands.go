@@ -40,7 +40,7 @@ func (a *app) run(args []string) int {
 	defer stop()
 	ctx, cancel := a.context()
 	defer cancel()
-	p := newProgress(a.stderr)
+	p := newProgress(a.stderr, clientFailing(c))
 	var id string
 	opts = append(opts,
 		wrapper.WithOnQueued(func(q *wrapper.Queued) {
@@ -195,7 +195,7 @@ func (a *app) resultOrWait(name string, args []string) int {
 	var result *wrapper.Result
 	var err error
 	if name == "wait" {
-		p := newProgress(a.stderr)
+		p := newProgress(a.stderr, clientFailing(c))
 		// The job was started elsewhere: leave it running if we give up.
 		result, err = c.Wait(ctx, id, wrapper.WithOnUpdate(p.update), wrapper.WithCancelOnExit(0))
 		p.finish()

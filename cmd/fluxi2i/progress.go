@@ -4,25 +4,109 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/wrapper"
 )
 
+// failing says since when the client's requests keep failing and what
+// fails (a zero time while the last request succeeded): the progress
+// printers poll it, so a server that went away is said, not hidden
+// behind a growing ETA.
+type failing func() (since time.Time, what string)
+
+// clientFailing is c's own account (wrapper.Stats).
+func clientFailing(c *wrapper.Client) failing {
+	return func() (time.Time, string) {
+		st := c.Stats()
+		return st.FailingSince, st.Failing
+	}
+}
+
+// failingAfter is how long requests must keep failing before the
+// progress says so: a retry or two is business as usual. (A seam for the
+// tests.)
+var failingAfter = 5 * time.Second
+
+// failingNote is "retrying: WHAT since HH:MM:SS (N s)" when requests have
+// kept failing for failingAfter or more at now, or "".
+func failingNote(f failing, now time.Time) string {
+	if f == nil {
+		return ""
+	}
+	since, what := f()
+	if since.IsZero() || now.Sub(since) < failingAfter {
+		return ""
+	}
+	if what == "" {
+		what = "requests fail"
+	}
+	return fmt.Sprintf("retrying: %s since %s (%d s)", printable(what), since.Local().Format("15:04:05"), int(now.Sub(since).Seconds()))
+}
+
 // progress shows a job's progress on stderr: on a terminal one status line
 // redrawn in place, with log lines printed above it; otherwise plain lines.
+// While requests keep failing it says so: on a terminal every second, on
+// the status line; otherwise a line every progressEvery.
 type progress struct {
-	w     io.Writer
-	tty   bool
-	start time.Time
-	shown bool // a status line is on screen (tty)
+	w       io.Writer
+	tty     bool
+	start   time.Time
+	failing failing
+
+	mu    sync.Mutex
+	shown bool   // a status line is on screen (tty)
+	state string // the last status, for the failing note
+	done  chan struct{}
+	wg    sync.WaitGroup
 }
 
-func newProgress(w io.Writer) *progress {
-	return &progress{w: w, tty: isTerminal(w), start: time.Now()}
+func newProgress(w io.Writer, f failing) *progress {
+	p := &progress{w: w, tty: isTerminal(w), start: time.Now(), failing: f, done: make(chan struct{})}
+	every := progressEvery
+	if p.tty {
+		every = time.Second
+	}
+	if f != nil {
+		p.wg.Go(func() {
+			t := time.NewTicker(every)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					p.tick(time.Now())
+				case <-p.done:
+					return
+				}
+			}
+		})
+	}
+	return p
 }
 
-func (p *progress) clear() {
+// tick shows the failing note, if any.
+func (p *progress) tick(now time.Time) {
+	note := failingNote(p.failing, now)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if note == "" {
+		return
+	}
+	if p.tty {
+		p.clearLocked()
+		text := note
+		if p.state != "" {
+			text = p.state + "; " + note
+		}
+		io.WriteString(p.w, text)
+		p.shown = true
+		return
+	}
+	fmt.Fprintln(p.w, note)
+}
+
+func (p *progress) clearLocked() {
 	if p.tty && p.shown {
 		io.WriteString(p.w, "\r\033[K")
 		p.shown = false
@@ -31,21 +115,27 @@ func (p *progress) clear() {
 
 // line prints a line of its own.
 func (p *progress) line(s string) {
-	p.clear()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clearLocked()
 	fmt.Fprintln(p.w, s)
 }
 
 func (p *progress) update(s wrapper.Status) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, l := range s.NewLogs {
-		p.line("  | " + printable(strings.TrimRight(l.Message, "\n")))
+		p.clearLocked()
+		fmt.Fprintln(p.w, "  | "+printable(strings.TrimRight(l.Message, "\n")))
 	}
 	state := printable(s.Status)
 	if s.QueuePosition != nil && s.Status == wrapper.StatusInQueue {
 		state += fmt.Sprintf(", queue position %d", *s.QueuePosition)
 	}
+	p.state = state
 	text := fmt.Sprintf("%s (%s)", state, time.Since(p.start).Round(100*time.Millisecond))
 	if p.tty {
-		p.clear()
+		p.clearLocked()
 		io.WriteString(p.w, text)
 		p.shown = true
 		return
@@ -53,4 +143,11 @@ func (p *progress) update(s wrapper.Status) {
 	fmt.Fprintln(p.w, text)
 }
 
-func (p *progress) finish() { p.clear() }
+// finish stops the ticker and clears the status line.
+func (p *progress) finish() {
+	close(p.done)
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clearLocked()
+}
