@@ -34,6 +34,8 @@ var (
 		return ch, func() { signal.Stop(ch) }
 	}
 	progressEvery = 5 * time.Second
+	// settleWindow is batch.Config.SettleWindow (0: the library's).
+	settleWindow time.Duration
 )
 
 func (a *app) batch(args []string) int {
@@ -55,11 +57,17 @@ func (a *app) batch(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	c, stop, _, err := a.clientOrSimulator()
+	c, stop, simulated, err := a.clientOrSimulator()
 	if err != nil {
 		return a.fail(err)
 	}
 	defer stop()
+	window := settleWindow
+	if simulated {
+		// The built-in simulator starts empty with each process: an earlier
+		// run's lost submit cannot be there, nothing to wait for.
+		window = time.Millisecond
+	}
 
 	// First Ctrl-C (a.ctx ends): stop submitting, let the jobs in flight
 	// finish. Second: cancel them.
@@ -95,7 +103,7 @@ func (a *app) batch(args []string) int {
 
 	p := newBatchProgress(a, len(jobs), clientFailing(c))
 	sum, runErr := batch.Run(runCtx, c, jobs, batch.Config{
-		Dir: *out, Concurrency: *concurrency, AtMostOnce: *atMostOnce, RedoChanged: *redo, Stop: halt,
+		Dir: *out, Concurrency: *concurrency, AtMostOnce: *atMostOnce, RedoChanged: *redo, SettleWindow: window, Stop: halt,
 		OnOutcome:  p.outcome,
 		OnProgress: p.update,
 	})
@@ -409,12 +417,15 @@ func (a *app) batchSummary(sum batch.Summary, runErr error, total int, interrupt
 			failures[i] = map[string]string{"id": f.ID, "request_id": f.RequestID, "error": printable(f.Err.Error())}
 		}
 		line, _ := json.Marshal(map[string]any{"summary": true, "total": total, "done": sum.Done, "failed": sum.Failed,
-			"skipped": sum.Skipped, "outcome_unknown": sum.Unknown, "possible_duplicates": sum.PossibleDuplicates,
+			"skipped": sum.Skipped, "outcome_unknown": sum.Unknown, "possible_duplicates": sum.PossibleDuplicates, "settled": sum.Settled,
 			"not_started": notStarted, "billable_units": sum.BillableUnits, "earlier_billable_units": sum.EarlierBillableUnits, "failures": failures})
 		fmt.Fprintf(a.stdout, "%s\n", line)
 	}
 	w := a.stderr
 	fmt.Fprintf(w, "fluxi2i: batch: %d done, %d failed, %d skipped (done before), %d possible duplicates", sum.Done, sum.Failed+sum.Unknown, sum.Skipped, sum.PossibleDuplicates)
+	if sum.Settled > 0 {
+		fmt.Fprintf(w, ", %d found in the request history (lost submits, not sent again)", sum.Settled)
+	}
 	if sum.BillableUnits > 0 || sum.EarlierBillableUnits > 0 {
 		fmt.Fprintf(w, ", %g billable units in this run", sum.BillableUnits)
 		if sum.EarlierBillableUnits > 0 {
@@ -563,6 +574,9 @@ func (p *batchProgress) outcome(o batch.Outcome) {
 	}
 	if o.PossibleDuplicate {
 		rec["possible_duplicate"] = true
+	}
+	if o.Settled {
+		rec["settled"] = true
 	}
 	if o.BillableUnits > 0 {
 		rec["billable_units"] = o.BillableUnits

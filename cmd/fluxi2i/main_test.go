@@ -29,6 +29,9 @@ import (
 const sample = "testdata/sample.png"
 
 func init() {
+	// A lost submit of a batch cut short is looked for in the history for
+	// a second, not ten minutes.
+	settleWindow = time.Second
 	simOptions = func() []queuetest.Option {
 		return append(simulator.Options(simulator.Config{}), queuetest.QueueTime(30*time.Millisecond), queuetest.RunTime(60*time.Millisecond))
 	}

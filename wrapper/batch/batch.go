@@ -84,8 +84,12 @@ type Outcome struct {
 	// Skipped: done in an earlier run, files checked.
 	Skipped bool
 	// PossibleDuplicate: an earlier run may have submitted it too (it died
-	// between sending the submit and learning the request id).
+	// between sending the submit and learning the request id), and the
+	// request history could not tell.
 	PossibleDuplicate bool
+	// Settled: an earlier run's submit whose answer never came, found in
+	// the request history and fetched by its id.
+	Settled bool
 	// Err is why the job has no images: a *wrapper.JobError or
 	// *wrapper.SubmitError naming what is known, an error matching
 	// wrapper.ErrOutcomeUnknown (the submit may have queued the job, and
@@ -102,7 +106,7 @@ var errLeftUnknown = fmt.Errorf("batch: an earlier run may have submitted this j
 
 // Summary counts a run.
 type Summary struct {
-	Total, Done, Failed, Skipped, PossibleDuplicates int
+	Total, Done, Failed, Skipped, PossibleDuplicates, Settled int
 	// Unknown counts the jobs whose outcome is unknown (their Err matches
 	// wrapper.ErrOutcomeUnknown): they may exist at the server, unpaid for
 	// or not; they are not in Failed.
@@ -139,6 +143,12 @@ type Config struct {
 	// left as it is). Without it such a job is a *ChangedError and the
 	// batch sends nothing.
 	RedoChanged bool
+	// SettleWindow is how long after an earlier run's lost submit (an
+	// intent with no request id) its job is looked for in the request
+	// history before it is taken as never created and submitted (0: the
+	// client's, see wrapper.WithSettleWindow). A resumed batch waits that
+	// long, at most, for each such job.
+	SettleWindow time.Duration
 }
 
 // Progress is the batch's state at one moment.
@@ -297,6 +307,9 @@ func (r *runner) finish(o Outcome) {
 	if o.PossibleDuplicate {
 		s.PossibleDuplicates++
 	}
+	if o.Settled {
+		s.Settled++
+	}
 	if o.Skipped || o.billedBefore {
 		s.EarlierBillableUnits += o.BillableUnits
 	} else {
@@ -332,11 +345,35 @@ func (r *runner) job(ctx context.Context, j Job, dg inputDigest, rec record, see
 			o.RequestID = ""
 			res, err = r.submit(ctx, j, dg, &o)
 		}
-	case seen && (rec.State == stateIntent || rec.State == stateUnknown) && r.cfg.AtMostOnce:
-		o.Err = errLeftUnknown
-		return o
+	case seen && (rec.State == stateIntent || rec.State == stateUnknown):
+		// An earlier run sent the submit and never learned its answer: the
+		// job may exist. The request history settles it before anything
+		// is sent again.
+		q, serr := r.settle(ctx, j, rec)
+		switch {
+		case serr == nil:
+			o.RequestID, o.Settled = q.RequestID, true
+			r.jr.write(record{ID: j.ID, State: stateQueued, RequestID: q.RequestID})
+			res, err = r.c.Wait(ctx, q.RequestID)
+			if gone(err, stateCancelled) {
+				// Found, but expired since, or cancelled by the run that
+				// was cut short: make it again.
+				o.RequestID = ""
+				res, err = r.submit(ctx, j, dg, &o)
+			}
+		case errors.Is(serr, wrapper.ErrNotInHistory):
+			res, err = r.submit(ctx, j, dg, &o) // no such job: safe to submit
+		case ctx.Err() != nil:
+			o.Err = ctx.Err()
+			return o
+		case r.cfg.AtMostOnce:
+			o.Err = fmt.Errorf("%w; %w", errLeftUnknown, serr)
+			return o
+		default:
+			o.PossibleDuplicate = true
+			res, err = r.submit(ctx, j, dg, &o)
+		}
 	default:
-		o.PossibleDuplicate = seen && (rec.State == stateIntent || rec.State == stateUnknown)
 		res, err = r.submit(ctx, j, dg, &o)
 	}
 	if err != nil {
@@ -396,29 +433,59 @@ func modelFailure(err error) bool {
 // submit records the intent, submits and waits, recording the request id
 // as soon as it is known.
 func (r *runner) submit(ctx context.Context, j Job, dg inputDigest, o *Outcome) (*wrapper.Result, error) {
+	opts, err := imageOpts(j)
+	if err != nil {
+		return nil, err
+	}
 	if err := r.jr.write(record{ID: j.ID, State: stateIntent, Input: dg.Input, Fields: dg.Fields, Sent: time.Now().UTC()}); err != nil {
 		return nil, err
 	}
-	opts := []wrapper.Option{wrapper.WithOnQueued(func(q *wrapper.Queued) {
+	opts = append(opts, wrapper.WithOnQueued(func(q *wrapper.Queued) {
 		o.RequestID = q.RequestID
 		r.jr.write(record{ID: j.ID, State: stateQueued, RequestID: q.RequestID})
-	})}
+	}))
 	if r.cfg.AtMostOnce {
 		opts = append(opts, wrapper.WithAtMostOnce())
 	}
-	if j.ImageFile != "" {
-		f, err := openRegular(j.ImageFile) // still a regular file: never wait on a FIFO
-		if err != nil {
-			return nil, err
-		}
-		f.Close()
-		im, err := wrapper.ImageFile(j.ImageFile)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, wrapper.WithImage(im))
-	}
 	return r.c.Run(ctx, j.Input, opts...)
+}
+
+// imageOpts is the image option of a job with an ImageFile (none
+// otherwise), as Submit and Settle take it.
+func imageOpts(j Job) ([]wrapper.Option, error) {
+	if j.ImageFile == "" {
+		return nil, nil
+	}
+	f, err := openRegular(j.ImageFile) // still a regular file: never wait on a FIFO
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	im, err := wrapper.ImageFile(j.ImageFile)
+	if err != nil {
+		return nil, err
+	}
+	return []wrapper.Option{wrapper.WithImage(im)}, nil
+}
+
+// settle looks for the job of an earlier run's submit whose answer never
+// came (journaled as an intent, with the time it was sent) in the
+// server's request history: the *Queued when it is there, an error
+// matching wrapper.ErrNotInHistory when no such job was created, or one
+// matching wrapper.ErrHistoryUnavailable when it cannot tell (as for an
+// intent journaled without its time).
+func (r *runner) settle(ctx context.Context, j Job, rec record) (*wrapper.Queued, error) {
+	if rec.Sent.IsZero() {
+		return nil, fmt.Errorf("batch: the intent was journaled without its time: %w", wrapper.ErrHistoryUnavailable)
+	}
+	opts, err := imageOpts(j)
+	if err != nil {
+		return nil, err
+	}
+	if r.cfg.SettleWindow > 0 {
+		opts = append(opts, wrapper.WithSettleWindow(r.cfg.SettleWindow))
+	}
+	return r.c.Settle(ctx, j.Input, rec.Sent, opts...)
 }
 
 // failed records how a job ended without its images. A job cancelled by

@@ -538,3 +538,60 @@ func TestCancelledJobsAreJournaledAndRedoneByTheNextRun(t *testing.T) {
 		assert.EqualValues(t, 6, srv.Stats().Jobs, "each looked at by id, then made again once")
 	})
 }
+
+// An intent an earlier run journaled (with its time) but never learned
+// the answer of is settled through the request history before anything
+// is sent again: a job found there is fetched by its id; when the history
+// shows no such job, the job is submitted, as no duplicate; where there is
+// no history (the aggregator), the batch does as before: a possible
+// duplicate, or, at most once, left unknown.
+func TestResumedIntentsAreSettledThroughTheHistory(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		history    bool
+		atMostOnce bool
+	}{{"history", true, false}, {"history,at-most-once", true, true}, {"no-history", false, false}, {"no-history,at-most-once", false, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var sopts []queuetest.Option
+				if !c.history {
+					sopts = append(sopts, queuetest.WithoutHistory())
+				}
+				srv, cl := setup(t, sopts)
+				js := jobs(3)
+				sent := time.Now().UTC().Format(time.RFC3339Nano)
+				// The crashed run's own client submitted job 0 and lost the
+				// answer with the process.
+				crashed, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("k"), wrapper.WithHTTPClient(spectest.Client(t, srv)), wrapper.WithEnvironment(nil))
+				require.NoError(t, err)
+				_, err = crashed.Submit(context.Background(), js[0].Input)
+				require.NoError(t, err)
+				dir := t.TempDir()
+				writeJournal(t, dir,
+					`{"id":"img-0000","state":"intent","sent":"`+sent+`"}`,
+					`{"id":"img-0001","state":"intent","sent":"`+sent+`"}`, // never reached the server
+					``)
+				sum, err := batch.Run(context.Background(), cl, js, batch.Config{Dir: dir, AtMostOnce: c.atMostOnce})
+				require.NoError(t, err)
+				switch {
+				case c.history:
+					assert.Equal(t, 3, sum.Done, "%+v", sum.Failures)
+					assert.Equal(t, 1, sum.Settled, "job 0 found in the history")
+					assert.Zero(t, sum.PossibleDuplicates, "job 1 known not to exist")
+					assert.EqualValues(t, 3, srv.Stats().Jobs, "job 0 never submitted again")
+				case c.atMostOnce:
+					assert.Equal(t, 1, sum.Done)
+					assert.Equal(t, 2, sum.Unknown)
+					require.Len(t, sum.Failures, 2)
+					assert.ErrorIs(t, sum.Failures[0].Err, wrapper.ErrHistoryUnavailable, "and says why")
+					assert.EqualValues(t, 2, srv.Stats().Jobs)
+				default:
+					assert.Equal(t, 3, sum.Done)
+					assert.Equal(t, 2, sum.PossibleDuplicates)
+					assert.Zero(t, sum.Settled)
+					assert.EqualValues(t, 4, srv.Stats().Jobs, "job 0 paid twice: nothing could tell")
+				}
+			})
+		})
+	}
+}
