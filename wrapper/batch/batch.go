@@ -1,6 +1,7 @@
 // Package batch runs many image-to-image jobs with one client, and loses
 // nothing when the process dies: every job's progress is in a journal, and
-// running the same batch again resumes it.
+// running the same batch again resumes it. No job with a result the server
+// may still give is paid for twice.
 //
 //	sum, err := batch.Run(ctx, client, jobs, batch.Config{Dir: "out"})
 //
@@ -10,32 +11,74 @@
 // JSON Lines, one record per change of a job's state, appended and synced
 // to disk before the batch goes on. A record is
 //
-//	{"id":"cat","state":"intent"}                                     before the submit is sent
-//	{"id":"cat","state":"queued","request_id":"…"}                    as soon as the request id is known
+//	{"id":"cat","state":"intent","input":"…","fields":{…},"sent":"…"}   before the submit is sent
+//	{"id":"cat","state":"queued","request_id":"…"}                      as soon as the request id is known
 //	{"id":"cat","state":"done","request_id":"…","files":["cat-0.jpeg"],"billable_units":1}
-//	{"id":"cat","state":"failed","request_id":"…","error":"…"}        a definite failure (the model refused the input, …)
+//	{"id":"cat","state":"fetch-failed","request_id":"…","error":"…"}    the wait, download or save failed: the id is kept
+//	{"id":"cat","state":"cancelled","request_id":"…","error":"…"}       cancelled when ctx ended, the cancel accepted
+//	{"id":"cat","state":"unknown","error":"…"}                          the submit's outcome is unknown
+//	{"id":"cat","state":"failed","request_id":"…","error":"…"}          the server's definite failure (the model refused the input, …)
 //
-// (with "t", the time, on each). A torn last line, from a crash while it
-// was written, is ignored. Images are written whole, synced, and renamed
-// into place before their "done" record.
+// (with "t", the time, on each). The intent carries the SHA-256 of the
+// job's effective input ("input": every field that reaches the wire, as
+// canonical JSON, and the image's bytes, or its URL), a short digest per
+// field ("fields", to name what changed) and the time the submit was sent
+// ("sent", to settle it in the request history). A torn last line, from a
+// crash while it was written, is truncated away before the next record is
+// appended. Images are written whole, synced, and renamed into place
+// before their "done" record.
+//
+// # Guards
+//
+// Run refuses, before anything is sent, with an error matching ErrRefused:
+// a bad job (*BadJobError: an input the spec refuses, an image that is not
+// a regular image file, an id that is not a plain file name by the rule of
+// internal/names or that differs from another only in case or Unicode
+// normalisation); a Dir another run holds (*LockedError: each run holds an
+// exclusive flock on Dir/.lock, which names its pid); a job whose input
+// changed since the journal recorded it (*ChangedError, naming the fields;
+// Config.RedoChanged makes such jobs again, as new jobs); a journal that is
+// a symbolic link (never followed). Image files are opened without
+// blocking and only if they are regular files, so a FIFO never hangs a
+// batch; Check and the digests end when ctx ends or Stop closes.
 //
 // # Resuming
 //
 // Run with the same Dir reads the journal first. A job whose last record
 // is done is skipped when its files are all there (checked, not trusted;
 // otherwise it is fetched again by its request id). A job with a request
-// id is waited on by that id: never submitted again. A job with an intent
-// and no request id may or may not have reached the server: by default it
-// is submitted again and reported as a possible duplicate; with AtMostOnce
-// it is reported as outcome unknown and left to the user. A failed job is
-// tried again. A batch whose jobs are all done makes no request at all.
+// id is waited on by that id and never submitted again, whatever failed
+// before (the wait, the download, the save, or a cancel when ctx ended);
+// only the server's answer that it has no result for the id (404: expired,
+// or a server that forgot it, such as a simulator gone with its process;
+// or the cancellation this batch sent) makes it again, in the same run. A
+// job with an intent and no request id may or may not have reached the
+// server: it is looked for in the request history (wrapper's Client.Settle,
+// from the intent's "sent", for up to Config.SettleWindow). Found, it is
+// fetched by its id (Outcome.Settled); not in the history, it is submitted;
+// where the history cannot tell, by default it is submitted again and
+// reported as a possible duplicate, and with AtMostOnce it is reported as
+// outcome unknown (wrapper.ErrOutcomeUnknown) and left to the user. A job
+// that failed at the server is tried again. A batch whose jobs are all done
+// makes no request at all.
+//
+// The summary counts this run: billable units of the results this run
+// learned (BillableUnits) apart from those of earlier runs
+// (EarlierBillableUnits).
 //
 // # Pace
 //
 // At most Concurrency jobs are in flight. A 429 pauses every call of that
 // kind (every submit, say) of the client for its Retry-After (the account's
-// limit, see wrapper), so the batch slows down as one. Closing Config.Stop stops submitting and lets the jobs in
-// flight finish; ending ctx also cancels them on the server.
+// limit, see wrapper), so the batch slows down as one. Closing Config.Stop
+// stops submitting and lets the jobs in flight finish; ending ctx also
+// cancels them on the server (and journals them cancelled).
+//
+// # Exit codes of the CLI's batch
+//
+// fluxi2i batch exits 0 when every job is done, 2 for a refusal (nothing
+// sent), 3 when the API answered an error for a job, 4 when interrupted or
+// timed out, and 1 otherwise.
 package batch
 
 import (
