@@ -234,15 +234,15 @@ func imageJobs(fs *flag.FlagSet, in *inputFlags, dir string) ([]batch.Job, []str
 		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		// The file's name becomes the job's id and its outputs' names:
-		// one rule for both, before the file is even opened.
+		path := filepath.Join(dir, e.Name())
+		if !isImageFile(path) {
+			continue
+		}
+		// The image's name becomes the job's id and its outputs' names:
+		// one rule for both.
 		id := strings.TrimSuffix(e.Name(), filepath.Ext(e.Name()))
 		if err := names.Check(id); err != nil {
 			refused = append(refused, wrapper.FieldError{Field: "--images " + strconv.Quote(e.Name()), Message: "cannot name a job: " + err.Error()})
-			continue
-		}
-		path := filepath.Join(dir, e.Name())
-		if !isImageFile(path) {
 			continue
 		}
 		input := gen.Input{Prompt: in.prompt}

@@ -265,12 +265,15 @@ func TestBatchFolderNamesFollowTheRule(t *testing.T) {
 		for _, f := range c.files {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, f), data, 0o644))
 		}
+		// Not an image: not a job, whatever its name.
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("text"), 0o644))
 		r := cli(t, context.Background(), nil, "batch", "--base-url", base, "--api-key", "k", "--images", dir, "--prompt", "p", "--out", filepath.Join(t.TempDir(), "out"))
 		assert.Equal(t, 2, r.code, r.stderr)
 		for _, w := range c.want {
 			assert.Contains(t, r.stderr, w)
 		}
 		assert.NotContains(t, r.stderr, "\u0085", "names are printed escaped")
+		assert.NotContains(t, r.stderr, "notes")
 	}
 	assert.Zero(t, q.Stats().Submits, "nothing was sent")
 }

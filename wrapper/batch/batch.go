@@ -83,6 +83,7 @@ package batch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -231,7 +232,7 @@ func Run(ctx context.Context, c *wrapper.Client, jobs []Job, cfg Config) (Summar
 	var changed []error
 	for i, j := range jobs {
 		rec, seen := past[j.ID]
-		if !seen || rec.Input == "" || rec.Input == inputs[i].Input {
+		if !seen || rec.Input == "" || rec.Input == inputs[i].hex() {
 			continue // new, journaled before inputs were, or the same
 		}
 		if rec.State == stateFailed {
@@ -239,7 +240,7 @@ func Run(ctx context.Context, c *wrapper.Client, jobs []Job, cfg Config) (Summar
 			continue
 		}
 		if !cfg.RedoChanged {
-			changed = append(changed, &ChangedError{ID: j.ID, Fields: changedFields(rec.Fields, inputs[i].Fields)})
+			changed = append(changed, &ChangedError{ID: j.ID, Fields: changedFields(rec.fieldDigests(), inputs[i].fields(j))})
 			continue
 		}
 		delete(past, j.ID) // a new job
@@ -409,6 +410,9 @@ func (r *runner) job(ctx context.Context, j Job, dg inputDigest, rec record, see
 		case ctx.Err() != nil:
 			o.Err = ctx.Err()
 			return o
+		case errors.Is(serr, errSettleStopped):
+			o.Err = serr
+			return o
 		case r.cfg.AtMostOnce:
 			o.Err = fmt.Errorf("%w; %w", errLeftUnknown, serr)
 			return o
@@ -480,7 +484,11 @@ func (r *runner) submit(ctx context.Context, j Job, dg inputDigest, o *Outcome) 
 	if err != nil {
 		return nil, err
 	}
-	if err := r.jr.write(record{ID: j.ID, State: stateIntent, Input: dg.Input, Fields: dg.Fields, Sent: time.Now().UTC()}); err != nil {
+	fields, err := json.Marshal(dg.fields(j))
+	if err != nil {
+		return nil, err
+	}
+	if err := r.jr.write(record{ID: j.ID, State: stateIntent, Input: dg.hex(), Fields: fields, Sent: time.Now().UTC()}); err != nil {
 		return nil, err
 	}
 	opts = append(opts, wrapper.WithOnQueued(func(q *wrapper.Queued) {
@@ -528,8 +536,33 @@ func (r *runner) settle(ctx context.Context, j Job, rec record) (*wrapper.Queued
 	if r.cfg.SettleWindow > 0 {
 		opts = append(opts, wrapper.WithSettleWindow(r.cfg.SettleWindow))
 	}
-	return r.c.Settle(ctx, j.Input, rec.Sent, opts...)
+	// Settling waits for no paid work: Stop ends it too (the job keeps its
+	// intent, for the next run).
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if r.cfg.Stop != nil {
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer close(done)
+		wg.Go(func() {
+			select {
+			case <-r.cfg.Stop:
+				cancel()
+			case <-done:
+			}
+		})
+	}
+	q, err := r.c.Settle(sctx, j.Input, rec.Sent, opts...)
+	if err != nil && ctx.Err() == nil && sctx.Err() != nil {
+		return nil, errSettleStopped
+	}
+	return q, err
 }
+
+// errSettleStopped is the Err of a job whose lost submit was being settled
+// when Stop closed: it keeps its intent, and the next run settles it.
+var errSettleStopped = errors.New("batch: stopped while its earlier run's lost submit was looked for in the request history; the next run looks again")
 
 // failed records how a job ended without its images. A job cancelled by
 // the context (a second Ctrl-C) whose cancel the server accepted is

@@ -595,3 +595,25 @@ func TestResumedIntentsAreSettledThroughTheHistory(t *testing.T) {
 		})
 	}
 }
+
+// Closing Stop ends a wait for the request history too: the job keeps its
+// intent, nothing is submitted, and the next run settles it.
+func TestStopEndsASettleWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, nil)
+		dir := t.TempDir()
+		sent := time.Now().UTC().Format(time.RFC3339Nano)
+		writeJournal(t, dir, `{"id":"img-0000","state":"intent","sent":"`+sent+`"}`, ``) // never reached the server
+		stop := make(chan struct{})
+		time.AfterFunc(30*time.Second, func() { close(stop) })
+		start := time.Now()
+		sum, err := batch.Run(context.Background(), c, jobs(1), batch.Config{Dir: dir, Stop: stop})
+		require.NoError(t, err)
+		assert.Less(t, time.Since(start), time.Minute, "not the ten-minute window")
+		require.Len(t, sum.Failures, 1)
+		assert.ErrorContains(t, sum.Failures[0].Err, "the next run looks again")
+		assert.Zero(t, srv.Stats().Submits)
+		assert.Contains(t, journalLines(t, dir)[0], `"state":"intent"`)
+		assert.Len(t, journalLines(t, dir), 1, "the intent is left as it was")
+	})
+}

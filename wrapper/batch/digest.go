@@ -11,19 +11,40 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/fluxi2i/fluxi2i/gen"
 )
 
 // inputDigest is what the journal keeps of a job's effective input, to
-// tell whether the job it resumes is still the job it journaled.
+// tell whether the job it resumes is still the job it journaled: 64 bytes
+// a job in memory, however big the batch.
 type inputDigest struct {
-	// Input is the SHA-256 (hex) of every field that reaches the wire: the
+	// input is the SHA-256 of every field that reaches the wire: the
 	// canonical JSON (sorted keys) of the normalised input without
-	// image_url, a newline, then the image's own SHA-256 (hex) — of the
-	// file's bytes for ImageFile, of the image_url string otherwise.
-	Input string
-	// Fields holds a short digest (the first 12 hex digits of a SHA-256)
-	// per field, "image" for the image: enough to name what changed.
-	Fields map[string]string
+	// image_url, a newline, then the image's SHA-256 in hex.
+	input [sha256.Size]byte
+	// image is the SHA-256 of the file's bytes for ImageFile, of the
+	// image_url string otherwise.
+	image [sha256.Size]byte
+}
+
+// hex is the input digest as the journal writes it.
+func (d inputDigest) hex() string { return hex.EncodeToString(d.input[:]) }
+
+// fields is a short digest (the first 12 hex digits of a SHA-256) per
+// field of j's input, "image" for the image: enough to name what changed.
+// It reads no file.
+func (d inputDigest) fields(j Job) map[string]string {
+	fields, _, err := canonical(j.Input)
+	if err != nil {
+		return nil
+	}
+	out := make(map[string]string, len(fields)+1)
+	for k, v := range fields {
+		out[k] = shortDigest(v)
+	}
+	out["image"] = hex.EncodeToString(d.image[:])[:12]
+	return out
 }
 
 // ChangedError is a job whose input is not the one the journal recorded
@@ -49,71 +70,72 @@ func shortDigest(b []byte) string {
 	return hex.EncodeToString(sum[:6])
 }
 
-// digestOf is j's inputDigest; it reads the image file whole, and gives up
-// when ctx ends.
-func digestOf(ctx context.Context, j Job) (inputDigest, error) {
-	in := j.Input
-	// As Submit sends it: the upstream docs' "default" means leaving the
-	// field out (wrapper.Validate).
+// canonical is in as Submit sends it, without image_url: each field's
+// JSON, and all of them as canonical JSON (sorted keys).
+func canonical(in gen.Input) (map[string]json.RawMessage, []byte, error) {
+	// The upstream docs' "default" means leaving the field out
+	// (wrapper.Validate, Submit).
 	if in.OutputFormat != nil && *in.OutputFormat == "default" {
 		in.OutputFormat = nil
 	}
 	if in.Acceleration != nil && *in.Acceleration == "default" {
 		in.Acceleration = nil
 	}
-	image, err := imageDigest(ctx, j)
-	if err != nil {
-		return inputDigest{}, err
-	}
 	in.ImageURL = ""
 	b, err := json.Marshal(in)
 	if err != nil {
-		return inputDigest{}, err
+		return nil, nil, err
 	}
 	fields := map[string]json.RawMessage{}
 	if err := json.Unmarshal(b, &fields); err != nil {
-		return inputDigest{}, err
+		return nil, nil, err
 	}
 	delete(fields, "image_url")
 	canon, err := json.Marshal(fields) // sorted keys
+	return fields, canon, err
+}
+
+// digestOf is j's inputDigest; it reads the image file whole, and gives up
+// when ctx ends.
+func digestOf(ctx context.Context, j Job) (inputDigest, error) {
+	var d inputDigest
+	if err := imageDigest(ctx, j, &d.image); err != nil {
+		return d, err
+	}
+	_, canon, err := canonical(j.Input)
 	if err != nil {
-		return inputDigest{}, err
+		return d, err
 	}
-	d := inputDigest{Fields: make(map[string]string, len(fields)+1)}
-	for k, v := range fields {
-		d.Fields[k] = shortDigest(v)
-	}
-	d.Fields["image"] = image[:12]
-	sum := sha256.Sum256(append(append(canon, '\n'), image...))
-	d.Input = hex.EncodeToString(sum[:])
+	d.input = sha256.Sum256(append(append(canon, '\n'), hex.EncodeToString(d.image[:])...))
 	return d, nil
 }
 
-// imageDigest is the SHA-256 (hex) of the job's image: the file's bytes,
-// or the image_url string.
-func imageDigest(ctx context.Context, j Job) (string, error) {
+// imageDigest puts the SHA-256 of the job's image in sum: of the file's
+// bytes, or of the image_url string.
+func imageDigest(ctx context.Context, j Job, sum *[sha256.Size]byte) error {
 	h := sha256.New()
+	defer func() { h.Sum(sum[:0]) }()
 	if j.ImageFile == "" {
 		io.WriteString(h, j.Input.ImageURL)
-		return hex.EncodeToString(h.Sum(nil)), nil
+		return nil
 	}
 	f, err := openRegular(j.ImageFile)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer f.Close()
 	buf := make([]byte, 256<<10)
 	for {
 		if err := ctx.Err(); err != nil {
-			return "", err
+			return err
 		}
 		n, err := f.Read(buf)
 		h.Write(buf[:n])
 		if errors.Is(err, io.EOF) {
-			return hex.EncodeToString(h.Sum(nil)), nil
+			return nil
 		}
 		if err != nil {
-			return "", fmt.Errorf("batch: image file: %w", err)
+			return fmt.Errorf("batch: image file: %w", err)
 		}
 	}
 }

@@ -38,10 +38,10 @@ type record struct {
 	// On intent records: the digest of the job's effective input, a short
 	// digest per field (see inputDigest), and the time the submit was
 	// sent (at the latest). Later records of the job carry them over.
-	Input  string            `json:"input,omitempty"`
-	Fields map[string]string `json:"fields,omitempty"`
-	Sent   time.Time         `json:"sent,omitzero"`
-	T      time.Time         `json:"t"`
+	Input  string          `json:"input,omitempty"`
+	Fields json.RawMessage `json:"fields,omitempty"` // decoded only to name a change
+	Sent   time.Time       `json:"sent,omitzero"`
+	T      time.Time       `json:"t"`
 }
 
 // openJournal opens the journal at path for appending, creating it, and
@@ -196,3 +196,12 @@ func (j *journal) err() error {
 }
 
 func (j *journal) close() error { return j.f.Close() }
+
+// fieldDigests is rec's per-field digests (nil when it has none).
+func (rec record) fieldDigests() map[string]string {
+	var m map[string]string
+	if len(rec.Fields) > 0 {
+		json.Unmarshal(rec.Fields, &m)
+	}
+	return m
+}
