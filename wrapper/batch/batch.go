@@ -201,9 +201,11 @@ type Progress struct {
 }
 
 // Run runs jobs with c. Every job is checked (input, IDs, image files)
-// before the first request; a bad one is an error naming it, and nothing is
-// sent. The summary counts this run; its error is only for what stopped the
-// batch as a whole (bad jobs, the journal, ctx).
+// and its input digested before the first request; a bad one, a Dir held
+// by another run or a job whose input changed is an error matching
+// ErrRefused, naming it, and nothing is sent. The summary counts this
+// run; its error is only for what stopped the batch as a whole (a
+// refusal, the journal, ctx).
 func Run(ctx context.Context, c *wrapper.Client, jobs []Job, cfg Config) (Summary, error) {
 	sum := Summary{Total: len(jobs)}
 	if err := Check(ctx, jobs); err != nil {

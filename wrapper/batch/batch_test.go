@@ -617,3 +617,27 @@ func TestStopEndsASettleWait(t *testing.T) {
 		assert.Len(t, journalLines(t, dir), 1, "the intent is left as it was")
 	})
 }
+
+// A last record that is whole but lost its newline is kept (it may hold a
+// request id): the job is waited on by that id, not submitted again.
+func TestAWholeLastRecordWithoutItsNewlineIsKept(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, nil)
+		js := jobs(1)
+		other, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("k"), wrapper.WithHTTPClient(spectest.Client(t, srv)), wrapper.WithEnvironment(nil))
+		require.NoError(t, err)
+		q, err := other.Submit(context.Background(), js[0].Input)
+		require.NoError(t, err)
+		dir := t.TempDir()
+		writeJournal(t, dir, `{"id":"img-0000","state":"intent"}`, `{"id":"img-0000","state":"queued","request_id":"`+q.RequestID+`"}`)
+		sum, err := batch.Run(context.Background(), c, js, batch.Config{Dir: dir})
+		require.NoError(t, err)
+		assert.Equal(t, 1, sum.Done)
+		assert.Zero(t, sum.PossibleDuplicates)
+		assert.EqualValues(t, 1, srv.Stats().Jobs, "waited on by its id")
+		lines := journalLines(t, dir)
+		require.Len(t, lines, 3)
+		assert.Contains(t, lines[1], q.RequestID)
+		assert.Contains(t, lines[2], `"state":"done"`, "a line of its own")
+	})
+}
