@@ -176,7 +176,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 				return fail(n-1, err)
 			}
 		}
-		x := &exchange{op: o.name, id: o.id, stream: o.stream, download: o.download}
+		x := &exchange{op: o.name, id: o.id, stream: o.stream, download: o.download, resend: n - 1}
 		sent := time.Now()
 		err := try(x.begin(ctx, s.idle), x)
 		if err == nil {
@@ -186,6 +186,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 			c.health.ok()
 			return n, nil
 		}
+		x.err = err
 		x.end()
 		if !x.started { // never reached the wire
 			return fail(n-1, err)
@@ -244,6 +245,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 			c.pause(o.name, wait) // the account's limit: every such call of this client waits
 		}
 		c.set.log.Debug("fluxi2i: retrying", "op", o.name, "request_id", o.id, "attempt", n+1, "wait", wait, "error", err)
+		c.event(ctx, JobEvent{Kind: EventRetry, RequestID: o.id, Op: o.name, Attempt: n + 1, Delay: wait, Reason: failureText(err, x.status)})
 		if err := sleep(ctx, wait); err != nil {
 			return fail(n, err)
 		}

@@ -122,11 +122,13 @@ func (c *Client) settle(ctx context.Context, s *settings, ls *lostSubmit) (*Queu
 	delay := time.Second
 	for {
 		if why := c.historyDown(s); why != "" {
+			c.event(ctx, JobEvent{Kind: EventHistory})
 			c.stats.unsettled.Add(1)
 			return nil, &historyError{why: why}
 		}
 		q, err := c.searchHistory(ctx, s, ls)
 		if q != nil {
+			c.event(ctx, JobEvent{Kind: EventHistory, RequestID: q.RequestID, Found: true})
 			c.stats.settled.Add(1)
 			c.set.log.Info("fluxi2i: a lost submit's job was found in the request history", "request_id", q.RequestID)
 			return q, nil
@@ -140,6 +142,7 @@ func (c *Client) settle(ctx context.Context, s *settings, ls *lostSubmit) (*Queu
 			continue // reported above
 		}
 		if !time.Now().Before(deadline) {
+			c.event(ctx, JobEvent{Kind: EventHistory})
 			c.stats.unsettled.Add(1)
 			if err != nil {
 				return nil, &historyError{why: "could not be read: " + err.Error()}

@@ -76,8 +76,10 @@ func (w *watcher) stream(ctx context.Context) (done bool, err error) {
 	}
 	x := &exchange{op: "stream", id: w.id, stream: true}
 	c.stats.streams.Add(1)
+	x.resend = w.reopened
 	resp, err := c.api.StreamStatus(x.begin(ctx, w.s.idle), w.id, params, acceptEvents)
 	if err != nil {
+		x.err = err
 		x.end()
 		if ctx.Err() != nil {
 			return false, ctx.Err()
