@@ -26,14 +26,18 @@ func (s *Server) routes() *http.ServeMux {
 		ErrorHandlerFunc: badRequest,
 	})
 	if s.cfg.basePath != "" {
-		// The history lives on the origin's root, not below the base path.
+		// The history and the storage live on the origin's root, not below
+		// the base path.
 		root := http.NewServeMux()
 		gen.HandlerWithOptions(operations{s}, gen.StdHTTPServerOptions{
 			BaseRouter:       root,
 			ErrorHandlerFunc: badRequest,
 		})
-		m.Handle("GET "+historyPath(), root)
+		for _, p := range rootPaths() {
+			m.Handle(p, root)
+		}
 	}
+	s.storageRoutes(m)
 	m.HandleFunc("GET /files/{key}/{name}", s.file)
 	return m
 }
@@ -144,6 +148,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) (*exchange
 		s.stats.cancel.Add(1)
 	case OpHistory:
 		s.stats.history.Add(1)
+	case OpStorage:
+		s.stats.storage.Add(1)
 	}
 	x := &exchange{s: s, w: w, r: r}
 	if !s.authorized(r) {

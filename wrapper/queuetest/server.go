@@ -60,6 +60,9 @@ type Server struct {
 	faults      map[Op][]Fault
 	faultCounts map[string]int64
 	violations  []string
+	uploads     map[string]*upload // by token
+	uploadFiles map[string]*upload // by file key
+	uploadBytes int64
 
 	stats counters
 
@@ -71,7 +74,7 @@ type Server struct {
 type counters struct {
 	submits, jobs, status, stream, result, cancel, cancelled atomic.Int64
 	foreignRequests, foreignAuthorized, unauthorized         atomic.Int64
-	violations, faults, files, history                       atomic.Int64
+	violations, faults, files, history, storage              atomic.Int64
 }
 
 // Stats counts what a Server received.
@@ -83,6 +86,7 @@ type Stats struct {
 	ResultCalls  int64
 	CancelCalls  int64
 	HistoryCalls int64 // request history lookups
+	StorageCalls int64 // storage calls (initiate, PUT, complete)
 	Cancelled    int64 // jobs a cancel stopped
 	// ForeignRequests counts requests to the foreign origin;
 	// ForeignAuthorized those of them that carried an Authorization header.
@@ -108,6 +112,8 @@ type config struct {
 	retention          time.Duration
 	maxJobs            int
 	noHistory          bool
+	noStorage          bool
+	maxUploads         int64
 }
 
 // FaultHeader marks an answer that the server breaks on purpose
@@ -188,6 +194,8 @@ func newServer(opts []Option) *Server {
 		cfg:         cfg,
 		jobs:        map[string]*job{},
 		files:       map[string]*job{},
+		uploads:     map[string]*upload{},
+		uploadFiles: map[string]*upload{},
 		faults:      map[Op][]Fault{},
 		faultCounts: map[string]int64{},
 	}
@@ -318,7 +326,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Submits: c.submits.Load(), Jobs: c.jobs.Load(),
 		StatusCalls: c.status.Load(), StreamCalls: c.stream.Load(),
-		ResultCalls: c.result.Load(), CancelCalls: c.cancel.Load(), HistoryCalls: c.history.Load(),
+		ResultCalls: c.result.Load(), CancelCalls: c.cancel.Load(), HistoryCalls: c.history.Load(), StorageCalls: c.storage.Load(),
 		Cancelled:         c.cancelled.Load(),
 		ForeignRequests:   c.foreignRequests.Load(),
 		ForeignAuthorized: c.foreignAuthorized.Load(),
