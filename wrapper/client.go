@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -65,7 +66,9 @@ type Client struct {
 // credential option, FLUXI2I_API_KEY is read (as WithAPIKey), then FAL_KEY,
 // which means fal directly (FalURL, Key scheme) unless a base URL is set;
 // without WithBaseURL, FLUXI2I_BASE_URL is read, then AggregatorURL is
-// used. With no key anywhere New fails with ErrNoCredentials.
+// used. With no key anywhere New fails with ErrNoCredentials, except for a
+// loopback base URL (localhost, 127.0.0.0/8, ::1: a local simulator or
+// fake queue), which gets the placeholder "Bearer local".
 func New(opts ...Option) (*Client, error) {
 	s := settings{
 		hc:         http.DefaultClient,
@@ -86,6 +89,10 @@ func New(opts ...Option) (*Client, error) {
 	}
 	if err := s.fromEnv(); err != nil {
 		return nil, err
+	}
+	if s.auth == nil && loopbackHost(s.base.Hostname()) {
+		// A local simulator or fake queue: it wants a credential, any.
+		s.auth = newCredential("Bearer", "local")
 	}
 	if s.auth == nil {
 		return nil, ErrNoCredentials
@@ -164,6 +171,15 @@ func historyOrigin(base, override *url.URL) *url.URL {
 		return u
 	}
 	return &url.URL{Scheme: base.Scheme, Host: base.Host}
+}
+
+// loopbackHost reports localhost and loopback addresses.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // isFalHost reports fal's own queue host, which wants the Key scheme.
