@@ -7,9 +7,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
@@ -20,7 +22,7 @@ import (
 // call is one proxied request, for the operations gen's routes dispatch.
 type call struct {
 	h    *Handler
-	orig *http.Request // the browser's request, for UserOf
+	user string // whom the limits count it against (see Handler.userOf)
 }
 
 type callKey struct{}
@@ -31,12 +33,18 @@ func withCall(ctx context.Context, c *call) context.Context {
 
 func callOf(r *http.Request) *call { return r.Context().Value(callKey{}).(*call) }
 
-func (c *call) user() string {
-	if c.h.cfg.userOf == nil {
-		return ""
-	}
-	return c.h.cfg.userOf(c.orig)
-}
+// op is one of the spec's operations, as the proxy treats its answer.
+type op int
+
+const (
+	opSubmit op = iota
+	opStatus
+	opStream
+	opResult
+	opCancel
+)
+
+var opNames = [...]string{"submit", "status", "stream", "result", "cancel"}
 
 // operations forwards the spec's operations (gen.ServerInterface): each
 // request to the base URL is built by gen from the spec.
@@ -44,11 +52,46 @@ type operations struct{ h *Handler }
 
 func (o operations) Submit(w http.ResponseWriter, r *http.Request, params gen.SubmitParams) {
 	h, c := o.h, callOf(r)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.maxBody))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
+	if params.FalWebhook != nil {
+		// fal would POST the output to any URL a visitor names, on the
+		// key's account: webhooks are the server's to set, not the page's.
+		h.refuse(w, r, http.StatusBadRequest, "parameter", "fal_webhook is not accepted through the proxy")
+		return
+	}
+	tooBig := func() {
 		h.refuse(w, r, http.StatusRequestEntityTooLarge, "input", "the body is larger than "+strconv.FormatInt(h.cfg.maxBody, 10)+" bytes")
+	}
+	if r.ContentLength > h.cfg.maxBody {
+		tooBig()
+		return
+	}
+	// The body's room in the budget, taken before it is read.
+	size := r.ContentLength
+	if size < 0 {
+		size = h.cfg.maxBody
+	}
+	wait, cancel := context.WithTimeout(r.Context(), h.cfg.bodyWait)
+	err := h.bodies.Acquire(wait, size)
+	cancel()
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		h.refuse(w, r, http.StatusTooManyRequests, "limit", "the proxy is reading as many submit bodies as it can hold: retry shortly", "body_bytes", size)
+		return
+	}
+	defer h.bodies.Release(size)
+	var body []byte
+	if r.ContentLength > 0 {
+		body = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.maxBody))
+	}
+	h.held.add(int64(len(body)))
+	defer h.held.add(-int64(len(body)))
+	var maxErr *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxErr):
+		tooBig()
 		return
 	case err != nil:
 		h.refuse(w, r, http.StatusBadRequest, "input", "reading the body: "+err.Error())
@@ -61,27 +104,16 @@ func (o operations) Submit(w http.ResponseWriter, r *http.Request, params gen.Su
 	}
 	var ie *wrapper.InputError
 	if errors.As(wrapper.Validate(in), &ie) {
-		h.count("input")
 		items := make([]map[string]any, len(ie.Fields))
 		for i, f := range ie.Fields {
 			items[i] = map[string]any{"loc": []string{"body", f.Field}, "msg": f.Message, "type": "value_error"}
 		}
+		h.count("input")
 		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"detail": items})
-		return
-	}
-	if params.FalWebhook != nil {
-		// fal would POST the output to any URL a visitor names, on the
-		// key's account: webhooks are the server's to set, not the page's.
-		h.refuse(w, r, http.StatusBadRequest, "parameter", "fal_webhook is not accepted through the proxy")
 		return
 	}
 	if bad := gen.ValidateSubmitParams(&params); len(bad) > 0 {
 		h.refuse(w, r, http.StatusBadRequest, "parameter", bad[0].Field+": "+bad[0].Message)
-		return
-	}
-	user := c.user()
-	if h.cfg.userOf != nil && h.cfg.perUser > 0 && h.jobs.inFlight(user) >= h.cfg.perUser {
-		h.refuse(w, r, http.StatusTooManyRequests, "limit", "too many jobs in flight for this user: fetch or cancel one first")
 		return
 	}
 	// What goes upstream is the input as Submit would send it: the spec's
@@ -95,14 +127,18 @@ func (o operations) Submit(w http.ResponseWriter, r *http.Request, params gen.Su
 		h.refuse(w, r, http.StatusBadRequest, "parameter", err.Error())
 		return
 	}
-	h.forward(w, r, req, "submit", "", func(status int, answer []byte) string {
-		var q gen.Enqueued
-		if status < 200 || status >= 300 || json.Unmarshal(answer, &q) != nil || q.RequestID == "" {
-			return ""
+	// The job's slot, taken before anything is paid for.
+	res, err := h.jobs.reserve(c.user)
+	if err != nil {
+		retry := "60"
+		if errors.Is(err, errJobsInFlight) {
+			retry = "5"
 		}
-		h.jobs.add(q.RequestID, user)
-		return q.RequestID
-	})
+		w.Header().Set("Retry-After", retry)
+		h.refuse(w, r, http.StatusTooManyRequests, "limit", err.Error(), "user", c.user)
+		return
+	}
+	h.forward(w, r, req, opSubmit, "", res)
 }
 
 func (o operations) GetStatus(w http.ResponseWriter, r *http.Request, id gen.RequestID, params gen.GetStatusParams) {
@@ -110,7 +146,7 @@ func (o operations) GetStatus(w http.ResponseWriter, r *http.Request, id gen.Req
 		return
 	}
 	req, err := gen.NewGetStatusRequest(o.h.server, id, &params)
-	o.h.build(w, r, req, err, "status", id, nil)
+	o.h.build(w, r, req, err, opStatus, id)
 }
 
 func (o operations) StreamStatus(w http.ResponseWriter, r *http.Request, id gen.RequestID, params gen.StreamStatusParams) {
@@ -121,7 +157,7 @@ func (o operations) StreamStatus(w http.ResponseWriter, r *http.Request, id gen.
 	if err == nil {
 		req.Header.Set("Accept", "text/event-stream")
 	}
-	o.h.build(w, r, req, err, "stream", id, nil)
+	o.h.build(w, r, req, err, opStream, id)
 }
 
 func (o operations) GetResult(w http.ResponseWriter, r *http.Request, id gen.RequestID) {
@@ -129,12 +165,7 @@ func (o operations) GetResult(w http.ResponseWriter, r *http.Request, id gen.Req
 		return
 	}
 	req, err := gen.NewGetResultRequest(o.h.server, id)
-	o.h.build(w, r, req, err, "result", id, func(status int, _ []byte) string {
-		if status != http.StatusBadRequest { // 400: still in progress
-			o.h.jobs.finish(id)
-		}
-		return id
-	})
+	o.h.build(w, r, req, err, opResult, id)
 }
 
 func (o operations) Cancel(w http.ResponseWriter, r *http.Request, id gen.RequestID) {
@@ -142,12 +173,7 @@ func (o operations) Cancel(w http.ResponseWriter, r *http.Request, id gen.Reques
 		return
 	}
 	req, err := gen.NewCancelRequest(o.h.server, id)
-	o.h.build(w, r, req, err, "cancel", id, func(status int, _ []byte) string {
-		if status >= 200 && status < 300 {
-			o.h.jobs.finish(id)
-		}
-		return id
-	})
+	o.h.build(w, r, req, err, opCancel, id)
 }
 
 // owns checks that the request's user submitted the job; without UserOf
@@ -156,19 +182,19 @@ func (h *Handler) owns(w http.ResponseWriter, r *http.Request, id string) bool {
 	if h.cfg.userOf == nil {
 		return true
 	}
-	if owner, ok := h.jobs.owner(id); ok && owner == callOf(r).user() {
+	if owner, ok := h.jobs.owner(id); ok && owner == callOf(r).user {
 		return true
 	}
-	h.refuse(w, r, http.StatusForbidden, "owner", "not a job of this user (or one the proxy no longer remembers)")
+	h.refuse(w, r, http.StatusForbidden, "owner", "not a job of this user (or one the proxy no longer remembers)", "request_id", id)
 	return false
 }
 
-func (h *Handler) build(w http.ResponseWriter, r *http.Request, req *http.Request, err error, op, id string, after func(int, []byte) string) {
+func (h *Handler) build(w http.ResponseWriter, r *http.Request, req *http.Request, err error, o op, id string) {
 	if err != nil {
 		h.refuse(w, r, http.StatusBadRequest, "parameter", err.Error())
 		return
 	}
-	h.forward(w, r, req, op, id, after)
+	h.forward(w, r, req, o, id, nil)
 }
 
 // hopByHop are the headers a proxy never copies, with those that would be
@@ -181,14 +207,24 @@ var hopByHop = map[string]bool{
 }
 
 // forward sends req upstream and copies the answer back, passing an event
-// stream through as it arrives (flushed per read). after sees the status
-// and, for a JSON answer, its body, and returns the request id to log.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Request, op, id string, after func(int, []byte) string) {
+// stream through as it arrives (flushed per read). It settles the job's
+// slot from what the answer says; res is a submit's reservation.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Request, o op, id string, res *reservation) {
 	start := time.Now()
-	req = req.WithContext(r.Context())
-	resp, err := h.f.Forward(req)
+	var wrote atomic.Bool
+	ctx := httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(wrote.Load() || i.Err == nil) },
+	})
+	resp, err := h.f.Forward(req.WithContext(ctx))
 	if err != nil {
-		h.refuse(w, r, http.StatusBadGateway, "upstream", "the queue could not be reached")
+		if res != nil {
+			if wrote.Load() {
+				res.commit("") // it may have been queued: the slot stays taken
+			} else {
+				res.release() // never reached the upstream
+			}
+		}
+		h.refuse(w, r, http.StatusBadGateway, "upstream", "the queue could not be reached", "operation", opNames[o])
 		return
 	}
 	defer resp.Body.Close()
@@ -198,22 +234,80 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Requ
 			w.Header()[k] = vs
 		}
 	}
+	code := resp.StatusCode
 	stream := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
-	var kept bytes.Buffer
-	if after == nil || stream {
-		w.WriteHeader(resp.StatusCode)
-		copyFlushing(w, resp.Body, stream)
+	if stream {
+		if res != nil {
+			res.commit("")
+		}
+		w.WriteHeader(code)
+		copyFlushing(w, resp.Body, true)
 	} else {
-		// A small JSON answer: kept to learn the request id.
-		io.Copy(&kept, io.LimitReader(resp.Body, 1<<20))
-		w.WriteHeader(resp.StatusCode)
-		w.Write(kept.Bytes())
-		io.Copy(w, resp.Body)
+		// A JSON answer: the first MiB kept, to learn what it says.
+		held, err := io.ReadAll(io.LimitReader(resp.Body, heldAnswer))
+		whole := err == nil && len(held) < heldAnswer
+		if res != nil {
+			id = h.settleSubmit(res, code, held, whole)
+		}
+		var st struct {
+			Status string `json:"status"`
+		}
+		if whole && o == opStatus {
+			json.Unmarshal(held, &st)
+		}
+		h.settle(o, id, code, st.Status)
+		w.WriteHeader(code)
+		w.Write(held)
+		copyFlushing(w, resp.Body, false)
 	}
-	if after != nil {
-		id = after(resp.StatusCode, kept.Bytes())
+	h.cfg.log.Info("fluxi2i proxy: forwarded", "method", r.Method, "operation", opNames[o], "request_id", id, "status", code, "duration", time.Since(start))
+}
+
+// heldAnswer is how much of a JSON answer is held to learn what it says.
+const heldAnswer = 1 << 20
+
+// settleSubmit commits or releases a submit's reservation from the answer
+// and returns the request id it names: a 2xx with an id is the job; a 4xx
+// created none; anything else (a 5xx, an answer cut short) may have
+// queued one, whose slot stays taken until it expires.
+func (h *Handler) settleSubmit(res *reservation, code int, body []byte, whole bool) string {
+	var q gen.Enqueued
+	switch {
+	case code >= 200 && code < 300 && whole && json.Unmarshal(body, &q) == nil && q.RequestID != "":
+		res.commit(q.RequestID)
+	case code >= 400 && code < 500:
+		res.release()
+	default:
+		res.commit("")
 	}
-	h.cfg.log.Info("fluxi2i proxy: forwarded", "method", r.Method, "operation", op, "request_id", id, "status", resp.StatusCode, "duration", time.Since(start))
+	return q.RequestID
+}
+
+// settle ends the job id when the answer of o says it ended; status is the
+// status a JSON status answer named.
+func (h *Handler) settle(o op, id string, code int, status string) {
+	ended := false
+	switch o {
+	case opStatus, opStream:
+		ended = code == http.StatusNotFound || status == wrapper.StatusCompleted
+	case opResult:
+		// A final answer: the output, or the model's error. Not one that
+		// says "still in progress" (400), a refusal of the key, a timeout,
+		// a 429 or a 5xx: the job may still run.
+		switch {
+		case code >= 200 && code < 300:
+			ended = true
+		case code >= 400 && code < 500:
+			ended = code != http.StatusBadRequest && code != http.StatusUnauthorized && code != http.StatusForbidden &&
+				code != http.StatusRequestTimeout && code != http.StatusTooManyRequests
+		}
+	case opCancel:
+		// Cancellation requested, already completed, or not found.
+		ended = code >= 200 && code < 300 || code == http.StatusBadRequest || code == http.StatusNotFound
+	}
+	if ended && id != "" {
+		h.jobs.finish(id)
+	}
 }
 
 var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

@@ -42,12 +42,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/wrapper"
@@ -73,19 +77,26 @@ type Handler struct {
 	cfg    config
 	routes *http.ServeMux // gen's routes of the spec: what may pass
 	jobs   *jobStore
+	calls  gate                // each user's requests in flight
+	bodies *semaphore.Weighted // the bytes of submit bodies in flight
+	held   gauge               // the bytes of submit bodies read and held
 	stats  counters
 }
 
 type config struct {
-	authorize func(*http.Request) error
-	anyone    bool
-	userOf    func(*http.Request) string
-	perUser   int
-	tracked   int
-	inFlight  time.Duration
-	origins   map[string]bool
-	log       *slog.Logger
-	maxBody   int64
+	authorize    func(*http.Request) error
+	anyone       bool
+	userOf       func(*http.Request) string
+	perUser      int
+	perUserCalls int // -1: callsPerJob times perUser
+	tracked      int
+	trackedUser  int
+	inFlight     time.Duration
+	origins      map[string]bool
+	log          *slog.Logger
+	maxBody      int64
+	bodyBudget   int64
+	bodyWait     time.Duration
 }
 
 // Option configures a Handler.
@@ -125,9 +136,14 @@ func UserOf(fn func(r *http.Request) string) Option {
 	}
 }
 
-// JobsPerUser caps the jobs a user has in flight (default 10; 0: no cap):
-// submitted and neither fetched, cancelled nor older than an hour. A
-// submit past it is refused with 429.
+// JobsPerUser caps the jobs a user has in flight (default 10; 0: no
+// cap). A submit takes its slot before it is forwarded, so concurrent
+// submits cannot overrun it; the slot is free again when the job ends (its
+// result fetched with a final answer, a cancel accepted or refused as too
+// late, a status saying COMPLETED, or an hour passed), or when the submit
+// definitely failed (a 4xx answer, or a request that never reached the
+// upstream). A submit whose answer was lost keeps its slot for the hour. A
+// submit past the cap is refused with 429.
 func JobsPerUser(n int) Option {
 	return func(c *config) error {
 		if n < 0 {
@@ -138,15 +154,45 @@ func JobsPerUser(n int) Option {
 	}
 }
 
-// TrackedJobs bounds how many request ids the handler remembers (default
-// 100,000); past it the oldest are forgotten, and their users can no
-// longer reach them through the proxy.
+// RequestsPerUser bounds the requests one user has in flight at once
+// (submits, polls, results, cancels and status streams alike; default
+// 4 times JobsPerUser, or 40 when JobsPerUser is 0; 0: no bound). A
+// request past it is refused with 429 and Retry-After.
+func RequestsPerUser(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("proxy: RequestsPerUser(%d): must be 0 or more", n)
+		}
+		c.perUserCalls = n
+		return nil
+	}
+}
+
+// TrackedJobs bounds how many request ids the handler remembers, all users
+// together (default 100,000). To make room it forgets ended jobs, oldest
+// first, never a live one: when every entry is a live job, a new submit is
+// refused with 429 and Retry-After.
 func TrackedJobs(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
 			return fmt.Errorf("proxy: TrackedJobs(%d): must be at least 1", n)
 		}
 		c.tracked = n
+		return nil
+	}
+}
+
+// TrackedJobsPerUser bounds how many request ids the handler remembers for
+// one user (default 1,000): past it the user's own ended jobs are
+// forgotten, oldest first, and when all of them are live a new submit is
+// refused with 429. One user can never make the handler forget another
+// user's live job.
+func TrackedJobsPerUser(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("proxy: TrackedJobsPerUser(%d): must be at least 1", n)
+		}
+		c.trackedUser = n
 		return nil
 	}
 }
@@ -177,13 +223,31 @@ func Logger(l *slog.Logger) Option {
 }
 
 // MaxBodyBytes caps a submit body (default 32 MiB: a 24 MiB image as a
-// data URI).
+// data URI): a larger one is refused with 413, before it is read when its
+// Content-Length says so.
 func MaxBodyBytes(n int64) Option {
 	return func(c *config) error {
 		if n < 1 {
 			return fmt.Errorf("proxy: MaxBodyBytes(%d): must be positive", n)
 		}
 		c.maxBody = n
+		return nil
+	}
+}
+
+// BodyBudget bounds the bytes of submit bodies in flight, all requests
+// together (default 128 MiB: four bodies at the default MaxBodyBytes). A
+// submit reserves its Content-Length (MaxBodyBytes when it has none)
+// before reading its body, waits up to 5 s for room, then is refused with
+// 429 and Retry-After. The budget counts body bytes: decoding and
+// re-encoding the input holds up to about three times that. It must be at
+// least MaxBodyBytes.
+func BodyBudget(n int64) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("proxy: BodyBudget(%d): must be positive", n)
+		}
+		c.bodyBudget = n
 		return nil
 	}
 }
@@ -196,12 +260,16 @@ func New(client *wrapper.Client, opts ...Option) (*Handler, error) {
 		return nil, errors.New("proxy: nil client")
 	}
 	cfg := config{
-		perUser:  10,
-		tracked:  100_000,
-		inFlight: time.Hour,
-		origins:  map[string]bool{},
-		log:      slog.New(slog.DiscardHandler),
-		maxBody:  32 << 20,
+		perUser:      10,
+		perUserCalls: -1,
+		tracked:      100_000,
+		trackedUser:  1_000,
+		inFlight:     time.Hour,
+		origins:      map[string]bool{},
+		log:          slog.New(slog.DiscardHandler),
+		maxBody:      32 << 20,
+		bodyBudget:   128 << 20,
+		bodyWait:     5 * time.Second,
 	}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
@@ -211,8 +279,21 @@ func New(client *wrapper.Client, opts ...Option) (*Handler, error) {
 	if cfg.authorize == nil && !cfg.anyone {
 		return nil, errors.New("proxy: no Authorize: give the app's user check, or AllowAnyone to let anyone run the model on this key")
 	}
+	if cfg.bodyBudget < cfg.maxBody {
+		return nil, fmt.Errorf("proxy: BodyBudget(%d) is below MaxBodyBytes(%d): no body of the largest size could ever be read", cfg.bodyBudget, cfg.maxBody)
+	}
+	if cfg.perUserCalls < 0 {
+		cfg.perUserCalls = callsPerJob * cfg.perUser
+		if cfg.perUser == 0 {
+			cfg.perUserCalls = callsPerJob * 10
+		}
+	}
 	f := bridge.Of(client)
-	h := &Handler{f: f, server: f.Server() + "/", cfg: cfg, routes: http.NewServeMux(), jobs: newJobStore(cfg.tracked, cfg.inFlight)}
+	h := &Handler{f: f, server: f.Server() + "/", cfg: cfg, routes: http.NewServeMux(),
+		jobs:   newJobStore(cfg.tracked, cfg.trackedUser, cfg.perUser, cfg.inFlight),
+		calls:  gate{max: cfg.perUserCalls, users: map[string]int{}},
+		bodies: semaphore.NewWeighted(cfg.bodyBudget),
+	}
 	gen.HandlerWithOptions(operations{h}, gen.StdHTTPServerOptions{
 		BaseRouter: h.routes,
 		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -227,6 +308,11 @@ func New(client *wrapper.Client, opts ...Option) (*Handler, error) {
 	return h, nil
 }
 
+// callsPerJob is how many requests a user may have in flight per job slot
+// by default: a status stream or poll, a result and a cancel at once, and a
+// submit.
+const callsPerJob = 4
+
 // Stats counts what a Handler did.
 type Stats struct {
 	Forwarded int64 // requests forwarded upstream
@@ -239,7 +325,7 @@ type Stats struct {
 
 type counters struct {
 	forwarded atomic.Int64
-	refused   [9]atomic.Int64
+	refused   [len(reasons)]atomic.Int64
 }
 
 var reasons = [...]string{"target", "operation", "auth", "owner", "limit", "input", "parameter", "method", "upstream"}
@@ -274,7 +360,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	target, err := url.Parse(raw)
 	if err != nil || target.Scheme != "https" || !falHost(target.Hostname()) || target.User != nil || target.Port() != "" {
-		h.refuse(w, r, http.StatusPreconditionFailed, "target", "the target must be an https URL on fal.run or fal.ai")
+		h.refuse(w, r, http.StatusPreconditionFailed, "target", "the target must be an https URL on fal.run or fal.ai", "target", raw)
 		return
 	}
 	if err := h.authorized(r); err != nil {
@@ -286,15 +372,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !strings.EqualFold(target.Hostname(), "queue.fal.run") || path.Clean("/"+target.Path) != target.Path {
-		h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
+		h.refuse(w, r, http.StatusForbidden, "operation", notThisModel, "target", raw)
 		return
 	}
+	c := &call{h: h, user: h.userOf(r)}
+	if !h.calls.enter(c.user) {
+		w.Header().Set("Retry-After", "1")
+		h.refuse(w, r, http.StatusTooManyRequests, "limit", "too many requests in flight for this user: "+strconv.Itoa(h.cfg.perUserCalls)+" at once", "user", c.user)
+		return
+	}
+	defer h.calls.leave(c.user)
 	// Only the queue of this model, as the spec's routes match it: the
 	// target's path and query, the browser's method, headers and body.
-	tr := r.WithContext(withCall(r.Context(), &call{h: h, orig: r}))
+	tr := r.WithContext(withCall(r.Context(), c))
 	tr.URL = &url.URL{Path: target.Path, RawPath: target.RawPath, RawQuery: target.RawQuery}
 	tr.Host, tr.RequestURI = "", ""
 	h.routes.ServeHTTP(w, tr)
+}
+
+// userOf is the user the limits count a request against: UserOf's answer,
+// or without UserOf the client's address.
+func (h *Handler) userOf(r *http.Request) string {
+	if h.cfg.userOf != nil {
+		return h.cfg.userOf(r)
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "address " + host
 }
 
 func (h *Handler) authorized(r *http.Request) error {
@@ -338,9 +444,11 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// refuse answers in fal's error shape, counts and logs the refusal.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, code int, reason, detail string) {
+// refuse answers in fal's error shape ({"detail": detail}), counts and
+// logs the refusal with its reason and the attributes given (key, value
+// pairs).
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, code int, reason, detail string, attrs ...any) {
 	h.count(reason)
-	h.cfg.log.Warn("fluxi2i proxy: refused", "method", r.Method, "status", code, "reason", reason, "detail", detail)
+	h.cfg.log.Warn("fluxi2i proxy: refused", append([]any{"method", r.Method, "status", code, "reason", reason, "detail", detail}, attrs...)...)
 	writeJSON(w, code, map[string]any{"detail": detail})
 }
