@@ -206,6 +206,14 @@ var hopByHop = map[string]bool{
 	"Content-Length": true, "Content-Encoding": true, "Set-Cookie": true,
 }
 
+// upstreamHeader reports whether the upstream's answer header k may reach
+// the browser: not hop-by-hop, and none of the proxy's own (CORS, Vary,
+// the security headers).
+func upstreamHeader(k string) bool {
+	_, own := ownHeaders[k]
+	return !hopByHop[k] && !own && k != "Vary" && !strings.HasPrefix(k, "Access-Control-")
+}
+
 // forward sends req upstream and copies the answer back, passing an event
 // stream through as it arrives (flushed per read). It settles the job's
 // slot from what the answer says; res is a submit's reservation.
@@ -230,7 +238,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Requ
 	defer resp.Body.Close()
 	h.stats.forwarded.Add(1)
 	for k, vs := range resp.Header {
-		if !hopByHop[k] {
+		if upstreamHeader(k) {
 			w.Header()[k] = vs
 		}
 	}

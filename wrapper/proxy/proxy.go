@@ -44,6 +44,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
 	"strconv"
@@ -93,6 +94,7 @@ type config struct {
 	trackedUser  int
 	inFlight     time.Duration
 	origins      map[string]bool
+	loopback     bool
 	log          *slog.Logger
 	maxBody      int64
 	bodyBudget   int64
@@ -197,8 +199,25 @@ func TrackedJobsPerUser(n int) Option {
 	}
 }
 
+// LoopbackOnly answers only requests whose Host is a loopback address or
+// localhost (any port), and refuses every other with 403 before anything
+// is forwarded: for a handler listening on loopback, where a web page whose
+// name an attacker rebinds to 127.0.0.1 (DNS rebinding) would otherwise
+// reach it as its own origin. fluxi2i proxy turns it on when its address is
+// loopback.
+func LoopbackOnly() Option {
+	return func(c *config) error { c.loopback = true; return nil }
+}
+
 // CORS lets pages on these origins (scheme://host[:port]) call the
 // handler from another origin. Off by default: same-origin pages only.
+// With it, a request whose Origin header is present and neither listed nor
+// the handler's own (the request's Host) is refused with 403, whatever its
+// method, not only a preflight. Allowed origins' answers carry
+// Access-Control-Allow-Origin, Vary: Origin, and
+// Access-Control-Expose-Headers naming the headers fal's JS client reads
+// (X-Fal-Request-Id, X-Fal-Request-Timeout-Type, X-Fal-Billable-Units) and
+// X-Fal-Error-Type, X-Fal-Retryable and Retry-After.
 func CORS(origins ...string) Option {
 	return func(c *config) error {
 		for _, o := range origins {
@@ -319,7 +338,9 @@ type Stats struct {
 	// Refused counts the requests refused, by reason: "target" (400, 412),
 	// "operation" (403: another model or operation), "auth" (401, 403),
 	// "owner" (403: another user's job), "limit" (429), "input" (413, 422),
-	// "parameter" (400), "method" (405), "upstream" (502).
+	// "parameter" (400), "method" (405), "upstream" (502), "host" (403: a
+	// Host that is not loopback under LoopbackOnly), "origin" (403: an
+	// Origin CORS does not allow).
 	Refused map[string]int64
 }
 
@@ -328,7 +349,7 @@ type counters struct {
 	refused   [len(reasons)]atomic.Int64
 }
 
-var reasons = [...]string{"target", "operation", "auth", "owner", "limit", "input", "parameter", "method", "upstream"}
+var reasons = [...]string{"target", "operation", "auth", "owner", "limit", "input", "parameter", "method", "upstream", "host", "origin"}
 
 // Stats returns the handler's counters.
 func (h *Handler) Stats() Stats {
@@ -341,8 +362,27 @@ func (h *Handler) Stats() Stats {
 	return s
 }
 
+// ownHeaders are the headers the proxy sets on every answer; the
+// upstream's are never copied over them.
+var ownHeaders = map[string]string{
+	"X-Content-Type-Options": "nosniff",
+	"Cache-Control":          "no-store", // answers are one user's
+}
+
+// exposed are the answer headers a cross-origin page may read: what fal's
+// JS client reads (the request id, the timeout type), the billing and
+// error headers, and Retry-After.
+const exposed = "X-Fal-Request-Id, X-Fal-Request-Timeout-Type, X-Fal-Billable-Units, X-Fal-Error-Type, X-Fal-Retryable, Retry-After"
+
 // ServeHTTP checks the request and forwards it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	for k, v := range ownHeaders {
+		w.Header().Set(k, v)
+	}
+	if h.cfg.loopback && !loopbackHost(r.Host) {
+		h.refuse(w, r, http.StatusForbidden, "host", "this proxy answers only requests to a loopback address or localhost", "host", r.Host)
+		return
+	}
 	if h.cors(w, r) {
 		return
 	}
@@ -421,27 +461,59 @@ func falHost(host string) bool {
 	return false
 }
 
-// cors answers a preflight, or marks an allowed origin's request; it
-// reports whether the request was answered.
+// loopbackHost reports a Host header naming localhost or a loopback
+// address, with or without a port.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSuffix(host, "]"), "["), ".")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// cors answers a preflight, refuses an origin that is not allowed, or marks
+// an allowed origin's request; it reports whether the request was answered.
 func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	allowed := origin != "" && h.cfg.origins[strings.ToLower(origin)]
-	if allowed {
-		w.Header().Set("Access-Control-Allow-Origin", origin)
+	if len(h.cfg.origins) > 0 {
+		// The answer depends on Origin, allowed or not: caches must know.
 		w.Header().Add("Vary", "Origin")
 	}
+	if allowed {
+		w.Header().Set("Access-Control-Allow-Origin", origin)
+		w.Header().Set("Access-Control-Expose-Headers", exposed)
+	}
+	refuse := func() bool {
+		h.refuse(w, r, http.StatusForbidden, "origin", "origin "+origin+" is not allowed to call this proxy",
+			"origin", origin, "hint", "allow it with the CORS option (fluxi2i proxy --cors "+origin+")")
+		return true
+	}
 	if r.Method != http.MethodOptions {
+		if !allowed && origin != "" && len(h.cfg.origins) > 0 && !sameOrigin(origin, r) {
+			return refuse()
+		}
 		return false
 	}
 	if !allowed {
-		h.refuse(w, r, http.StatusForbidden, "auth", "origin not allowed")
-		return true
+		return refuse()
 	}
 	w.Header().Set("Access-Control-Allow-Methods", "GET, POST, PUT")
 	w.Header().Set("Access-Control-Allow-Headers", "Content-Type, Accept, Authorization, "+TargetHeader+", X-Fal-Queue-Priority, X-Fal-Runner-Hint, X-Fal-Request-Timeout, X-Fal-Store-Io, X-Fal-Object-Lifecycle-Preference, X-Fal-No-Retry")
 	w.Header().Set("Access-Control-Max-Age", "600")
 	w.WriteHeader(http.StatusNoContent)
 	return true
+}
+
+// sameOrigin reports an Origin naming the host the request was sent to:
+// the handler's own page.
+func sameOrigin(origin string, r *http.Request) bool {
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
 }
 
 // refuse answers in fal's error shape ({"detail": detail}), counts and

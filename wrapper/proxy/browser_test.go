@@ -1,0 +1,103 @@
+package proxy_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fluxi2i/fluxi2i/wrapper/proxy"
+)
+
+// withHost sends a request through the proxy with the given Host header.
+func (f *fixture) withHost(t *testing.T, host string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, f.proxy.URL, strings.NewReader(input))
+	require.NoError(t, err)
+	req.Host = host
+	req.Header.Set(proxy.TargetHeader, submitTarget)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// DNS rebinding: a page whose name is rebound to 127.0.0.1 reaches a
+// loopback proxy with its own name as Host. LoopbackOnly refuses it,
+// before anything is forwarded.
+func TestLoopbackOnlyRefusesARebindingHost(t *testing.T) {
+	f := start(t, proxy.AllowAnyone(), proxy.LoopbackOnly())
+	for _, host := range []string{"evil.example:8787", "evil.example", "127.0.0.1.evil.example:8787", "10.0.0.1:8787", "localhost.evil.example"} {
+		assert.Equal(t, 403, f.withHost(t, host).StatusCode, host)
+	}
+	assert.Zero(t, f.up.Stats().Submits, "nothing was forwarded")
+	assert.EqualValues(t, 5, f.h.Stats().Refused["host"])
+	assert.Contains(t, f.logs.String(), "evil.example:8787")
+	for _, host := range []string{"localhost:8787", "LOCALHOST", "127.0.0.1:1", "127.5.6.7", "[::1]:8787"} {
+		assert.Equal(t, 200, f.withHost(t, host).StatusCode, host)
+	}
+	// Without the option, the Host is the app's business.
+	g := start(t, proxy.AllowAnyone())
+	assert.Equal(t, 200, g.withHost(t, "app.example").StatusCode)
+}
+
+// With CORS, a foreign Origin is refused on every request, a simple POST
+// too, and the refusal names the origin and how to allow it.
+func TestCORSRefusesAForeignOriginOnAnyRequest(t *testing.T) {
+	f := start(t, proxy.AllowAnyone(), proxy.CORS("https://app.example"))
+	resp, b := f.send(t, http.MethodPost, submitTarget, input, "Origin", "https://evil.example")
+	assert.Equal(t, 403, resp.StatusCode, string(b))
+	assert.Contains(t, string(b), `"detail"`)
+	assert.Empty(t, resp.Header.Get("Access-Control-Allow-Origin"))
+	assert.Zero(t, f.up.Stats().Submits)
+	assert.Contains(t, f.logs.String(), "https://evil.example")
+	assert.Contains(t, f.logs.String(), "--cors https://evil.example")
+	assert.Contains(t, f.logs.String(), "CORS option")
+	assert.EqualValues(t, 1, f.h.Stats().Refused["origin"])
+
+	resp, b = f.send(t, http.MethodPost, submitTarget, input, "Origin", "https://app.example")
+	assert.Equal(t, 200, resp.StatusCode, string(b))
+	resp, b = f.send(t, http.MethodPost, submitTarget, input, "Origin", f.proxy.URL)
+	assert.Equal(t, 200, resp.StatusCode, "the handler's own page: %s", b)
+	resp, _ = f.send(t, http.MethodPost, submitTarget, input)
+	assert.Equal(t, 200, resp.StatusCode, "no Origin: not a browser's cross-origin call")
+}
+
+// The proxy's headers are the proxy's: an upstream's CORS and Vary headers
+// never reach the browser, and the ones a cross-origin page needs are
+// there.
+func TestTheUpstreamsHeadersNeverOverwriteTheProxys(t *testing.T) {
+	f := startWith(t, upstream{mangle: func(resp *http.Response) {
+		resp.Header.Set("Access-Control-Allow-Origin", "*")
+		resp.Header.Set("Access-Control-Allow-Credentials", "true")
+		resp.Header.Set("Access-Control-Expose-Headers", "Authorization")
+		resp.Header.Set("Vary", "Accept-Encoding")
+		resp.Header.Set("X-Content-Type-Options", "sniff")
+		resp.Header.Set("X-Fal-Billable-Units", "1")
+	}}, proxy.AllowAnyone(), proxy.CORS("https://app.example"))
+	resp, b := f.send(t, http.MethodPost, submitTarget, input, "Origin", "https://app.example")
+	require.Equal(t, 200, resp.StatusCode, string(b))
+	assert.Equal(t, []string{"https://app.example"}, resp.Header.Values("Access-Control-Allow-Origin"))
+	assert.Empty(t, resp.Header.Values("Access-Control-Allow-Credentials"))
+	assert.Equal(t, []string{"Origin"}, resp.Header.Values("Vary"))
+	assert.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"))
+	assert.Equal(t, "no-store", resp.Header.Get("Cache-Control"))
+	exposed := strings.ToLower(resp.Header.Get("Access-Control-Expose-Headers"))
+	for _, h := range []string{"x-fal-request-id", "x-fal-request-timeout-type", "x-fal-billable-units"} {
+		assert.Contains(t, exposed, h)
+	}
+	assert.NotContains(t, exposed, "authorization")
+	assert.NotEmpty(t, resp.Header.Get("X-Fal-Request-Id"), "the request id fal's client reads")
+	assert.Equal(t, "1", resp.Header.Get("X-Fal-Billable-Units"))
+
+	// A refusal carries them too.
+	resp, _ = f.send(t, http.MethodPost, queue+"/v2/other", input, "Origin", "https://app.example")
+	assert.Equal(t, 403, resp.StatusCode)
+	assert.Equal(t, "https://app.example", resp.Header.Get("Access-Control-Allow-Origin"))
+	assert.Contains(t, resp.Header.Get("Access-Control-Expose-Headers"), "X-Fal-Request-Id")
+}
