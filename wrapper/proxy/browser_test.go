@@ -1,15 +1,20 @@
 package proxy_test
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fluxi2i/fluxi2i/wrapper/proxy"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 )
 
 // withHost sends a request through the proxy with the given Host header.
@@ -100,4 +105,129 @@ func TestTheUpstreamsHeadersNeverOverwriteTheProxys(t *testing.T) {
 	assert.Equal(t, 403, resp.StatusCode)
 	assert.Equal(t, "https://app.example", resp.Header.Get("Access-Control-Allow-Origin"))
 	assert.Contains(t, resp.Header.Get("Access-Control-Expose-Headers"), "X-Fal-Request-Id")
+}
+
+// publicJob is fal's own form of a job's URLs.
+func publicJob(id string) map[string]string {
+	base := "https://queue.fal.run/fal-ai/flux-1/requests/" + id
+	return map[string]string{"response_url": base, "status_url": base + "/status", "cancel_url": base + "/cancel"}
+}
+
+func assertPublicURLs(t *testing.T, body []byte, id string) {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(body, &m), string(body))
+	for k, want := range publicJob(id) {
+		if v, ok := m[k]; ok {
+			assert.Equal(t, want, v, "%s in %s", k, body)
+		}
+	}
+}
+
+// Job URLs in submit and status answers, and in stream events, name fal's
+// public queue, never the upstream.
+func TestJobURLsAreFalsPublicOnes(t *testing.T) {
+	for _, foreign := range []bool{false, true} {
+		var opts []queuetest.Option
+		if foreign {
+			opts = append(opts, queuetest.ForeignURLs())
+		}
+		f := startWith(t, upstream{opts: opts}, proxy.AllowAnyone())
+		host := strings.TrimPrefix(f.up.URL, "http://")
+		resp, b := f.send(t, http.MethodPost, submitTarget, input)
+		require.Equal(t, 200, resp.StatusCode, string(b))
+		id := requestID(t, string(b))
+		assert.Contains(t, string(b), `"status_url"`)
+		assertPublicURLs(t, b, id)
+		assert.NotContains(t, string(b), host)
+
+		req, _ := http.NewRequest(http.MethodGet, f.proxy.URL, nil)
+		req.Header.Set(proxy.TargetHeader, queue+"/requests/"+id+"/status/stream?logs=1")
+		sresp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		stream, err := io.ReadAll(sresp.Body)
+		sresp.Body.Close()
+		require.NoError(t, err)
+		assert.NotContains(t, string(stream), host)
+		var events int
+		sc := bufio.NewScanner(bytes.NewReader(stream))
+		for sc.Scan() {
+			if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				events++
+				assertPublicURLs(t, []byte(d), id)
+			}
+		}
+		assert.Greater(t, events, 1)
+		assert.Contains(t, string(stream), `"COMPLETED"`)
+
+		resp, b = f.send(t, http.MethodGet, queue+"/requests/"+id+"/status", "")
+		require.Equal(t, 200, resp.StatusCode, string(b))
+		assertPublicURLs(t, b, id)
+		assert.NotContains(t, string(b), host)
+	}
+}
+
+// An upstream that echoes the request's Authorization (in a header, in
+// the body, in a stream event, deep in a long result) never passes the
+// server's key on: 502 in fal's shape, or the answer cut off, and logged
+// without the key.
+func TestAnAnswerCarryingTheKeyIsNeverPassedOn(t *testing.T) {
+	echo := func(where string) func(*http.Response) {
+		return func(resp *http.Response) {
+			auth := resp.Request.Header.Get("Authorization")
+			switch where {
+			case "header":
+				resp.Header.Set("X-Echo", auth)
+			case "body", "stream", "long":
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				switch where {
+				case "body":
+					b = append(bytes.TrimSuffix(b, []byte("}")), []byte(`,"echo":"`+auth+`"}`)...)
+				case "stream":
+					b = append(b, []byte("data: {\"status\":\"IN_PROGRESS\",\"echo\":\""+auth+"\"}\n\n")...)
+				case "long":
+					pad := strings.Repeat("x", 3<<20)
+					b = []byte(`{"pad":"` + pad + auth + `"}`)
+				}
+				resp.Body = io.NopCloser(bytes.NewReader(b))
+				resp.ContentLength = int64(len(b))
+				resp.Header.Del("Content-Length")
+			}
+		}
+	}
+	for _, where := range []string{"header", "body"} {
+		f := startWith(t, upstream{mangle: echo(where)}, proxy.AllowAnyone())
+		resp, b := f.send(t, http.MethodPost, submitTarget, input) // send asserts the key is absent
+		assert.Equal(t, 502, resp.StatusCode, "%s: %s", where, b)
+		assert.Contains(t, string(b), `"detail"`)
+		assert.Contains(t, f.logs.String(), "credential", where)
+		assert.NotContains(t, f.logs.String(), serverKey)
+		assert.EqualValues(t, 1, f.h.Stats().Refused["upstream"])
+	}
+
+	// Answers already under way are cut off before the key.
+	for _, where := range []string{"stream", "long"} {
+		f := start(t, proxy.AllowAnyone())
+		resp, b := f.send(t, http.MethodPost, submitTarget, input)
+		require.Equal(t, 200, resp.StatusCode, string(b))
+		id := requestID(t, string(b))
+		time.Sleep(200 * time.Millisecond) // completed
+		f.rec.mu.Lock()
+		f.rec.mangle = echo(where)
+		f.rec.mu.Unlock()
+		target := queue + "/requests/" + id
+		if where == "stream" {
+			target += "/status/stream"
+		}
+		req, _ := http.NewRequest(http.MethodGet, f.proxy.URL, nil)
+		req.Header.Set(proxy.TargetHeader, target)
+		sresp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		got, _ := io.ReadAll(sresp.Body) // cut: an error, or fewer bytes
+		sresp.Body.Close()
+		assert.NotContains(t, string(got), serverKey, where)
+		assert.Contains(t, f.logs.String(), "credential", where)
+		assert.NotContains(t, f.logs.String(), serverKey)
+	}
 }

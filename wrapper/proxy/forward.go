@@ -214,8 +214,14 @@ func upstreamHeader(k string) bool {
 	return !hopByHop[k] && !own && k != "Vary" && !strings.HasPrefix(k, "Access-Control-")
 }
 
-// forward sends req upstream and copies the answer back, passing an event
-// stream through as it arrives (flushed per read). It settles the job's
+// heldAnswer is how much of a JSON answer is held to be checked and
+// rewritten before it is passed on; a longer one (a result with data URIs)
+// is checked as it streams through.
+const heldAnswer = 1 << 20
+
+// forward sends req upstream and copies the answer back: its job URLs made
+// fal's public ones, an event stream passed through as it arrives, never
+// an answer that carries the server's credential. It settles the job's
 // slot from what the answer says; res is a submit's reservation.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Request, o op, id string, res *reservation) {
 	start := time.Now()
@@ -223,7 +229,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Requ
 	ctx := httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
 		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(wrote.Load() || i.Err == nil) },
 	})
-	resp, err := h.f.Forward(req.WithContext(ctx))
+	req = req.WithContext(ctx)
+	resp, err := h.f.Forward(req)
 	if err != nil {
 		if res != nil {
 			if wrote.Load() {
@@ -237,42 +244,50 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Requ
 	}
 	defer resp.Body.Close()
 	h.stats.forwarded.Add(1)
+	secrets := secretsOf(resp.Request, req)
+	leak := leakedHeader(resp.Header, secrets)
+	code := resp.StatusCode
+	stream := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	var held []byte
+	whole := true
+	if !stream {
+		held, err = io.ReadAll(io.LimitReader(resp.Body, heldAnswer))
+		whole = err == nil && len(held) < heldAnswer
+		if leak == "" && containsAny(held, secrets) {
+			leak = "body"
+		}
+	}
+	if res != nil {
+		id = h.settleSubmit(res, code, held, whole)
+	}
+	if leak != "" {
+		h.refuse(w, r, http.StatusBadGateway, "upstream", "the queue's answer carried the server's credential: not passed on",
+			"operation", opNames[o], "request_id", id, "where", leak, "upstream_status", code)
+		return
+	}
 	for k, vs := range resp.Header {
 		if upstreamHeader(k) {
 			w.Header()[k] = vs
 		}
 	}
-	code := resp.StatusCode
-	stream := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	if stream {
-		if res != nil {
-			res.commit("")
-		}
 		w.WriteHeader(code)
-		copyFlushing(w, resp.Body, true)
+		h.relayEvents(w, r, resp.Body, id, secrets)
 	} else {
-		// A JSON answer: the first MiB kept, to learn what it says.
-		held, err := io.ReadAll(io.LimitReader(resp.Body, heldAnswer))
-		whole := err == nil && len(held) < heldAnswer
-		if res != nil {
-			id = h.settleSubmit(res, code, held, whole)
+		var st string
+		if whole && o != opResult && o != opCancel {
+			held, st = publicURLs(held, id)
 		}
-		var st struct {
-			Status string `json:"status"`
-		}
-		if whole && o == opStatus {
-			json.Unmarshal(held, &st)
-		}
-		h.settle(o, id, code, st.Status)
+		h.settle(o, id, code, st)
 		w.WriteHeader(code)
-		w.Write(held)
-		copyFlushing(w, resp.Body, false)
+		if whole {
+			w.Write(held)
+		} else {
+			h.relayGuarded(w, r, io.MultiReader(bytes.NewReader(held), resp.Body), id, secrets)
+		}
 	}
 	h.cfg.log.Info("fluxi2i proxy: forwarded", "method", r.Method, "operation", opNames[o], "request_id", id, "status", code, "duration", time.Since(start))
 }
-
-// heldAnswer is how much of a JSON answer is held to learn what it says.
-const heldAnswer = 1 << 20
 
 // settleSubmit commits or releases a submit's reservation from the answer
 // and returns the request id it names: a 2xx with an id is the job; a 4xx
@@ -318,29 +333,259 @@ func (h *Handler) settle(o op, id string, code int, status string) {
 	}
 }
 
-var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// publicQueue is fal's public queue: the job URLs the browser gets name
+// it, as fal itself would answer, never the configured upstream.
+const publicQueue = "https://queue.fal.run/"
 
-// copyFlushing copies src to w, flushing after every read of a stream.
-func copyFlushing(w http.ResponseWriter, src io.Reader, flush bool) {
-	rc := http.NewResponseController(w)
-	bp := buffers.Get().(*[]byte)
-	defer buffers.Put(bp)
-	buf := *bp
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+// publicURLs rewrites the job URLs (status_url, response_url, cancel_url)
+// of a JSON answer to fal's public ones for id (the answer's own
+// request_id when id is ""), or drops them when no id is known. It returns
+// the answer and the status it names.
+func publicURLs(body []byte, id string) ([]byte, string) {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil {
+		return body, ""
+	}
+	var status, own string
+	json.Unmarshal(m["status"], &status)
+	json.Unmarshal(m["request_id"], &own)
+	if id == "" {
+		id = own
+	}
+	urls := map[string]func() (*http.Request, error){
+		"status_url":   func() (*http.Request, error) { return gen.NewGetStatusRequest(publicQueue, id, nil) },
+		"response_url": func() (*http.Request, error) { return gen.NewGetResultRequest(publicQueue, id) },
+		"cancel_url":   func() (*http.Request, error) { return gen.NewCancelRequest(publicQueue, id) },
+	}
+	changed := false
+	for k, build := range urls {
+		if _, ok := m[k]; !ok {
+			continue
+		}
+		changed = true
+		delete(m, k)
+		if id == "" {
+			continue
+		}
+		if req, err := build(); err == nil {
+			m[k], _ = json.Marshal(req.URL.String())
+		}
+	}
+	if !changed {
+		return body, status
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return body, status
+	}
+	return out, status
+}
+
+// minSecret is the shortest credential looked for in answers: a shorter
+// one (a test's "k") would match innocent bytes.
+const minSecret = 8
+
+// secretsOf returns the credential the requests carried upstream: the
+// Authorization value's token and, for fal's "id:secret" keys, the secret.
+func secretsOf(reqs ...*http.Request) [][]byte {
+	var out [][]byte
+	add := func(s string) {
+		if len(s) < minSecret {
+			return
+		}
+		for _, o := range out {
+			if string(o) == s {
 				return
 			}
-			if flush {
-				rc.Flush()
+		}
+		out = append(out, []byte(s))
+	}
+	for _, r := range reqs {
+		if r == nil {
+			continue
+		}
+		v := strings.TrimSpace(r.Header.Get("Authorization"))
+		tok := v[strings.LastIndexByte(v, ' ')+1:]
+		add(tok)
+		if i := strings.IndexByte(tok, ':'); i >= 0 {
+			add(tok[i+1:])
+		}
+	}
+	return out
+}
+
+func containsAny(b []byte, secrets [][]byte) bool {
+	for _, s := range secrets {
+		if bytes.Contains(b, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// leakedHeader names the first answer header carrying a secret, or "".
+func leakedHeader(hdr http.Header, secrets [][]byte) string {
+	for k, vs := range hdr {
+		for _, v := range append([]string{k}, vs...) {
+			if containsAny([]byte(v), secrets) {
+				return "header " + k
 			}
 		}
+	}
+	return ""
+}
+
+// abortLeak ends an answer already under way that turned out to carry the
+// server's credential: the connection is cut before those bytes are sent.
+func (h *Handler) abortLeak(r *http.Request, id string) {
+	h.count("upstream")
+	h.cfg.log.Error("fluxi2i proxy: the queue's answer carried the server's credential: cut off before it", "method", r.Method, "request_id", id)
+	panic(http.ErrAbortHandler)
+}
+
+// relayGuarded copies a long answer, holding back the last bytes that
+// could begin a secret until the next read shows they do not.
+func (h *Handler) relayGuarded(w http.ResponseWriter, r *http.Request, src io.Reader, id string, secrets [][]byte) {
+	keep := 0
+	for _, s := range secrets {
+		keep = max(keep, len(s)-1)
+	}
+	bp := buffers.Get().(*[]byte)
+	defer buffers.Put(bp)
+	var tail []byte
+	for {
+		n, err := src.Read(*bp)
+		if n > 0 {
+			buf := append(tail, (*bp)[:n]...)
+			if containsAny(buf, secrets) {
+				h.abortLeak(r, id)
+			}
+			cut := max(len(buf)-keep, 0)
+			if _, werr := w.Write(buf[:cut]); werr != nil {
+				return
+			}
+			tail = append(tail[:0:0], buf[cut:]...)
+		}
 		if err != nil {
+			w.Write(tail)
 			return
 		}
 	}
 }
+
+// maxEventLine bounds one line of a status stream.
+const maxEventLine = 1 << 20
+
+// relayEvents passes a status stream through as it arrives, one event at
+// a time: each event's data has its job URLs made public, comments
+// (keepalives) pass at once, an event carrying a secret cuts the stream,
+// and an event saying COMPLETED ends the job.
+func (h *Handler) relayEvents(w http.ResponseWriter, r *http.Request, src io.Reader, id string, secrets [][]byte) {
+	rc := http.NewResponseController(w)
+	lines := newLineReader(src)
+	var fields, data [][]byte
+	send := func(b []byte) bool {
+		if containsAny(b, secrets) {
+			h.abortLeak(r, id)
+		}
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		rc.Flush()
+		return true
+	}
+	for {
+		line, err := lines.next()
+		if errors.Is(err, errLineTooLong) {
+			h.cfg.log.Warn("fluxi2i proxy: the queue's status stream sent a line over 1 MiB: stream ended", "request_id", id)
+		}
+		if err != nil {
+			return // the upstream's stream ended (or broke): so does this one
+		}
+		switch {
+		case len(line) == 0:
+			if len(data) == 0 {
+				fields = fields[:0]
+				continue
+			}
+			d, st := publicURLs(bytes.Join(data, []byte("\n")), id)
+			h.settle(opStream, id, http.StatusOK, st)
+			var ev bytes.Buffer
+			for _, f := range fields {
+				ev.Write(f)
+				ev.WriteByte('\n')
+			}
+			ev.WriteString("data: ")
+			ev.Write(bytes.ReplaceAll(d, []byte("\n"), []byte("\ndata: ")))
+			ev.WriteString("\n\n")
+			fields, data = fields[:0], data[:0]
+			if !send(ev.Bytes()) {
+				return
+			}
+		case line[0] == ':':
+			if !send(append(line, '\n')) {
+				return
+			}
+		case bytes.HasPrefix(line, []byte("data:")):
+			v := line[len("data:"):]
+			if len(v) > 0 && v[0] == ' ' {
+				v = v[1:]
+			}
+			data = append(data, v)
+		default:
+			fields = append(fields, line)
+		}
+	}
+}
+
+// lineReader reads the lines of a stream (ending in LF, CRLF or CR),
+// each bounded by maxEventLine; each line returned is its own copy.
+type lineReader struct {
+	src        io.Reader
+	buf        []byte
+	start, end int  // the unread bytes of buf
+	skipLF     bool // the last line ended in CR: a LF right after is its end
+}
+
+func newLineReader(src io.Reader) *lineReader {
+	return &lineReader{src: src, buf: make([]byte, 32<<10)}
+}
+
+var errLineTooLong = errors.New("proxy: a status stream line is too long")
+
+func (l *lineReader) next() ([]byte, error) {
+	var line []byte
+	for {
+		for i := l.start; i < l.end; i++ {
+			c := l.buf[i]
+			if l.skipLF {
+				l.skipLF = false
+				if c == '\n' {
+					l.start = i + 1
+					continue
+				}
+			}
+			if c == '\n' || c == '\r' {
+				line = append(line[:len(line):len(line)], l.buf[l.start:i]...)
+				l.start = i + 1
+				l.skipLF = c == '\r'
+				return line, nil
+			}
+		}
+		line = append(line, l.buf[l.start:l.end]...)
+		if len(line) > maxEventLine {
+			return nil, errLineTooLong
+		}
+		l.start, l.end = 0, 0
+		n, err := l.src.Read(l.buf)
+		if n == 0 && err != nil {
+			return nil, err
+		}
+		l.end = n
+	}
+}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func (h *Handler) count(reason string) {
 	for i, rs := range reasons {
