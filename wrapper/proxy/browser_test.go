@@ -231,3 +231,13 @@ func TestAnAnswerCarryingTheKeyIsNeverPassedOn(t *testing.T) {
 		assert.NotContains(t, f.logs.String(), serverKey)
 	}
 }
+
+// Every refusal is logged with its reason, a 422 too.
+func TestEveryRefusalIsLogged(t *testing.T) {
+	f := start(t, proxy.AllowAnyone())
+	resp, _ := f.send(t, http.MethodPost, submitTarget, `{"image_url":"https://example.com/a.png","prompt":"p","strength":2}`)
+	require.Equal(t, 422, resp.StatusCode)
+	assert.Contains(t, f.logs.String(), "status=422")
+	assert.Contains(t, f.logs.String(), "reason=input")
+	assert.Contains(t, f.logs.String(), "strength")
+}

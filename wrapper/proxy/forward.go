@@ -108,8 +108,7 @@ func (o operations) Submit(w http.ResponseWriter, r *http.Request, params gen.Su
 		for i, f := range ie.Fields {
 			items[i] = map[string]any{"loc": []string{"body", f.Field}, "msg": f.Message, "type": "value_error"}
 		}
-		h.count("input")
-		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"detail": items})
+		h.refuseWith(w, r, http.StatusUnprocessableEntity, "input", ie.Error(), map[string]any{"detail": items})
 		return
 	}
 	if bad := gen.ValidateSubmitParams(&params); len(bad) > 0 {
@@ -593,6 +592,14 @@ func (h *Handler) count(reason string) {
 			h.stats.refused[i].Add(1)
 		}
 	}
+}
+
+// refuseWith answers code with body (fal's error shape), counts and logs
+// the refusal with its reason and detail.
+func (h *Handler) refuseWith(w http.ResponseWriter, r *http.Request, code int, reason, detail string, body any, attrs ...any) {
+	h.count(reason)
+	h.cfg.log.Warn("fluxi2i proxy: refused", append([]any{"method", r.Method, "status", code, "reason", reason, "detail", detail}, attrs...)...)
+	writeJSON(w, code, body)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

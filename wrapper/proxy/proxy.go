@@ -520,7 +520,5 @@ func sameOrigin(origin string, r *http.Request) bool {
 // logs the refusal with its reason and the attributes given (key, value
 // pairs).
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, code int, reason, detail string, attrs ...any) {
-	h.count(reason)
-	h.cfg.log.Warn("fluxi2i proxy: refused", append([]any{"method", r.Method, "status", code, "reason", reason, "detail", detail}, attrs...)...)
-	writeJSON(w, code, map[string]any{"detail": detail})
+	h.refuseWith(w, r, code, reason, detail, map[string]any{"detail": detail}, attrs...)
 }

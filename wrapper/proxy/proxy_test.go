@@ -227,6 +227,9 @@ func TestRefusals(t *testing.T) {
 		assert.Contains(t, string(b), `"detail"`, "fal's error shape")
 	}
 	assert.Zero(t, f.up.Stats().Submits+f.up.Stats().StatusCalls, "nothing was forwarded")
+	// Every refusal is logged, with its reason.
+	assert.Equal(t, 19, strings.Count(f.logs.String(), "fluxi2i proxy: refused"), f.logs.String())
+	assert.Equal(t, 19, strings.Count(f.logs.String(), " reason="))
 	r := f.h.Stats().Refused
 	assert.EqualValues(t, 6, r["target"])
 	assert.EqualValues(t, 8, r["operation"])
