@@ -26,16 +26,51 @@
 //   - the browser's Authorization header and cookies are never forwarded,
 //     and only the x-fal-* headers the spec defines, after the spec's
 //     checks; a fal_webhook is refused (fal would POST to any URL a visitor
-//     names); the server's credential never appears in a response;
+//     names);
 //   - a submit body is capped (413) and validated as Submit validates it
 //     (422 in fal's error shape) before anything is paid for;
 //   - with UserOf, the handler remembers which user submitted which request
-//     id (a bounded store), refuses one user's reads and cancels of
-//     another's jobs (403), and caps each user's jobs in flight (429).
+//     id, and refuses one user's reads and cancels of another's jobs (403).
+//
+// What is bounded, and by which default (each an Option; a "user" is
+// UserOf's answer, or without UserOf the client's IP address):
+//   - jobs in flight per user: 10 (JobsPerUser). The slot is taken before
+//     the submit is forwarded and freed when the job ends or the submit
+//     definitely failed; past it, 429;
+//   - requests in flight per user, status streams and polls included: 4
+//     times JobsPerUser, 40 (RequestsPerUser); past it, 429 with
+//     Retry-After;
+//   - request ids remembered: 100,000 in all (TrackedJobs) and 1,000 per
+//     user (TrackedJobsPerUser). Only ended jobs are forgotten to make room
+//     (oldest first), never a live one: when full of live jobs, a submit is
+//     429 with Retry-After;
+//   - a submit body: 32 MiB (MaxBodyBytes, 413); all bodies in flight: 128
+//     MiB (BodyBudget), reserved before a body is read, 429 with
+//     Retry-After after a 5 s wait;
+//   - connections and header size are the server's: fluxi2i proxy serves
+//     256 connections at once, headers within 10 s and 64 KiB.
+//
+// Host and Origin: with LoopbackOnly (fluxi2i proxy turns it on for a
+// loopback address), a request whose Host is not a loopback address or
+// localhost is 403, against DNS rebinding. With CORS, a request whose
+// Origin is present and neither listed nor the request's own Host is 403,
+// whatever its method. An allowed origin's answers carry
+// Access-Control-Allow-Origin, Vary: Origin and Access-Control-Expose-Headers
+// (X-Fal-Request-Id, X-Fal-Request-Timeout-Type, X-Fal-Billable-Units,
+// X-Fal-Error-Type, X-Fal-Retryable, Retry-After).
+//
+// Answers are the proxy's: the upstream's Access-Control-* and Vary headers
+// are dropped, and every answer carries X-Content-Type-Options: nosniff and
+// Cache-Control: no-store; job URLs (status_url, response_url, cancel_url,
+// in JSON answers and stream events) are rewritten to fal's public ones
+// (https://queue.fal.run/fal-ai/flux-1/requests/ID...), never the
+// upstream's; an answer that carries the server's credential is a 502 (or,
+// once under way, is cut off), logged without the key.
 //
 // Each forwarded request is logged with slog (method, operation, request
-// id, status, duration; never the key), and Stats counts what was
-// forwarded and refused.
+// id, status, duration; never the key), each refusal with its reason
+// (a CORS refusal names the origin and the option to allow it), and Stats
+// counts what was forwarded and refused.
 package proxy
 
 import (
@@ -125,9 +160,10 @@ func AllowAnyone() Option {
 }
 
 // UserOf names the app's user of a request (after Authorize). With it the
-// handler remembers which user submitted which request id, refuses other
-// users' status, result and cancel calls for it (403), and caps each
-// user's jobs in flight (JobsPerUser).
+// handler refuses other users' status, result and cancel calls for a job
+// (403), and the per-user limits (JobsPerUser, RequestsPerUser,
+// TrackedJobsPerUser) count per app user; without it they count per
+// client IP address (behind a reverse proxy: one for all).
 func UserOf(fn func(r *http.Request) string) Option {
 	return func(c *config) error {
 		if fn == nil {
