@@ -341,6 +341,15 @@ const publicQueue = "https://queue.fal.run/"
 // request_id when id is ""), or drops them when no id is known. It returns
 // the answer and the status it names.
 func publicURLs(body []byte, id string) ([]byte, string) {
+	if !bytes.Contains(body, []byte(`_url"`)) && bytes.IndexByte(body, '\\') < 0 {
+		// No job URL to rewrite, not even behind an escaped key (the common
+		// status answer): the status only.
+		var st struct {
+			Status string `json:"status"`
+		}
+		json.Unmarshal(body, &st)
+		return body, st.Status
+	}
 	var m map[string]json.RawMessage
 	if json.Unmarshal(body, &m) != nil {
 		return body, ""
