@@ -116,8 +116,10 @@ func (o operations) Submit(w http.ResponseWriter, r *http.Request, params gen.Su
 		return
 	}
 	// What goes upstream is the input as Submit would send it: the spec's
-	// fields only, the upstream docs' "default" left out.
-	if body, err = json.Marshal(bridge.Normalize(in)); err != nil {
+	// fields only, the upstream docs' "default" left out. The browser's
+	// bytes are not needed any more.
+	body = nil
+	if body, err = encodeInput(bridge.Normalize(in)); err != nil {
 		h.refuse(w, r, http.StatusUnprocessableEntity, "input", err.Error())
 		return
 	}
