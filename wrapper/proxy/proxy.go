@@ -295,8 +295,9 @@ func MaxBodyBytes(n int64) Option {
 // submit reserves its Content-Length (MaxBodyBytes when it has none)
 // before reading its body, waits up to 5 s for room, then is refused with
 // 429 and Retry-After. The budget counts body bytes: decoding and
-// re-encoding the input holds up to about three times that. It must be at
-// least MaxBodyBytes.
+// re-encoding the input holds up to about three times that (20 concurrent
+// submits of 31 MiB peak at about 390 MB of RSS with the default). It must
+// be at least MaxBodyBytes.
 func BodyBudget(n int64) Option {
 	return func(c *config) error {
 		if n < 1 {
