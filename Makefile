@@ -53,11 +53,12 @@ fuzz:
 	done
 	$(GO) test -run '^$$' -fuzz '^FuzzProxyTarget$$' -fuzztime $(FUZZTIME) ./wrapper/proxy
 
-## soak: the long fault soak (3,000 jobs), 10,000 jobs in flight, a 10,000-job batch.
+## soak: the long fault soak (3,000 jobs), 10,000 jobs in flight, a 10,000-job batch, the proxy under 20 concurrent 31 MiB submits.
 soak:
 	$(GO) test -count=1 -run '^TestFaultSoak$$' -v ./wrapper -soak.jobs 3000
 	$(GO) test -count=1 -run '^TestJobsInFlight$$' -v ./wrapper -inflight.jobs 10000
 	$(GO) test -count=1 -run '^TestBatchScale$$' -v ./wrapper/batch -batch.jobs 10000
+	$(GO) test -count=1 -run '^TestProxyBodyFlood$$' -v ./wrapper/proxy -proxy.flood 20
 
 ## interop: fal's own JS client (@fal-ai/client 1.10.1), unchanged, against `fluxi2i simulate` and through `fluxi2i proxy` (needs Node.js and npm; ROUNDS=25 for the proxy's CPU figure).
 interop:

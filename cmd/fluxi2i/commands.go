@@ -266,6 +266,10 @@ func (a *app) proxy(args []string) int {
 		upstream = " (the built-in local simulator, NOT the real model)"
 	}
 	opts := []proxy.Option{proxy.AllowAnyone(), proxy.Logger(slog.New(slog.NewTextHandler(a.stderr, nil)))}
+	if loopback {
+		// A page whose name is rebound to 127.0.0.1 must not reach it.
+		opts = append(opts, proxy.LoopbackOnly())
+	}
 	if len(origins) > 0 {
 		opts = append(opts, proxy.CORS(origins...))
 	}
@@ -277,12 +281,13 @@ func (a *app) proxy(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
+	ln = limitListener(ln, proxyConns)
 	mux := http.NewServeMux()
 	mux.Handle("/api/fal/proxy", h)
 	srv := newServer(mux)
 	fmt.Fprintf(a.stderr, "fluxi2i proxy: serving fal's proxyUrl protocol at http://%s/api/fal/proxy, in front of %s%s\n", ln.Addr(), c.BaseURL(), upstream)
 	if loopback {
-		fmt.Fprintln(a.stderr, "fluxi2i proxy: anyone who can reach this loopback address may use it (no Authorize): for development only")
+		fmt.Fprintln(a.stderr, "fluxi2i proxy: anyone who can reach this loopback address may use it (no Authorize): for development only; requests must name localhost or a loopback address as Host")
 	} else {
 		fmt.Fprintln(a.stderr, "fluxi2i proxy: --allow-anyone: anyone who can reach this address may run the model on this key")
 	}
