@@ -35,6 +35,7 @@ func (s *Server) routes() *http.ServeMux {
 		m.Handle("GET "+historyPath(), root)
 	}
 	m.HandleFunc("GET /files/{key}/{name}", s.file)
+	s.routeWebhooks(m)
 	return m
 }
 
@@ -371,6 +372,7 @@ func (s *Server) submit(r *http.Request, body []byte) answer {
 	s.files[j.fileKey] = j
 	s.mu.Unlock()
 	s.stats.jobs.Add(1)
+	s.scheduleWebhook(r, j)
 	ph := s.phaseOf(j, now)
 	st, res, cancel := s.urls(r, j.id)
 	a := jsonAnswer(http.StatusOK, gen.Enqueued{

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper/webhooktest"
 )
 
 // The hosts of a pipe server.
@@ -62,6 +63,8 @@ type Server struct {
 	violations  []string
 
 	stats counters
+
+	hooks webhookRunner // webhook deliveries (webhooks.go)
 
 	client    *http.Client
 	closers   []func()
@@ -108,6 +111,7 @@ type config struct {
 	retention          time.Duration
 	maxJobs            int
 	noHistory          bool
+	webhooks           *webhooktest.Signer
 }
 
 // FaultHeader marks an answer that the server breaks on purpose
@@ -259,6 +263,7 @@ func (s *Server) Client() *http.Client { return s.client }
 // Close stops the server and closes the idle connections of Client().
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.hooks.close()
 		s.mu.Lock()
 		for _, j := range s.jobs {
 			j.stop()
