@@ -16,6 +16,7 @@ import (
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/proxy"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/webhooktest"
 )
 
 func (a *app) run(args []string) int {
@@ -353,18 +354,24 @@ func endedWithout(st *wrapper.Status) string {
 }
 
 func (a *app) simulate(args []string) int {
-	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images]")
+	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--webhooks]")
 	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
 	fetch := fs.Bool("fetch-images", false, "download http(s) image_url inputs (public addresses only); default: render a picture derived from the URL, offline")
 	key := fs.String("api-key", "", "accept only this key (Bearer or Key scheme); default: any key")
 	queue := fs.Duration("queue-time", 600*time.Millisecond, "how long each job stays IN_QUEUE")
 	runFor := fs.Duration("run-time", 1500*time.Millisecond, "how long each job stays IN_PROGRESS")
+	hooks := fs.Bool("webhooks", false, "deliver webhooks (fal_webhook, submit --webhook) as fal does, signed with a fresh key served at "+queuetest.JWKSPath+"; off by default: it POSTs to whatever URL a client names")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}
 	opts := append(simulator.Options(simulator.Config{FetchImages: *fetch}), queuetest.QueueTime(*queue), queuetest.RunTime(*runFor))
 	if *key != "" {
 		opts = append(opts, queuetest.WithAPIKey(*key))
+	}
+	if *hooks {
+		signer := webhooktest.NewSigner()
+		signer.HTTPClient = &http.Client{Transport: keepAliveTransport(), Timeout: queuetest.WebhookAttemptTimeout}
+		opts = append(opts, queuetest.Webhooks(signer))
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -373,5 +380,8 @@ func (a *app) simulate(args []string) int {
 	srv := newServer(queuetest.New(opts...))
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: serving the local simulator (NOT the real model) at http://%s\n", ln.Addr())
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: point clients at it, e.g. fluxi2i run --base-url http://%s ...\n", ln.Addr())
+	if *hooks {
+		fmt.Fprintf(a.stderr, "fluxi2i simulate: --webhooks: job outcomes are POSTed to any fal_webhook URL a client names, signed for user %s; verify them with the key set at http://%s%s\n", webhooktest.DefaultUserID, ln.Addr(), queuetest.JWKSPath)
+	}
 	return a.serve(srv, ln)
 }
