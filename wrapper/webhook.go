@@ -62,7 +62,11 @@ func (e *WebhookError) Unwrap() error { return e.Reason }
 // WebhookVerifier checks fal's ED25519 signatures on webhook deliveries:
 // the message request_id, user_id, timestamp and hex(sha256(body)), joined
 // by newlines, must verify under a key of fal's JWKS, and the timestamp must
-// be within Tolerance of now. Keys are cached for CacheFor and fetched
+// be within Tolerance of now. The signature header is hex (64 bytes, 128
+// digits); the JWKS is {"keys": [...]} with each key
+// {"kty":"OKP","crv":"Ed25519","x":"<unpadded base64url of 32 bytes>"}
+// (other keys are skipped). Package wrapper/webhooktest signs deliveries
+// and serves such a JWKS for tests; queuetest.Webhooks delivers them. Keys are cached for CacheFor and fetched
 // again when no cached key verifies a signature (fal rotated its keys).
 // Fetches are shared by concurrent deliveries, bounded by FetchTimeout, and
 // come at most once a minute, failed ones included, so forged deliveries

@@ -12,7 +12,8 @@
 // configurable times, and misbehaves on request: scripted status codes with
 // Retry-After, dropped connections, truncated or garbled bodies, slow
 // answers, broken streams, and job URLs on a foreign origin whose traffic
-// (and any credential sent there) it counts.
+// (and any credential sent there) it counts. With Webhooks it delivers
+// signed webhooks as fal does (webhooks.go).
 //
 // NewServer serves on loopback; NewPipeServer serves over in-memory pipes,
 // which testing/synctest can fake time over; New returns an unstarted
