@@ -22,7 +22,7 @@ import (
 func (a *app) run(args []string) int {
 	fs := a.flags("run", "--image PATH|URL --prompt TEXT [flags]")
 	var in inputFlags
-	in.register(fs)
+	in.register(fs, true)
 	out := fs.String("out", ".", "directory the images are written to")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
@@ -34,7 +34,7 @@ func (a *app) run(args []string) int {
 	if err := checkOut(*out); err != nil {
 		return a.fail(err)
 	}
-	c, stop, _, err := a.clientOrSimulator()
+	c, stop, simulated, err := a.clientOrSimulator()
 	if err != nil {
 		return a.fail(err)
 	}
@@ -54,11 +54,14 @@ func (a *app) run(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	return a.save(ctx, c, id, &result.Output, *out)
+	// The built-in simulator's URLs die with this process: only the saved
+	// files are worth printing.
+	return a.save(ctx, c, id, &result.Output, *out, !simulated)
 }
 
-// save writes the output's images and reports them.
-func (a *app) save(ctx context.Context, c *wrapper.Client, id string, result *gen.Output, dir string) int {
+// save writes the output's images and reports them; withURLs adds the
+// image URLs to --json (not for a server that is gone when we exit).
+func (a *app) save(ctx context.Context, c *wrapper.Client, id string, result *gen.Output, dir string, withURLs bool) int {
 	paths, err := c.SaveImages(ctx, result, dir, id)
 	if err != nil {
 		return a.fail(fmt.Errorf("request %s: saving the images: %w", id, err))
@@ -67,7 +70,7 @@ func (a *app) save(ctx context.Context, c *wrapper.Client, id string, result *ge
 		images := make([]map[string]any, len(result.Images))
 		for i, img := range result.Images {
 			images[i] = map[string]any{"path": paths[i], "content_type": img.ContentType, "width": img.Width, "height": img.Height}
-			if len(img.URL) < 2048 {
+			if withURLs && len(img.URL) < 2048 {
 				images[i]["url"] = img.URL
 			}
 		}
@@ -83,7 +86,7 @@ func (a *app) save(ctx context.Context, c *wrapper.Client, id string, result *ge
 func (a *app) submit(args []string) int {
 	fs := a.flags("submit", "--image PATH|URL --prompt TEXT [flags]")
 	var in inputFlags
-	in.register(fs)
+	in.register(fs, true)
 	fs.StringVar(&in.webhook, "webhook", "", "URL fal POSTs the outcome to")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
@@ -114,7 +117,7 @@ func (a *app) submit(args []string) int {
 // argument; done is set (with the exit code) for --help, errors and
 // stray arguments.
 func (a *app) flagsOnly(fs *flag.FlagSet, args []string) (code int, done bool) {
-	pos, code, done := parse(fs, args)
+	pos, code, done := a.parse(fs, args)
 	if done {
 		return code, true
 	}
@@ -122,8 +125,8 @@ func (a *app) flagsOnly(fs *flag.FlagSet, args []string) (code int, done bool) {
 		return a.fail(err), true
 	}
 	if len(pos) > 0 {
-		fmt.Fprintf(a.stderr, "%s: unexpected argument %q\n", fs.Name(), pos[0])
-		fs.Usage()
+		name := strings.TrimPrefix(fs.Name(), "fluxi2i ")
+		fmt.Fprintf(a.stderr, "fluxi2i %s: unexpected argument %q\nRun 'fluxi2i help %s' for its flags.\n", name, printable(pos[0]), name)
 		return exitUsage, true
 	}
 	return 0, false
@@ -133,7 +136,7 @@ func (a *app) flagsOnly(fs *flag.FlagSet, args []string) (code int, done bool) {
 // acts on a job, and makes its client; a nil client comes with the exit
 // code.
 func (a *app) idCommand(fs *flag.FlagSet, args []string) (string, *wrapper.Client, int) {
-	pos, code, done := parse(fs, args)
+	pos, code, done := a.parse(fs, args)
 	if done {
 		return "", nil, code
 	}
@@ -206,7 +209,7 @@ func (a *app) resultOrWait(name string, args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	return a.save(ctx, c, id, &result.Output, *out)
+	return a.save(ctx, c, id, &result.Output, *out, true)
 }
 
 func (a *app) cancel(args []string) int {
@@ -241,11 +244,11 @@ func (a *app) cancel(args []string) int {
 // (proxyUrl): in front of the configured base URL, or of the built-in
 // simulator when there is no key.
 func (a *app) proxy(args []string) int {
-	fs := a.flags("proxy", "[--addr HOST:PORT] [--base-url URL] [--api-key KEY] [--allow-anyone] [--cors ORIGIN]")
+	fs := a.endpointFlags("proxy", "[--addr HOST:PORT] [--base-url URL] [--api-key KEY] [--allow-anyone] [--cors ORIGIN]")
 	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
 	anyone := fs.Bool("allow-anyone", false, "let anyone who can reach a non-loopback --addr use the key (a loopback address allows anyone by default)")
 	var origins stringList
-	fs.Var(&origins, "cors", "allow pages of this origin (scheme://host[:port]) to call the proxy; repeatable")
+	fs.Var(&origins, "cors", "allow pages of this `ORIGIN` (scheme://host[:port]) to call the proxy cross-origin; repeatable")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}
@@ -279,9 +282,9 @@ func (a *app) proxy(args []string) int {
 		return a.fail(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/api/fal/proxy", h)
+	mux.Handle(proxyPath, h)
 	srv := newServer(mux)
-	fmt.Fprintf(a.stderr, "fluxi2i proxy: serving fal's proxyUrl protocol at http://%s/api/fal/proxy, in front of %s%s\n", ln.Addr(), c.BaseURL(), upstream)
+	fmt.Fprintf(a.stderr, "fluxi2i proxy: serving fal's proxyUrl protocol at http://%s%s, in front of %s%s\n", ln.Addr(), proxyPath, c.BaseURL(), upstream)
 	if loopback {
 		fmt.Fprintln(a.stderr, "fluxi2i proxy: anyone who can reach this loopback address may use it (no Authorize): for development only")
 	} else {
