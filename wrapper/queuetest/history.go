@@ -56,8 +56,9 @@ func (s *Server) history(p gen.ListRequestsByEndpointParams) answer {
 	}
 	now := time.Now()
 	type ended struct {
-		j   *job
-		end time.Time
+		j    *job
+		end  time.Time
+		code int // read under the lock: the model may be running
 	}
 	var all []ended
 	s.mu.Lock()
@@ -71,7 +72,7 @@ func (s *Server) history(p gen.ListRequestsByEndpointParams) answer {
 			p.Status != nil && *p.Status != historyStatus(j):
 			continue
 		}
-		all = append(all, ended{j, end})
+		all = append(all, ended{j, end, historyCode(j)})
 	}
 	s.mu.Unlock()
 	slices.SortFunc(all, func(a, b ended) int {
@@ -95,7 +96,7 @@ func (s *Server) history(p gen.ListRequestsByEndpointParams) answer {
 	to := min(from+limit, len(all))
 	payloads := p.Expand != nil && *p.Expand == gen.ListRequestsByEndpointParamsExpandPayloads
 	for _, e := range all[from:to] {
-		page.Items = append(page.Items, s.historyItem(e.j, e.end, endpoint, payloads))
+		page.Items = append(page.Items, s.historyItem(e.j, e.end, e.code, endpoint, payloads))
 	}
 	if to < len(all) {
 		page.HasMore, page.NextCursor = true, ptr(strconv.Itoa(to))
@@ -129,14 +130,14 @@ func historyCode(j *job) int {
 	return http.StatusOK
 }
 
-func (s *Server) historyItem(j *job, end time.Time, endpoint string, payloads bool) gen.RequestHistoryItem {
+func (s *Server) historyItem(j *job, end time.Time, code int, endpoint string, payloads bool) gen.RequestHistoryItem {
 	sent := j.submitted.UTC()
 	it := gen.RequestHistoryItem{
 		RequestID:  j.id,
 		EndpointID: &endpoint,
 		SentAt:     &sent,
 		EndedAt:    ptr(end.UTC()),
-		StatusCode: ptr(historyCode(j)),
+		StatusCode: ptr(code),
 		Duration:   ptr(end.Sub(sent).Seconds()),
 	}
 	if start := j.submitted.Add(s.cfg.queueTime); !start.After(end) {

@@ -198,7 +198,10 @@ func (s *Server) output(ctx context.Context, j *job) ([]Image, error) {
 		in := j.in
 		seed := seedOf(j)
 		in.Seed = &seed
-		j.images, j.err = s.cfg.model(j.ctx, j.id, in)
+		images, err := s.cfg.model(j.ctx, j.id, in)
+		s.mu.Lock() // the history reads them under the lock
+		j.images, j.err = images, err
+		s.mu.Unlock()
 	})
 	return j.images, j.err
 }
