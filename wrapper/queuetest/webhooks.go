@@ -78,8 +78,8 @@ type webhookRunner struct {
 	log    []WebhookDelivery
 }
 
-// go_ runs fn in a goroutine owned by the runner, unless it is closed.
-func (h *webhookRunner) go_(fn func(ctx context.Context)) {
+// spawn runs fn in a goroutine owned by the runner, unless it is closed.
+func (h *webhookRunner) spawn(fn func(ctx context.Context)) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -132,7 +132,7 @@ func (s *Server) scheduleWebhook(r *http.Request, j *job) {
 	// What the result call needs of the submit: where its files are served.
 	host, secure := r.Host, r.TLS != nil
 	end := j.submitted.Add(s.cfg.queueTime + s.cfg.runTime)
-	s.hooks.go_(func(ctx context.Context) {
+	s.hooks.spawn(func(ctx context.Context) {
 		t := time.NewTimer(time.Until(end))
 		defer t.Stop()
 		select {
