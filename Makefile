@@ -5,7 +5,7 @@ CONFIG  := openapi/oapi-codegen.yaml
 GENFILES := fluxi2i.gen.go validate.gen.go
 CODEGEN := $(GO) run github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen
 
-.PHONY: generate check-generated lint test bench fuzz soak interop
+.PHONY: generate check-generated lint test bench fuzz soak interop e2e
 
 FUZZTIME ?= 30s
 
@@ -63,3 +63,7 @@ soak:
 ## interop: fal's own JS client (@fal-ai/client 1.10.1), unchanged, against `fluxi2i simulate` and through `fluxi2i proxy` (needs Node.js and npm; ROUNDS=25 for the proxy's CPU figure).
 interop:
 	tests/interop/run.sh
+
+## e2e: fal's own JS client (@fal-ai/client 1.10.1, bundled with esbuild) in headless Chromium (Debian's chromium, installed when missing; puppeteer-core), through wrapper/proxy beside the page and through `fluxi2i proxy --cors` from another origin (needs Node.js and npm; screenshots in tests/e2e/out/).
+e2e:
+	tests/e2e/run.sh

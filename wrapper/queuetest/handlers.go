@@ -39,6 +39,7 @@ func (s *Server) routes() *http.ServeMux {
 	}
 	s.storageRoutes(m)
 	m.HandleFunc("GET /files/{key}/{name}", s.file)
+	s.routeWebhooks(m)
 	return m
 }
 
@@ -377,6 +378,7 @@ func (s *Server) submit(r *http.Request, body []byte) answer {
 	s.files[j.fileKey] = j
 	s.mu.Unlock()
 	s.stats.jobs.Add(1)
+	s.scheduleWebhook(r, j)
 	ph := s.phaseOf(j, now)
 	st, res, cancel := s.urls(r, j.id)
 	a := jsonAnswer(http.StatusOK, gen.Enqueued{

@@ -12,7 +12,8 @@
 // configurable times, and misbehaves on request: scripted status codes with
 // Retry-After, dropped connections, truncated or garbled bodies, slow
 // answers, broken streams, and job URLs on a foreign origin whose traffic
-// (and any credential sent there) it counts.
+// (and any credential sent there) it counts. With Webhooks it delivers
+// signed webhooks as fal does (webhooks.go).
 //
 // NewServer serves on loopback; NewPipeServer serves over in-memory pipes,
 // which testing/synctest can fake time over; New returns an unstarted
@@ -33,6 +34,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper/webhooktest"
 )
 
 // The hosts of a pipe server.
@@ -65,6 +67,8 @@ type Server struct {
 	uploadBytes int64
 
 	stats counters
+
+	hooks webhookRunner // webhook deliveries (webhooks.go)
 
 	client    *http.Client
 	closers   []func()
@@ -114,6 +118,7 @@ type config struct {
 	noHistory          bool
 	noStorage          bool
 	maxUploads         int64
+	webhooks           *webhooktest.Signer
 }
 
 // FaultHeader marks an answer that the server breaks on purpose
@@ -267,6 +272,7 @@ func (s *Server) Client() *http.Client { return s.client }
 // Close stops the server and closes the idle connections of Client().
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.hooks.close()
 		s.mu.Lock()
 		for _, j := range s.jobs {
 			j.stop()
