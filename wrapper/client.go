@@ -51,6 +51,7 @@ type Client struct {
 	paused      sync.Map                 // op name -> *atomic.Int64: unix nanoseconds until which that operation waits (a 429)
 	hist        *gen.ClientWithResponses // the request history, on its own origin
 	histOrigin  *url.URL
+	storeOrigin *url.URL                 // fal's storage, for the proxy's upload initiates
 	histDown    atomic.Pointer[string] // why the history cannot be used, once known for good
 	known       idSet                  // request ids this client learned: never claimed from the history
 	health      health                 // since when requests keep failing
@@ -105,9 +106,10 @@ func New(opts ...Option) (*Client, error) {
 		server:      s.base.String(),
 		download:    s.hc,
 		histOrigin:  historyOrigin(s.base, s.history),
+		storeOrigin: storageOrigin(s.base),
 		streamSlots: make(chan struct{}, s.maxStreams),
 	}
-	c.queue = originBound(s.hc, s.base, c.histOrigin)
+	c.queue = originBound(s.hc, s.base, c.histOrigin, c.storeOrigin)
 	api, err := gen.NewClientWithResponses(c.server,
 		gen.WithHTTPClient(sender{c}),
 		gen.WithRequestEditorFn(c.authorize))
@@ -180,6 +182,19 @@ func loopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// falStorageURL is fal's storage, where fal's JS client initiates uploads.
+const falStorageURL = "https://rest.fal.ai"
+
+// storageOrigin is where fal's storage is for base: fal's for fal's queue,
+// the base URL's own origin otherwise (the simulator serves it there).
+func storageOrigin(base *url.URL) *url.URL {
+	if isFalHost(base) {
+		u, _ := url.Parse(falStorageURL)
+		return u
+	}
+	return &url.URL{Scheme: base.Scheme, Host: base.Host}
 }
 
 // isFalHost reports fal's own queue host, which wants the Key scheme.

@@ -81,7 +81,7 @@ func (x *exchange) end() {
 // is attached.
 func (c *Client) authorize(_ context.Context, req *http.Request) error {
 	req.Header.Set("User-Agent", c.set.userAgent)
-	if sameOrigin(req.URL, c.set.base) || sameOrigin(req.URL, c.histOrigin) {
+	if sameOrigin(req.URL, c.set.base) || sameOrigin(req.URL, c.histOrigin) || sameOrigin(req.URL, c.storeOrigin) {
 		req.Header.Set("Authorization", c.set.auth.header())
 	} else {
 		req.Header.Del("Authorization")

@@ -42,9 +42,10 @@ const (
 	opStream
 	opResult
 	opCancel
+	opUpload // a storage upload's initiate
 )
 
-var opNames = [...]string{"submit", "status", "stream", "result", "cancel"}
+var opNames = [...]string{"submit", "status", "stream", "result", "cancel", "upload"}
 
 // operations forwards the spec's operations (gen.ServerInterface): each
 // request to the base URL is built by gen from the spec.
@@ -267,6 +268,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Requ
 	if res != nil {
 		id = h.settleSubmit(res, code, held, whole)
 	}
+	if o == opUpload && code == http.StatusNotFound {
+		h.refuse(w, r, http.StatusNotImplemented, "operation", noStorage)
+		return
+	}
 	if leak != "" {
 		h.refuse(w, r, http.StatusBadGateway, "upstream", "the queue's answer carried the server's credential: not passed on",
 			"operation", opNames[o], "request_id", id, "where", leak, "upstream_status", code)
@@ -282,7 +287,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Requ
 		h.relayEvents(w, r, resp.Body, id, secrets)
 	} else {
 		var st string
-		if whole && o != opResult && o != opCancel {
+		if whole && o != opResult && o != opCancel && o != opUpload {
 			held, st = publicURLs(held, id)
 		}
 		h.settle(o, id, code, st)

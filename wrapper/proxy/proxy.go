@@ -100,7 +100,7 @@ const TargetHeader = "X-Fal-Target-Url"
 
 // notThisModel is the refusal of a target that is not one of the spec's
 // operations.
-const notThisModel = "only this model's queue operations (submit, status, status stream, result, cancel) on queue.fal.run are proxied"
+const notThisModel = "only this model's queue operations (submit, status, status stream, result, cancel) on queue.fal.run, and fal storage's upload initiates on rest.fal.ai, are proxied"
 
 // ErrForbidden, wrapped by an Authorize error, makes the answer 403 instead
 // of 401: the user is known, and not allowed.
@@ -111,7 +111,8 @@ type Handler struct {
 	f      bridge.Forwarder
 	server string // the base URL, with the trailing slash gen's builders want
 	cfg    config
-	routes *http.ServeMux // gen's routes of the spec: what may pass
+	routes  *http.ServeMux // gen's routes of the spec: what may pass to the queue
+	storage *http.ServeMux // the same, for targets on fal's storage host
 	jobs   *jobStore
 	calls  gate                // each user's requests in flight
 	bodies *semaphore.Weighted // the bytes of submit bodies in flight
@@ -356,11 +357,20 @@ func New(client *wrapper.Client, opts ...Option) (*Handler, error) {
 			h.refuse(w, r, http.StatusBadRequest, "parameter", err.Error())
 		},
 	})
+	h.storage = http.NewServeMux()
+	gen.HandlerWithOptions(storageOps{h}, gen.StdHTTPServerOptions{
+		BaseRouter: h.storage,
+		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			h.refuse(w, r, http.StatusBadRequest, "parameter", err.Error())
+		},
+	})
 	// Whatever the spec's routes do not match (another path, or a method
 	// the operation does not take) is refused.
-	h.routes.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
-	})
+	for _, m := range []*http.ServeMux{h.routes, h.storage} {
+		m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
+		})
+	}
 	return h, nil
 }
 
@@ -448,7 +458,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, code, "auth", err.Error())
 		return
 	}
-	if !strings.EqualFold(target.Hostname(), "queue.fal.run") || path.Clean("/"+target.Path) != target.Path {
+	routes := h.routes
+	if strings.EqualFold(target.Hostname(), falStorageHost) {
+		routes = h.storage // the upload initiates of fal's JS client, nothing else
+	}
+	if (routes == h.routes && !strings.EqualFold(target.Hostname(), "queue.fal.run")) || path.Clean("/"+target.Path) != target.Path {
 		h.refuse(w, r, http.StatusForbidden, "operation", notThisModel, "target", raw)
 		return
 	}
@@ -464,7 +478,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tr := r.WithContext(withCall(r.Context(), c))
 	tr.URL = &url.URL{Path: target.Path, RawPath: target.RawPath, RawQuery: target.RawQuery}
 	tr.Host, tr.RequestURI = "", ""
-	h.routes.ServeHTTP(w, tr)
+	routes.ServeHTTP(w, tr)
 }
 
 // userOf is the user the limits count a request against: UserOf's answer,
