@@ -112,16 +112,7 @@ func Option(settings ...Setting) wrapper.Option {
 // NewObserver returns the wrapper.Observer behind Option, for a program
 // that combines observers.
 func NewObserver(settings ...Setting) wrapper.Observer {
-	cfg := config{prop: propagation.TraceContext{}, env: os.Getenv}
-	for _, s := range settings {
-		s(&cfg)
-	}
-	if cfg.tp == nil {
-		cfg.tp = otel.GetTracerProvider()
-	}
-	if cfg.mp == nil {
-		cfg.mp = otel.GetMeterProvider()
-	}
+	cfg := newConfig(settings)
 	o := &observer{
 		tracer: cfg.tp.Tracer(ScopeName),
 		prop:   cfg.prop,
@@ -145,6 +136,20 @@ func NewObserver(settings ...Setting) wrapper.Observer {
 	o.httpDuration, _ = m.Float64Histogram("http.client.request.duration", sec,
 		metric.WithDescription("Duration of HTTP client requests."))
 	return o
+}
+
+func newConfig(settings []Setting) config {
+	cfg := config{prop: propagation.TraceContext{}, env: os.Getenv}
+	for _, s := range settings {
+		s(&cfg)
+	}
+	if cfg.tp == nil {
+		cfg.tp = otel.GetTracerProvider()
+	}
+	if cfg.mp == nil {
+		cfg.mp = otel.GetMeterProvider()
+	}
+	return cfg
 }
 
 // model is gen_ai.request.model: the endpoint id, the spec's submit path

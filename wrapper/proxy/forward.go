@@ -234,6 +234,13 @@ const heldAnswer = 1 << 20
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Request, o op, id string, res *reservation) {
 	start := time.Now()
 	var wrote atomic.Bool
+	octx := h.continueTrace(r, req, o)
+	code := 0
+	defer func() {
+		if h.cfg.observer != nil {
+			h.cfg.observer.EndForward(octx, Forwarded{Operation: opNames[o], RequestID: id, StatusCode: code, Duration: time.Since(start)})
+		}
+	}()
 	ctx := httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
 		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(wrote.Load() || i.Err == nil) },
 	})
@@ -254,7 +261,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Requ
 	h.stats.forwarded.Add(1)
 	secrets := secretsOf(resp.Request, req)
 	leak := leakedHeader(resp.Header, secrets)
-	code := resp.StatusCode
+	code = resp.StatusCode
 	stream := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	var held []byte
 	whole := true
@@ -621,6 +628,9 @@ func (h *Handler) count(reason string) {
 func (h *Handler) refuseWith(w http.ResponseWriter, r *http.Request, code int, reason, detail string, body any, attrs ...any) {
 	h.count(reason)
 	h.cfg.log.Warn("fluxi2i proxy: refused", append([]any{"method", r.Method, "status", code, "reason", reason, "detail", detail}, attrs...)...)
+	if h.cfg.observer != nil {
+		h.cfg.observer.Refused(r.Context(), Refusal{Reason: reason, StatusCode: code, Detail: detail})
+	}
 	writeJSON(w, code, body)
 }
 

@@ -135,6 +135,7 @@ type config struct {
 	maxBody      int64
 	bodyBudget   int64
 	bodyWait     time.Duration
+	observer     Observer
 }
 
 // Option configures a Handler.
@@ -554,7 +555,7 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
 		return refuse()
 	}
 	w.Header().Set("Access-Control-Allow-Methods", "GET, POST, PUT")
-	w.Header().Set("Access-Control-Allow-Headers", "Content-Type, Accept, Authorization, "+TargetHeader+", X-Fal-Queue-Priority, X-Fal-Runner-Hint, X-Fal-Request-Timeout, X-Fal-Store-Io, X-Fal-Object-Lifecycle-Preference, X-Fal-No-Retry")
+	w.Header().Set("Access-Control-Allow-Headers", "Content-Type, Accept, Authorization, "+TargetHeader+", X-Fal-Queue-Priority, X-Fal-Runner-Hint, X-Fal-Request-Timeout, X-Fal-Store-Io, X-Fal-Object-Lifecycle-Preference, X-Fal-Object-Lifecycle, X-Fal-No-Retry, Traceparent, Tracestate")
 	w.Header().Set("Access-Control-Max-Age", "600")
 	w.WriteHeader(http.StatusNoContent)
 	return true
