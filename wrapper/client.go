@@ -51,7 +51,7 @@ type Client struct {
 	paused      sync.Map                 // op name -> *atomic.Int64: unix nanoseconds until which that operation waits (a 429)
 	hist        *gen.ClientWithResponses // the request history, on its own origin
 	histOrigin  *url.URL
-	storeOrigin *url.URL                 // fal's storage, for the proxy's upload initiates
+	storeOrigin *url.URL               // fal's storage, for the proxy's upload initiates
 	histDown    atomic.Pointer[string] // why the history cannot be used, once known for good
 	known       idSet                  // request ids this client learned: never claimed from the history
 	health      health                 // since when requests keep failing

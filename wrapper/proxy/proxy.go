@@ -108,16 +108,16 @@ var ErrForbidden = errors.New("proxy: forbidden")
 
 // Handler is the proxy: an http.Handler.
 type Handler struct {
-	f      bridge.Forwarder
-	server string // the base URL, with the trailing slash gen's builders want
-	cfg    config
+	f       bridge.Forwarder
+	server  string // the base URL, with the trailing slash gen's builders want
+	cfg     config
 	routes  *http.ServeMux // gen's routes of the spec: what may pass to the queue
 	storage *http.ServeMux // the same, for targets on fal's storage host
-	jobs   *jobStore
-	calls  gate                // each user's requests in flight
-	bodies *semaphore.Weighted // the bytes of submit bodies in flight
-	held   gauge               // the bytes of submit bodies read and held
-	stats  counters
+	jobs    *jobStore
+	calls   gate                // each user's requests in flight
+	bodies  *semaphore.Weighted // the bytes of submit bodies in flight
+	held    gauge               // the bytes of submit bodies read and held
+	stats   counters
 }
 
 type config struct {
