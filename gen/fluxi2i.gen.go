@@ -439,8 +439,8 @@ type RequestHistoryItem struct {
 	EndedAt    *time.Time `json:"ended_at,omitempty"`
 	EndpointID *string    `json:"endpoint_id,omitempty"`
 
-	// JSONInput The submit body as received (expand=payloads).
-	JSONInput interface{} `json:"json_input,omitempty"`
+	// JSONInput The submit body as received (expand=payloads); kept as raw JSON, so that 64-bit seeds compare exactly.
+	JSONInput *json.RawMessage `json:"json_input,omitempty"`
 
 	// JSONOutput The output (expand=payloads).
 	JSONOutput interface{} `json:"json_output,omitempty"`

@@ -29,7 +29,8 @@
 // redacted), server.address, server.port, http.response.status_code,
 // http.request.resend_count on retries, error.type; plus
 // fluxi2i.operation. Its context goes to the server as W3C traceparent
-// (WithPropagator replaces the propagator).
+// (WithPropagator replaces the propagator), never to an image download's
+// host.
 //
 // The GenAI conventions are in development: unless
 // OTEL_SEMCONV_STABILITY_OPT_IN names gen_ai_latest_experimental, the
@@ -40,7 +41,8 @@
 //
 // gen_ai.client.inference.duration (histogram, s; gen_ai.operation.name,
 // gen_ai.provider.name, gen_ai.request.model, server.address, error.type
-// on failure), fluxi2i.job.queue.duration and fluxi2i.job.run.duration
+// on failure: one of fal's error types or the status code; not recorded
+// for a Submit alone, which is not a whole job), fluxi2i.job.queue.duration and fluxi2i.job.run.duration
 // (histograms, s: from queued to running, from running to completed, as
 // the client saw them), fluxi2i.retries (counter; fluxi2i.operation,
 // fluxi2i.retry.reason), fluxi2i.billable_units (counter), fluxi2i.jobs.in_flight
@@ -121,11 +123,12 @@ func NewObserver(settings ...Setting) wrapper.Observer {
 	}
 	m := cfg.mp.Meter(ScopeName)
 	sec := metric.WithUnit("s")
-	o.inference, _ = m.Float64Histogram("gen_ai.client.inference.duration", sec,
+	genAI := metric.WithExplicitBucketBoundaries(genAIBuckets...)
+	o.inference, _ = m.Float64Histogram("gen_ai.client.inference.duration", sec, genAI,
 		metric.WithDescription("Duration of a job, from its call to its result or error."))
-	o.queueTime, _ = m.Float64Histogram("fluxi2i.job.queue.duration", sec,
+	o.queueTime, _ = m.Float64Histogram("fluxi2i.job.queue.duration", sec, genAI,
 		metric.WithDescription("Time a job waited in the queue, as the client saw it."))
-	o.runTime, _ = m.Float64Histogram("fluxi2i.job.run.duration", sec,
+	o.runTime, _ = m.Float64Histogram("fluxi2i.job.run.duration", sec, genAI,
 		metric.WithDescription("Time a job ran, as the client saw it."))
 	o.retries, _ = m.Int64Counter("fluxi2i.retries", metric.WithUnit("{retry}"),
 		metric.WithDescription("Attempts retried, by operation and reason."))
@@ -133,7 +136,7 @@ func NewObserver(settings ...Setting) wrapper.Observer {
 		metric.WithDescription("What the server billed (X-Fal-Billable-Units)."))
 	o.inFlight, _ = m.Int64UpDownCounter("fluxi2i.jobs.in_flight", metric.WithUnit("{job}"),
 		metric.WithDescription("Jobs whose call has begun and not ended."))
-	o.httpDuration, _ = m.Float64Histogram("http.client.request.duration", sec,
+	o.httpDuration, _ = m.Float64Histogram("http.client.request.duration", sec, metric.WithExplicitBucketBoundaries(httpBuckets...),
 		metric.WithDescription("Duration of HTTP client requests."))
 	return o
 }
@@ -151,6 +154,13 @@ func newConfig(settings []Setting) config {
 	}
 	return cfg
 }
+
+// The histograms' buckets, as the conventions advise: GenAI durations
+// from 10 ms doubling to 82 s, HTTP requests from 5 ms to 10 s.
+var (
+	genAIBuckets = []float64{0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92}
+	httpBuckets  = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
+)
 
 // model is gen_ai.request.model: the endpoint id, the spec's submit path
 // without its leading slash.
@@ -176,6 +186,7 @@ type observer struct {
 
 // job is a job's state, kept in its context by StartJob.
 type job struct {
+	call      string // "run", "submit", "wait", "settle"
 	span      trace.Span
 	start     time.Time
 	common    []attribute.KeyValue // the metrics' attributes
@@ -208,7 +219,7 @@ func hostPort(raw string) (string, int) {
 
 func (o *observer) StartJob(ctx context.Context, js wrapper.JobStart) context.Context {
 	opName := OperationGenerate
-	if js.Call == "wait" {
+	if js.Call == "wait" || js.Call == "settle" {
 		opName = OperationFetch
 	}
 	host, port := hostPort(js.BaseURL)
@@ -236,7 +247,7 @@ func (o *observer) StartJob(ctx context.Context, js wrapper.JobStart) context.Co
 	}
 	ctx, span := o.tracer.Start(ctx, opName+" "+o.model, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	o.inFlight.Add(ctx, 1)
-	return context.WithValue(ctx, jobKey{}, &job{span: span, start: time.Now(), common: common[:3]})
+	return context.WithValue(ctx, jobKey{}, &job{span: span, start: time.Now(), common: common[:4], call: js.Call})
 }
 
 func (o *observer) JobEvent(ctx context.Context, ev wrapper.JobEvent) {
@@ -308,7 +319,9 @@ func (o *observer) EndJob(ctx context.Context, end wrapper.JobEnd) {
 		j.span.SetAttributes(attribute.String("error.type", et))
 		j.span.SetStatus(codes.Error, end.Err.Error())
 	}
-	o.inference.Record(ctx, now.Sub(j.start).Seconds(), metric.WithAttributes(attrs...))
+	if j.call != "submit" { // a submit alone is not a whole job
+		o.inference.Record(ctx, now.Sub(j.start).Seconds(), metric.WithAttributes(attrs...))
+	}
 	if !j.queued.IsZero() && !j.running.IsZero() {
 		o.queueTime.Record(ctx, j.running.Sub(j.queued).Seconds(), metric.WithAttributes(j.common...))
 	}
@@ -345,7 +358,9 @@ func (o *observer) StartRequest(ctx context.Context, req *http.Request, info wra
 		attrs = append(attrs, attribute.Int("http.request.resend_count", info.Resend))
 	}
 	ctx, span := o.tracer.Start(ctx, req.Method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
-	o.prop.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	if info.Op != "download" { // an image's host is a CDN's, not the API's: no trace context there
+		o.prop.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	}
 	return context.WithValue(ctx, attemptKey{}, &attempt{span: span, start: time.Now(), attrs: common})
 }
 
@@ -375,16 +390,25 @@ func (o *observer) EndRequest(ctx context.Context, end wrapper.RequestEnd) {
 	a.span.End()
 }
 
+// knownErrorTypes are fal's error types: error.type takes one of these, or
+// the status code.
+var knownErrorTypes = map[string]bool{
+	"request_timeout": true, "startup_timeout": true, "runner_scheduling_failure": true,
+	"runner_connection_timeout": true, "runner_disconnected": true, "runner_connection_refused": true,
+	"runner_connection_error": true, "runner_incomplete_response": true, "runner_server_error": true,
+	"internal_error": true, "client_disconnected": true, "client_cancelled": true, "bad_request": true,
+}
+
 // errorType is error.type: low cardinality, as the conventions ask.
 func errorType(err error) string {
 	var ae *wrapper.APIError
 	var ie *wrapper.InputError
 	switch {
 	case errors.As(err, &ae):
-		if ae.ErrorType != "" {
+		if knownErrorTypes[ae.ErrorType] {
 			return ae.ErrorType
 		}
-		return strconv.Itoa(ae.StatusCode)
+		return strconv.Itoa(ae.StatusCode) // the server's type, if any, is not trusted to be low-cardinality
 	case errors.As(err, &ie):
 		return "invalid_input"
 	case errors.Is(err, wrapper.ErrOutcomeUnknown):

@@ -15,7 +15,7 @@ import (
 // they must be quick and safe for concurrent use. A Start method returns
 // the context the matching calls get (carrying a span, say).
 type Observer interface {
-	// StartJob is called when Run, Submit or Wait begins.
+	// StartJob is called when Run, Submit, Wait or Settle begins.
 	StartJob(ctx context.Context, job JobStart) context.Context
 	// JobEvent reports a step of the job: queued, a status change, a retry,
 	// the request history's lookup of a lost submit.
@@ -33,7 +33,8 @@ type Observer interface {
 
 // JobStart describes a job's call as it begins.
 type JobStart struct {
-	// Call is "run", "submit" or "wait" (a stored request id resumed).
+	// Call is "run", "submit", "wait" (a stored request id resumed) or
+	// "settle" (Settle's lookup of a journaled submit).
 	Call      string
 	RequestID string     // set for a wait
 	Input     *gen.Input // the input, for run and submit

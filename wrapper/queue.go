@@ -234,6 +234,7 @@ func (c *Client) Result(ctx context.Context, requestID string) (*Result, error) 
 	if err := checkID(requestID); err != nil {
 		return nil, err
 	}
+	c.known.add(requestID, time.Now()) // never the job of another lost submit
 	return c.result(ctx, &c.set, requestID, persistNone)
 }
 

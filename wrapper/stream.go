@@ -93,7 +93,12 @@ func (w *watcher) stream(ctx context.Context) (done bool, err error) {
 		}
 		return false, &streamError{err: err}
 	}
-	defer resp.Body.Close()
+	defer resp.Body.Close() // ends the attempt, with x.err
+	defer func() {
+		if err != nil && !done {
+			x.err = err // a stream that broke after its headers is a failed attempt
+		}
+	}()
 	r := sse.NewReader(resp.Body, maxEvent)
 	for events := 0; ; events++ {
 		ev, err := r.Next()

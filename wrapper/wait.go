@@ -5,6 +5,7 @@ import (
 	"errors"
 	"iter"
 	"math/rand/v2"
+	"time"
 )
 
 // errStopped ends a watch whose consumer stopped listening.
@@ -138,6 +139,7 @@ func (w *watcher) observe(st Status) bool {
 // watch follows the job until it ends, in the given mode, and returns the
 // last status seen.
 func (c *Client) watch(ctx context.Context, s *settings, id string, withLogs bool, emit func(Status) bool) (Status, error) {
+	c.known.add(id, time.Now()) // never the job of another lost submit
 	mode := s.mode
 	w := &watcher{c: c, s: s, id: id, withLogs: withLogs, emit: emit, ctx: ctx}
 	if mode == StatusPoll {

@@ -121,7 +121,7 @@ func (s *Server) history(p gen.ListRequestsByEndpointParams) answer {
 			it.StartedAt = ptr(e.sent.Add(s.cfg.queueTime).UTC())
 		}
 		if payloads && e.j.raw != nil {
-			it.JSONInput = json.RawMessage(e.j.raw)
+			it.JSONInput = ptr(json.RawMessage(e.j.raw))
 		}
 		page.Items = append(page.Items, it)
 	}
