@@ -29,8 +29,10 @@ import (
 // then the caller's context ends before the answer: the job may exist.
 func TestASubmitCancelledInFlightIsUnknown(t *testing.T) {
 	for name, mk := range map[string]func() (context.Context, context.CancelFunc){
-		"cancel":   func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) },
-		"deadline": func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 300*time.Millisecond) },
+		"cancel": func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) },
+		"deadline": func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 300*time.Millisecond)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got := make(chan struct{}, 1)
