@@ -77,6 +77,21 @@ func (e Logs) Valid() bool {
 	}
 }
 
+// Defines values for StorageType.
+const (
+	StorageTypeFalCdnV3 StorageType = "fal-cdn-v3"
+)
+
+// Valid indicates whether the value is a known member of the StorageType enum.
+func (e StorageType) Valid() bool {
+	switch e {
+	case StorageTypeFalCdnV3:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SubmitParamsXFalQueuePriority.
 const (
 	SubmitParamsXFalQueuePriorityLow    SubmitParamsXFalQueuePriority = "low"
@@ -164,6 +179,36 @@ func (e StreamStatusParamsLogs) Valid() bool {
 	case StreamStatusParamsLogsN0:
 		return true
 	case StreamStatusParamsLogsN1:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InitiateUploadParamsStorageType.
+const (
+	InitiateUploadParamsStorageTypeFalCdnV3 InitiateUploadParamsStorageType = "fal-cdn-v3"
+)
+
+// Valid indicates whether the value is a known member of the InitiateUploadParamsStorageType enum.
+func (e InitiateUploadParamsStorageType) Valid() bool {
+	switch e {
+	case InitiateUploadParamsStorageTypeFalCdnV3:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InitiateMultipartUploadParamsStorageType.
+const (
+	InitiateMultipartUploadParamsStorageTypeFalCdnV3 InitiateMultipartUploadParamsStorageType = "fal-cdn-v3"
+)
+
+// Valid indicates whether the value is a known member of the InitiateMultipartUploadParamsStorageType enum.
+func (e InitiateMultipartUploadParamsStorageType) Valid() bool {
+	switch e {
+	case InitiateMultipartUploadParamsStorageTypeFalCdnV3:
 		return true
 	default:
 		return false
@@ -394,8 +439,8 @@ type RequestHistoryItem struct {
 	EndedAt    *time.Time `json:"ended_at,omitempty"`
 	EndpointID *string    `json:"endpoint_id,omitempty"`
 
-	// JSONInput The submit body as received (expand=payloads).
-	JSONInput interface{} `json:"json_input,omitempty"`
+	// JSONInput The submit body as received (expand=payloads); kept as raw JSON, so that 64-bit seeds compare exactly.
+	JSONInput *json.RawMessage `json:"json_input,omitempty"`
 
 	// JSONOutput The output (expand=payloads).
 	JSONOutput interface{} `json:"json_output,omitempty"`
@@ -403,6 +448,35 @@ type RequestHistoryItem struct {
 	SentAt     *time.Time  `json:"sent_at,omitempty"`
 	StartedAt  *time.Time  `json:"started_at,omitempty"`
 	StatusCode *int        `json:"status_code,omitempty"`
+}
+
+// UploadCompletion defines model for UploadCompletion.
+type UploadCompletion struct {
+	Parts []UploadPart `json:"parts"`
+}
+
+// UploadPart defines model for UploadPart.
+type UploadPart struct {
+	Etag       string `json:"etag"`
+	PartNumber int    `json:"partNumber"`
+}
+
+// UploadRequest defines model for UploadRequest.
+type UploadRequest struct {
+	// ContentType Example: image/png
+	ContentType string `json:"content_type"`
+
+	// FileName Example: cat.png
+	FileName string `json:"file_name"`
+}
+
+// UploadTarget defines model for UploadTarget.
+type UploadTarget struct {
+	// FileURL The file's URL once uploaded, for the input.
+	FileURL string `json:"file_url"`
+
+	// UploadURL Where to PUT the bytes (with no credential).
+	UploadURL string `json:"upload_url"`
 }
 
 // ValidationDetail A list of field errors, or one message.
@@ -462,8 +536,17 @@ type WebhookPayload struct {
 // Logs defines model for Logs.
 type Logs int
 
+// ObjectLifecycle defines model for ObjectLifecycle.
+type ObjectLifecycle = string
+
 // RequestID Example: acf05732-7cb3-445b-9f39-fdaeccb1d730
 type RequestID = string
+
+// StorageType defines model for StorageType.
+type StorageType string
+
+// UploadToken defines model for UploadToken.
+type UploadToken = string
 
 // SubmitParams defines parameters for Submit.
 type SubmitParams struct {
@@ -519,6 +602,30 @@ type StreamStatusParams struct {
 // StreamStatusParamsLogs defines parameters for StreamStatus.
 type StreamStatusParamsLogs int
 
+// InitiateUploadParams defines parameters for InitiateUpload.
+type InitiateUploadParams struct {
+	// StorageType fal's JS client asks for fal-cdn-v3; fal's proxy passes nothing else.
+	StorageType InitiateUploadParamsStorageType `form:"storage_type" json:"storage_type"`
+
+	// XFalObjectLifecycle JSON {"expiration_duration_seconds":N} for the uploaded file.
+	XFalObjectLifecycle *ObjectLifecycle `json:"X-Fal-Object-Lifecycle,omitempty"`
+}
+
+// InitiateUploadParamsStorageType defines parameters for InitiateUpload.
+type InitiateUploadParamsStorageType string
+
+// InitiateMultipartUploadParams defines parameters for InitiateMultipartUpload.
+type InitiateMultipartUploadParams struct {
+	// StorageType fal's JS client asks for fal-cdn-v3; fal's proxy passes nothing else.
+	StorageType InitiateMultipartUploadParamsStorageType `form:"storage_type" json:"storage_type"`
+
+	// XFalObjectLifecycle JSON {"expiration_duration_seconds":N} for the uploaded file.
+	XFalObjectLifecycle *ObjectLifecycle `json:"X-Fal-Object-Lifecycle,omitempty"`
+}
+
+// InitiateMultipartUploadParamsStorageType defines parameters for InitiateMultipartUpload.
+type InitiateMultipartUploadParamsStorageType string
+
 // ListRequestsByEndpointParams defines parameters for ListRequestsByEndpoint.
 type ListRequestsByEndpointParams struct {
 	// EndpointID The endpoint (comma-separated for several, up to 50).
@@ -552,6 +659,15 @@ type ListRequestsByEndpointParamsExpand string
 
 // SubmitJSONRequestBody defines body for Submit for application/json ContentType.
 type SubmitJSONRequestBody = Input
+
+// InitiateUploadJSONRequestBody defines body for InitiateUpload for application/json ContentType.
+type InitiateUploadJSONRequestBody = UploadRequest
+
+// InitiateMultipartUploadJSONRequestBody defines body for InitiateMultipartUpload for application/json ContentType.
+type InitiateMultipartUploadJSONRequestBody = UploadRequest
+
+// CompleteUploadJSONRequestBody defines body for CompleteUpload for application/json ContentType.
+type CompleteUploadJSONRequestBody = UploadCompletion
 
 // JobDoneJSONRequestBody defines body for JobDone for application/json ContentType.
 type JobDoneJSONRequestBody = WebhookPayload
@@ -805,6 +921,80 @@ type ClientInterface interface {
 	// Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status/stream (the `StreamStatus` operationId).
 	StreamStatus(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// InitiateUploadWithBody Start the upload of one file (what fal's JS client does with a Blob or File)
+	//
+	// Answers where to PUT the bytes (upload_url, directly: no key, not
+	// through a proxy, with the file's Content-Type) and the URL the file
+	// will have (file_url), to put into the input.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /storage/upload/initiate (the `InitiateUpload` operationId).
+	InitiateUploadWithBody(ctx context.Context, params *InitiateUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// InitiateUpload Start the upload of one file (what fal's JS client does with a Blob or File)
+	//
+	// Answers where to PUT the bytes (upload_url, directly: no key, not
+	// through a proxy, with the file's Content-Type) and the URL the file
+	// will have (file_url), to put into the input.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /storage/upload/initiate (the `InitiateUpload` operationId).
+	InitiateUpload(ctx context.Context, params *InitiateUploadParams, body InitiateUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// InitiateMultipartUploadWithBody Start the upload of a file in parts (fal's JS client does so past 90 MB)
+	//
+	// The parts are PUT to upload_url's path followed by /{part} (1, 2,
+	// ...; 10 MB each), then POSTed to its path followed by /complete with
+	// the parts' etags.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /storage/upload/initiate-multipart (the `InitiateMultipartUpload` operationId).
+	InitiateMultipartUploadWithBody(ctx context.Context, params *InitiateMultipartUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// InitiateMultipartUpload Start the upload of a file in parts (fal's JS client does so past 90 MB)
+	//
+	// The parts are PUT to upload_url's path followed by /{part} (1, 2,
+	// ...; 10 MB each), then POSTed to its path followed by /complete with
+	// the parts' etags.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /storage/upload/initiate-multipart (the `InitiateMultipartUpload` operationId).
+	InitiateMultipartUpload(ctx context.Context, params *InitiateMultipartUploadParams, body InitiateMultipartUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutUploadWithBody The bytes of a file (the simulator's upload_url; fal's own is opaque)
+	//
+	// No credential is needed or sent; the token is the authority.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /storage/uploads/{token} (the `PutUpload` operationId).
+	PutUploadWithBody(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CompleteUploadWithBody Join the parts of a multipart upload (the simulator's form)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /storage/uploads/{token}/complete (the `CompleteUpload` operationId).
+	CompleteUploadWithBody(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CompleteUpload Join the parts of a multipart upload (the simulator's form)
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /storage/uploads/{token}/complete (the `CompleteUpload` operationId).
+	CompleteUpload(ctx context.Context, token UploadToken, body CompleteUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutUploadPartWithBody One part of a multipart upload (the simulator's form)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /storage/uploads/{token}/{part} (the `PutUploadPart` operationId).
+	PutUploadPartWithBody(ctx context.Context, token UploadToken, part int, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListRequestsByEndpoint The request history of an endpoint (ended requests only)
 	//
 	// Lists requests that have ended (terminal statuses only), sorted and
@@ -920,6 +1110,160 @@ func (c *Client) GetStatus(ctx context.Context, requestID RequestID, params *Get
 // Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status/stream (the `StreamStatus` operationId).
 func (c *Client) StreamStatus(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewStreamStatusRequest(c.Server, requestID, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// InitiateUploadWithBody Start the upload of one file (what fal's JS client does with a Blob or File)
+//
+// Answers where to PUT the bytes (upload_url, directly: no key, not
+// through a proxy, with the file's Content-Type) and the URL the file
+// will have (file_url), to put into the input.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /storage/upload/initiate (the `InitiateUpload` operationId).
+func (c *Client) InitiateUploadWithBody(ctx context.Context, params *InitiateUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewInitiateUploadRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// InitiateUpload Start the upload of one file (what fal's JS client does with a Blob or File)
+//
+// Answers where to PUT the bytes (upload_url, directly: no key, not
+// through a proxy, with the file's Content-Type) and the URL the file
+// will have (file_url), to put into the input.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /storage/upload/initiate (the `InitiateUpload` operationId).
+func (c *Client) InitiateUpload(ctx context.Context, params *InitiateUploadParams, body InitiateUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewInitiateUploadRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// InitiateMultipartUploadWithBody Start the upload of a file in parts (fal's JS client does so past 90 MB)
+//
+// The parts are PUT to upload_url's path followed by /{part} (1, 2,
+// ...; 10 MB each), then POSTed to its path followed by /complete with
+// the parts' etags.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /storage/upload/initiate-multipart (the `InitiateMultipartUpload` operationId).
+func (c *Client) InitiateMultipartUploadWithBody(ctx context.Context, params *InitiateMultipartUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewInitiateMultipartUploadRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// InitiateMultipartUpload Start the upload of a file in parts (fal's JS client does so past 90 MB)
+//
+// The parts are PUT to upload_url's path followed by /{part} (1, 2,
+// ...; 10 MB each), then POSTed to its path followed by /complete with
+// the parts' etags.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /storage/upload/initiate-multipart (the `InitiateMultipartUpload` operationId).
+func (c *Client) InitiateMultipartUpload(ctx context.Context, params *InitiateMultipartUploadParams, body InitiateMultipartUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewInitiateMultipartUploadRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutUploadWithBody The bytes of a file (the simulator's upload_url; fal's own is opaque)
+//
+// No credential is needed or sent; the token is the authority.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /storage/uploads/{token} (the `PutUpload` operationId).
+func (c *Client) PutUploadWithBody(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutUploadRequestWithBody(c.Server, token, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CompleteUploadWithBody Join the parts of a multipart upload (the simulator's form)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /storage/uploads/{token}/complete (the `CompleteUpload` operationId).
+func (c *Client) CompleteUploadWithBody(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCompleteUploadRequestWithBody(c.Server, token, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CompleteUpload Join the parts of a multipart upload (the simulator's form)
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /storage/uploads/{token}/complete (the `CompleteUpload` operationId).
+func (c *Client) CompleteUpload(ctx context.Context, token UploadToken, body CompleteUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCompleteUploadRequest(c.Server, token, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutUploadPartWithBody One part of a multipart upload (the simulator's form)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /storage/uploads/{token}/{part} (the `PutUploadPart` operationId).
+func (c *Client) PutUploadPartWithBody(ctx context.Context, token UploadToken, part int, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutUploadPartRequestWithBody(c.Server, token, part, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1292,6 +1636,288 @@ func NewStreamStatusRequest(server string, requestID RequestID, params *StreamSt
 	return req, nil
 }
 
+// NewInitiateUploadRequest calls the generic InitiateUpload builder with application/json body
+func NewInitiateUploadRequest(server string, params *InitiateUploadParams, body InitiateUploadJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewInitiateUploadRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewInitiateUploadRequestWithBody constructs an http.Request for the InitiateUpload method, with any body, and a specified content type
+func NewInitiateUploadRequestWithBody(server string, params *InitiateUploadParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/storage/upload/initiate")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "storage_type", params.StorageType, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XFalObjectLifecycle != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Object-Lifecycle", *params.XFalObjectLifecycle, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Fal-Object-Lifecycle", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewInitiateMultipartUploadRequest calls the generic InitiateMultipartUpload builder with application/json body
+func NewInitiateMultipartUploadRequest(server string, params *InitiateMultipartUploadParams, body InitiateMultipartUploadJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewInitiateMultipartUploadRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewInitiateMultipartUploadRequestWithBody constructs an http.Request for the InitiateMultipartUpload method, with any body, and a specified content type
+func NewInitiateMultipartUploadRequestWithBody(server string, params *InitiateMultipartUploadParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/storage/upload/initiate-multipart")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "storage_type", params.StorageType, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XFalObjectLifecycle != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Object-Lifecycle", *params.XFalObjectLifecycle, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Fal-Object-Lifecycle", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewPutUploadRequestWithBody constructs an http.Request for the PutUpload method, with any body, and a specified content type
+func NewPutUploadRequestWithBody(server string, token UploadToken, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "token", token, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/storage/uploads/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewCompleteUploadRequest calls the generic CompleteUpload builder with application/json body
+func NewCompleteUploadRequest(server string, token UploadToken, body CompleteUploadJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCompleteUploadRequestWithBody(server, token, "application/json", bodyReader)
+}
+
+// NewCompleteUploadRequestWithBody constructs an http.Request for the CompleteUpload method, with any body, and a specified content type
+func NewCompleteUploadRequestWithBody(server string, token UploadToken, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "token", token, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/storage/uploads/%s/complete", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewPutUploadPartRequestWithBody constructs an http.Request for the PutUploadPart method, with any body, and a specified content type
+func NewPutUploadPartRequestWithBody(server string, token UploadToken, part int, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "token", token, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "part", part, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/storage/uploads/%s/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewListRequestsByEndpointRequest constructs an http.Request for the ListRequestsByEndpoint method
 func NewListRequestsByEndpointRequest(server string, params *ListRequestsByEndpointParams) (*http.Request, error) {
 	var err error
@@ -1540,6 +2166,80 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status/stream (the `StreamStatus` operationId).
 	StreamStatusWithResponse(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*StreamStatusResponse, error)
+
+	// InitiateUploadWithBodyWithResponse Start the upload of one file (what fal's JS client does with a Blob or File)
+	//
+	// Answers where to PUT the bytes (upload_url, directly: no key, not
+	// through a proxy, with the file's Content-Type) and the URL the file
+	// will have (file_url), to put into the input.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /storage/upload/initiate (the `InitiateUpload` operationId).
+	InitiateUploadWithBodyWithResponse(ctx context.Context, params *InitiateUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InitiateUploadResponse, error)
+
+	// InitiateUploadWithResponse Start the upload of one file (what fal's JS client does with a Blob or File)
+	//
+	// Answers where to PUT the bytes (upload_url, directly: no key, not
+	// through a proxy, with the file's Content-Type) and the URL the file
+	// will have (file_url), to put into the input.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /storage/upload/initiate (the `InitiateUpload` operationId).
+	InitiateUploadWithResponse(ctx context.Context, params *InitiateUploadParams, body InitiateUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*InitiateUploadResponse, error)
+
+	// InitiateMultipartUploadWithBodyWithResponse Start the upload of a file in parts (fal's JS client does so past 90 MB)
+	//
+	// The parts are PUT to upload_url's path followed by /{part} (1, 2,
+	// ...; 10 MB each), then POSTed to its path followed by /complete with
+	// the parts' etags.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /storage/upload/initiate-multipart (the `InitiateMultipartUpload` operationId).
+	InitiateMultipartUploadWithBodyWithResponse(ctx context.Context, params *InitiateMultipartUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InitiateMultipartUploadResponse, error)
+
+	// InitiateMultipartUploadWithResponse Start the upload of a file in parts (fal's JS client does so past 90 MB)
+	//
+	// The parts are PUT to upload_url's path followed by /{part} (1, 2,
+	// ...; 10 MB each), then POSTed to its path followed by /complete with
+	// the parts' etags.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /storage/upload/initiate-multipart (the `InitiateMultipartUpload` operationId).
+	InitiateMultipartUploadWithResponse(ctx context.Context, params *InitiateMultipartUploadParams, body InitiateMultipartUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*InitiateMultipartUploadResponse, error)
+
+	// PutUploadWithBodyWithResponse The bytes of a file (the simulator's upload_url; fal's own is opaque)
+	//
+	// No credential is needed or sent; the token is the authority.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /storage/uploads/{token} (the `PutUpload` operationId).
+	PutUploadWithBodyWithResponse(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutUploadResponse, error)
+
+	// CompleteUploadWithBodyWithResponse Join the parts of a multipart upload (the simulator's form)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /storage/uploads/{token}/complete (the `CompleteUpload` operationId).
+	CompleteUploadWithBodyWithResponse(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CompleteUploadResponse, error)
+
+	// CompleteUploadWithResponse Join the parts of a multipart upload (the simulator's form)
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /storage/uploads/{token}/complete (the `CompleteUpload` operationId).
+	CompleteUploadWithResponse(ctx context.Context, token UploadToken, body CompleteUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*CompleteUploadResponse, error)
+
+	// PutUploadPartWithBodyWithResponse One part of a multipart upload (the simulator's form)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /storage/uploads/{token}/{part} (the `PutUploadPart` operationId).
+	PutUploadPartWithBodyWithResponse(ctx context.Context, token UploadToken, part int, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutUploadPartResponse, error)
 
 	// ListRequestsByEndpointWithResponse The request history of an endpoint (ended requests only)
 	//
@@ -2683,6 +3383,690 @@ func (r StreamStatusResponse) ContentType() string {
 	return ""
 }
 
+// InitiateUploadResponse400Headers the declared response headers of an HTTP 400 response for InitiateUpload
+type InitiateUploadResponse400Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateUploadResponse401Headers the declared response headers of an HTTP 401 response for InitiateUpload
+type InitiateUploadResponse401Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateUploadResponse403Headers the declared response headers of an HTTP 403 response for InitiateUpload
+type InitiateUploadResponse403Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateUploadResponse404Headers the declared response headers of an HTTP 404 response for InitiateUpload
+type InitiateUploadResponse404Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateUploadResponse413Headers the declared response headers of an HTTP 413 response for InitiateUpload
+type InitiateUploadResponse413Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateUploadResponse429Headers the declared response headers of an HTTP 429 response for InitiateUpload
+type InitiateUploadResponse429Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateUploadResponse500Headers the declared response headers of an HTTP 500 response for InitiateUpload
+type InitiateUploadResponse500Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateUploadResponse502Headers the declared response headers of an HTTP 502 response for InitiateUpload
+type InitiateUploadResponse502Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateUploadResponse503Headers the declared response headers of an HTTP 503 response for InitiateUpload
+type InitiateUploadResponse503Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+type InitiateUploadResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *UploadTarget
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *PlatformError
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *PlatformError
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *PlatformError
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *PlatformError
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PlatformError
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *PlatformError
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *PlatformError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *PlatformError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *PlatformError
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *InitiateUploadResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *InitiateUploadResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *InitiateUploadResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *InitiateUploadResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *InitiateUploadResponse413Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *InitiateUploadResponse429Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *InitiateUploadResponse500Headers
+	// Headers502 the parsed response headers for an HTTP 502 response
+	Headers502 *InitiateUploadResponse502Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *InitiateUploadResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r InitiateUploadResponse) GetJSON200() *UploadTarget {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r InitiateUploadResponse) GetJSON400() *PlatformError {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r InitiateUploadResponse) GetJSON401() *PlatformError {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r InitiateUploadResponse) GetJSON403() *PlatformError {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r InitiateUploadResponse) GetJSON404() *PlatformError {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r InitiateUploadResponse) GetJSON413() *PlatformError {
+	return r.JSON413
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r InitiateUploadResponse) GetJSON429() *PlatformError {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r InitiateUploadResponse) GetJSON500() *PlatformError {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r InitiateUploadResponse) GetJSON502() *PlatformError {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InitiateUploadResponse) GetJSON503() *PlatformError {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r InitiateUploadResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r InitiateUploadResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r InitiateUploadResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r InitiateUploadResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// InitiateMultipartUploadResponse400Headers the declared response headers of an HTTP 400 response for InitiateMultipartUpload
+type InitiateMultipartUploadResponse400Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateMultipartUploadResponse401Headers the declared response headers of an HTTP 401 response for InitiateMultipartUpload
+type InitiateMultipartUploadResponse401Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateMultipartUploadResponse403Headers the declared response headers of an HTTP 403 response for InitiateMultipartUpload
+type InitiateMultipartUploadResponse403Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateMultipartUploadResponse404Headers the declared response headers of an HTTP 404 response for InitiateMultipartUpload
+type InitiateMultipartUploadResponse404Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateMultipartUploadResponse413Headers the declared response headers of an HTTP 413 response for InitiateMultipartUpload
+type InitiateMultipartUploadResponse413Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateMultipartUploadResponse429Headers the declared response headers of an HTTP 429 response for InitiateMultipartUpload
+type InitiateMultipartUploadResponse429Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateMultipartUploadResponse500Headers the declared response headers of an HTTP 500 response for InitiateMultipartUpload
+type InitiateMultipartUploadResponse500Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateMultipartUploadResponse502Headers the declared response headers of an HTTP 502 response for InitiateMultipartUpload
+type InitiateMultipartUploadResponse502Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// InitiateMultipartUploadResponse503Headers the declared response headers of an HTTP 503 response for InitiateMultipartUpload
+type InitiateMultipartUploadResponse503Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+type InitiateMultipartUploadResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *UploadTarget
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *PlatformError
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *PlatformError
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *PlatformError
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *PlatformError
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PlatformError
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *PlatformError
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *PlatformError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *PlatformError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *PlatformError
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *InitiateMultipartUploadResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *InitiateMultipartUploadResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *InitiateMultipartUploadResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *InitiateMultipartUploadResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *InitiateMultipartUploadResponse413Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *InitiateMultipartUploadResponse429Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *InitiateMultipartUploadResponse500Headers
+	// Headers502 the parsed response headers for an HTTP 502 response
+	Headers502 *InitiateMultipartUploadResponse502Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *InitiateMultipartUploadResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r InitiateMultipartUploadResponse) GetJSON200() *UploadTarget {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r InitiateMultipartUploadResponse) GetJSON400() *PlatformError {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r InitiateMultipartUploadResponse) GetJSON401() *PlatformError {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r InitiateMultipartUploadResponse) GetJSON403() *PlatformError {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r InitiateMultipartUploadResponse) GetJSON404() *PlatformError {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r InitiateMultipartUploadResponse) GetJSON413() *PlatformError {
+	return r.JSON413
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r InitiateMultipartUploadResponse) GetJSON429() *PlatformError {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r InitiateMultipartUploadResponse) GetJSON500() *PlatformError {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r InitiateMultipartUploadResponse) GetJSON502() *PlatformError {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InitiateMultipartUploadResponse) GetJSON503() *PlatformError {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r InitiateMultipartUploadResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r InitiateMultipartUploadResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r InitiateMultipartUploadResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r InitiateMultipartUploadResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// PutUploadResponse400Headers the declared response headers of an HTTP 400 response for PutUpload
+type PutUploadResponse400Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// PutUploadResponse404Headers the declared response headers of an HTTP 404 response for PutUpload
+type PutUploadResponse404Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// PutUploadResponse413Headers the declared response headers of an HTTP 413 response for PutUpload
+type PutUploadResponse413Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// PutUploadResponse429Headers the declared response headers of an HTTP 429 response for PutUpload
+type PutUploadResponse429Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+type PutUploadResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *PlatformError
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *PlatformError
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PlatformError
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *PlatformError
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *PutUploadResponse400Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *PutUploadResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *PutUploadResponse413Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *PutUploadResponse429Headers
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r PutUploadResponse) GetJSON400() *PlatformError {
+	return r.JSON400
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r PutUploadResponse) GetJSON404() *PlatformError {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r PutUploadResponse) GetJSON413() *PlatformError {
+	return r.JSON413
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r PutUploadResponse) GetJSON429() *PlatformError {
+	return r.JSON429
+}
+
+// GetBody returns the raw response body bytes
+func (r PutUploadResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutUploadResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutUploadResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutUploadResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CompleteUploadResponse400Headers the declared response headers of an HTTP 400 response for CompleteUpload
+type CompleteUploadResponse400Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// CompleteUploadResponse404Headers the declared response headers of an HTTP 404 response for CompleteUpload
+type CompleteUploadResponse404Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// CompleteUploadResponse413Headers the declared response headers of an HTTP 413 response for CompleteUpload
+type CompleteUploadResponse413Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+type CompleteUploadResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *PlatformError
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *PlatformError
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PlatformError
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *CompleteUploadResponse400Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *CompleteUploadResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *CompleteUploadResponse413Headers
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CompleteUploadResponse) GetJSON400() *PlatformError {
+	return r.JSON400
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r CompleteUploadResponse) GetJSON404() *PlatformError {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CompleteUploadResponse) GetJSON413() *PlatformError {
+	return r.JSON413
+}
+
+// GetBody returns the raw response body bytes
+func (r CompleteUploadResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CompleteUploadResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CompleteUploadResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CompleteUploadResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// PutUploadPartResponse400Headers the declared response headers of an HTTP 400 response for PutUploadPart
+type PutUploadPartResponse400Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// PutUploadPartResponse404Headers the declared response headers of an HTTP 404 response for PutUploadPart
+type PutUploadPartResponse404Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// PutUploadPartResponse413Headers the declared response headers of an HTTP 413 response for PutUploadPart
+type PutUploadPartResponse413Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+// PutUploadPartResponse429Headers the declared response headers of an HTTP 429 response for PutUploadPart
+type PutUploadPartResponse429Headers struct {
+	RetryAfter             *string
+	XFalErrorType          *string
+	XFalRequestTimeoutType *string
+	XFalRetryable          *string
+}
+
+type PutUploadPartResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *UploadPart
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *PlatformError
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *PlatformError
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PlatformError
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *PlatformError
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *PutUploadPartResponse400Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *PutUploadPartResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *PutUploadPartResponse413Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *PutUploadPartResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutUploadPartResponse) GetJSON200() *UploadPart {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r PutUploadPartResponse) GetJSON400() *PlatformError {
+	return r.JSON400
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r PutUploadPartResponse) GetJSON404() *PlatformError {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r PutUploadPartResponse) GetJSON413() *PlatformError {
+	return r.JSON413
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r PutUploadPartResponse) GetJSON429() *PlatformError {
+	return r.JSON429
+}
+
+// GetBody returns the raw response body bytes
+func (r PutUploadPartResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutUploadPartResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutUploadPartResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutUploadPartResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListRequestsByEndpointResponse400Headers the declared response headers of an HTTP 400 response for ListRequestsByEndpoint
 type ListRequestsByEndpointResponse400Headers struct {
 	RetryAfter             *string
@@ -2987,6 +4371,128 @@ func (c *ClientWithResponses) StreamStatusWithResponse(ctx context.Context, requ
 		return nil, err
 	}
 	return ParseStreamStatusResponse(rsp)
+}
+
+// InitiateUploadWithBodyWithResponse Start the upload of one file (what fal's JS client does with a Blob or File)
+//
+// Answers where to PUT the bytes (upload_url, directly: no key, not
+// through a proxy, with the file's Content-Type) and the URL the file
+// will have (file_url), to put into the input.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /storage/upload/initiate (the `InitiateUpload` operationId).
+func (c *ClientWithResponses) InitiateUploadWithBodyWithResponse(ctx context.Context, params *InitiateUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InitiateUploadResponse, error) {
+	rsp, err := c.InitiateUploadWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseInitiateUploadResponse(rsp)
+}
+
+// InitiateUploadWithResponse Start the upload of one file (what fal's JS client does with a Blob or File)
+//
+// Answers where to PUT the bytes (upload_url, directly: no key, not
+// through a proxy, with the file's Content-Type) and the URL the file
+// will have (file_url), to put into the input.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /storage/upload/initiate (the `InitiateUpload` operationId).
+func (c *ClientWithResponses) InitiateUploadWithResponse(ctx context.Context, params *InitiateUploadParams, body InitiateUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*InitiateUploadResponse, error) {
+	rsp, err := c.InitiateUpload(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseInitiateUploadResponse(rsp)
+}
+
+// InitiateMultipartUploadWithBodyWithResponse Start the upload of a file in parts (fal's JS client does so past 90 MB)
+//
+// The parts are PUT to upload_url's path followed by /{part} (1, 2,
+// ...; 10 MB each), then POSTed to its path followed by /complete with
+// the parts' etags.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /storage/upload/initiate-multipart (the `InitiateMultipartUpload` operationId).
+func (c *ClientWithResponses) InitiateMultipartUploadWithBodyWithResponse(ctx context.Context, params *InitiateMultipartUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InitiateMultipartUploadResponse, error) {
+	rsp, err := c.InitiateMultipartUploadWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseInitiateMultipartUploadResponse(rsp)
+}
+
+// InitiateMultipartUploadWithResponse Start the upload of a file in parts (fal's JS client does so past 90 MB)
+//
+// The parts are PUT to upload_url's path followed by /{part} (1, 2,
+// ...; 10 MB each), then POSTed to its path followed by /complete with
+// the parts' etags.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /storage/upload/initiate-multipart (the `InitiateMultipartUpload` operationId).
+func (c *ClientWithResponses) InitiateMultipartUploadWithResponse(ctx context.Context, params *InitiateMultipartUploadParams, body InitiateMultipartUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*InitiateMultipartUploadResponse, error) {
+	rsp, err := c.InitiateMultipartUpload(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseInitiateMultipartUploadResponse(rsp)
+}
+
+// PutUploadWithBodyWithResponse The bytes of a file (the simulator's upload_url; fal's own is opaque)
+//
+// No credential is needed or sent; the token is the authority.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /storage/uploads/{token} (the `PutUpload` operationId).
+func (c *ClientWithResponses) PutUploadWithBodyWithResponse(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutUploadResponse, error) {
+	rsp, err := c.PutUploadWithBody(ctx, token, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutUploadResponse(rsp)
+}
+
+// CompleteUploadWithBodyWithResponse Join the parts of a multipart upload (the simulator's form)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /storage/uploads/{token}/complete (the `CompleteUpload` operationId).
+func (c *ClientWithResponses) CompleteUploadWithBodyWithResponse(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CompleteUploadResponse, error) {
+	rsp, err := c.CompleteUploadWithBody(ctx, token, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCompleteUploadResponse(rsp)
+}
+
+// CompleteUploadWithResponse Join the parts of a multipart upload (the simulator's form)
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /storage/uploads/{token}/complete (the `CompleteUpload` operationId).
+func (c *ClientWithResponses) CompleteUploadWithResponse(ctx context.Context, token UploadToken, body CompleteUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*CompleteUploadResponse, error) {
+	rsp, err := c.CompleteUpload(ctx, token, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCompleteUploadResponse(rsp)
+}
+
+// PutUploadPartWithBodyWithResponse One part of a multipart upload (the simulator's form)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /storage/uploads/{token}/{part} (the `PutUploadPart` operationId).
+func (c *ClientWithResponses) PutUploadPartWithBodyWithResponse(ctx context.Context, token UploadToken, part int, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutUploadPartResponse, error) {
+	rsp, err := c.PutUploadPartWithBody(ctx, token, part, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutUploadPartResponse(rsp)
 }
 
 // ListRequestsByEndpointWithResponse The request history of an endpoint (ended requests only)
@@ -5147,6 +6653,1245 @@ func ParseStreamStatusResponse(rsp *http.Response) (*StreamStatusResponse, error
 	return response, nil
 }
 
+// ParseInitiateUploadResponse parses an HTTP response from a InitiateUploadWithResponse call
+func ParseInitiateUploadResponse(rsp *http.Response) (*InitiateUploadResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &InitiateUploadResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest UploadTarget
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers InitiateUploadResponse400Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers InitiateUploadResponse401Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers InitiateUploadResponse403Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers InitiateUploadResponse404Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers InitiateUploadResponse413Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 429:
+		var headers InitiateUploadResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 500:
+		var headers InitiateUploadResponse500Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 502:
+		var headers InitiateUploadResponse502Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers502 = &headers
+	case rsp.StatusCode == 503:
+		var headers InitiateUploadResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseInitiateMultipartUploadResponse parses an HTTP response from a InitiateMultipartUploadWithResponse call
+func ParseInitiateMultipartUploadResponse(rsp *http.Response) (*InitiateMultipartUploadResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &InitiateMultipartUploadResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest UploadTarget
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers InitiateMultipartUploadResponse400Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers InitiateMultipartUploadResponse401Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers InitiateMultipartUploadResponse403Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers InitiateMultipartUploadResponse404Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers InitiateMultipartUploadResponse413Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 429:
+		var headers InitiateMultipartUploadResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 500:
+		var headers InitiateMultipartUploadResponse500Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 502:
+		var headers InitiateMultipartUploadResponse502Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers502 = &headers
+	case rsp.StatusCode == 503:
+		var headers InitiateMultipartUploadResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePutUploadResponse parses an HTTP response from a PutUploadWithResponse call
+func ParsePutUploadResponse(rsp *http.Response) (*PutUploadResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutUploadResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers PutUploadResponse400Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 404:
+		var headers PutUploadResponse404Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers PutUploadResponse413Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 429:
+		var headers PutUploadResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCompleteUploadResponse parses an HTTP response from a CompleteUploadWithResponse call
+func ParseCompleteUploadResponse(rsp *http.Response) (*CompleteUploadResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CompleteUploadResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers CompleteUploadResponse400Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 404:
+		var headers CompleteUploadResponse404Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers CompleteUploadResponse413Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers413 = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePutUploadPartResponse parses an HTTP response from a PutUploadPartWithResponse call
+func ParsePutUploadPartResponse(rsp *http.Response) (*PutUploadPartResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutUploadPartResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest UploadPart
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest PlatformError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers PutUploadPartResponse400Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 404:
+		var headers PutUploadPartResponse404Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers PutUploadPartResponse413Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 429:
+		var headers PutUploadPartResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Error-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Error-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalErrorType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Request-Timeout-Type"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Request-Timeout-Type", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRequestTimeoutType = &value
+		}
+		if values := rsp.Header.Values("X-Fal-Retryable"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Fal-Retryable", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XFalRetryable = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseListRequestsByEndpointResponse parses an HTTP response from a ListRequestsByEndpointWithResponse call
 func ParseListRequestsByEndpointResponse(rsp *http.Response) (*ListRequestsByEndpointResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -5701,6 +8446,21 @@ type ServerInterface interface {
 	// StreamStatus The job's status changes as Server-Sent Events
 	// (GET /fal-ai/flux-1/requests/{request_id}/status/stream)
 	StreamStatus(w http.ResponseWriter, r *http.Request, requestID RequestID, params StreamStatusParams)
+	// InitiateUpload Start the upload of one file (what fal's JS client does with a Blob or File)
+	// (POST /storage/upload/initiate)
+	InitiateUpload(w http.ResponseWriter, r *http.Request, params InitiateUploadParams)
+	// InitiateMultipartUpload Start the upload of a file in parts (fal's JS client does so past 90 MB)
+	// (POST /storage/upload/initiate-multipart)
+	InitiateMultipartUpload(w http.ResponseWriter, r *http.Request, params InitiateMultipartUploadParams)
+	// PutUpload The bytes of a file (the simulator's upload_url; fal's own is opaque)
+	// (PUT /storage/uploads/{token})
+	PutUpload(w http.ResponseWriter, r *http.Request, token UploadToken)
+	// CompleteUpload Join the parts of a multipart upload (the simulator's form)
+	// (POST /storage/uploads/{token}/complete)
+	CompleteUpload(w http.ResponseWriter, r *http.Request, token UploadToken)
+	// PutUploadPart One part of a multipart upload (the simulator's form)
+	// (PUT /storage/uploads/{token}/{part})
+	PutUploadPart(w http.ResponseWriter, r *http.Request, token UploadToken, part int)
 	// ListRequestsByEndpoint The request history of an endpoint (ended requests only)
 	// (GET /v1/models/requests/by-endpoint)
 	ListRequestsByEndpoint(w http.ResponseWriter, r *http.Request, params ListRequestsByEndpointParams)
@@ -6013,6 +8773,201 @@ func (siw *ServerInterfaceWrapper) StreamStatus(w http.ResponseWriter, r *http.R
 	handler.ServeHTTP(w, r)
 }
 
+// InitiateUpload operation middleware
+func (siw *ServerInterfaceWrapper) InitiateUpload(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params InitiateUploadParams
+
+	// ------------- Required query parameter "storage_type" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "storage_type", r.URL.Query(), &params.StorageType, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "storage_type"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "storage_type", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "X-Fal-Object-Lifecycle" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Fal-Object-Lifecycle")]; found {
+		var XFalObjectLifecycle ObjectLifecycle
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "X-Fal-Object-Lifecycle", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Fal-Object-Lifecycle", valueList[0], &XFalObjectLifecycle, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "X-Fal-Object-Lifecycle", Err: err})
+			return
+		}
+
+		params.XFalObjectLifecycle = &XFalObjectLifecycle
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.InitiateUpload(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// InitiateMultipartUpload operation middleware
+func (siw *ServerInterfaceWrapper) InitiateMultipartUpload(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params InitiateMultipartUploadParams
+
+	// ------------- Required query parameter "storage_type" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "storage_type", r.URL.Query(), &params.StorageType, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "storage_type"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "storage_type", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "X-Fal-Object-Lifecycle" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Fal-Object-Lifecycle")]; found {
+		var XFalObjectLifecycle ObjectLifecycle
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "X-Fal-Object-Lifecycle", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Fal-Object-Lifecycle", valueList[0], &XFalObjectLifecycle, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "X-Fal-Object-Lifecycle", Err: err})
+			return
+		}
+
+		params.XFalObjectLifecycle = &XFalObjectLifecycle
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.InitiateMultipartUpload(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// PutUpload operation middleware
+func (siw *ServerInterfaceWrapper) PutUpload(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "token" -------------
+	var token UploadToken
+
+	err = runtime.BindStyledParameterWithOptions("simple", "token", r.PathValue("token"), &token, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "token", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.PutUpload(w, r, token)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CompleteUpload operation middleware
+func (siw *ServerInterfaceWrapper) CompleteUpload(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "token" -------------
+	var token UploadToken
+
+	err = runtime.BindStyledParameterWithOptions("simple", "token", r.PathValue("token"), &token, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "token", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CompleteUpload(w, r, token)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// PutUploadPart operation middleware
+func (siw *ServerInterfaceWrapper) PutUploadPart(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "token" -------------
+	var token UploadToken
+
+	err = runtime.BindStyledParameterWithOptions("simple", "token", r.PathValue("token"), &token, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "token", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "part" -------------
+	var part int
+
+	err = runtime.BindStyledParameterWithOptions("simple", "part", r.PathValue("part"), &part, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "integer", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "part", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.PutUploadPart(w, r, token, part)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListRequestsByEndpoint operation middleware
 func (siw *ServerInterfaceWrapper) ListRequestsByEndpoint(w http.ResponseWriter, r *http.Request) {
 
@@ -6276,6 +9231,11 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/fal-ai/flux-1/requests/{request_id}", wrapper.GetResult)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/fal-ai/flux-1/requests/{request_id}/cancel", wrapper.Cancel)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/models/requests/by-endpoint", wrapper.ListRequestsByEndpoint)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/storage/upload/initiate", wrapper.InitiateUpload)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/storage/upload/initiate-multipart", wrapper.InitiateMultipartUpload)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/storage/uploads/{token}", wrapper.PutUpload)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/storage/uploads/{token}/{part}", wrapper.PutUploadPart)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/storage/uploads/{token}/complete", wrapper.CompleteUpload)
 
 	return m
 }

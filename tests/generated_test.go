@@ -66,3 +66,24 @@ func TestGeneratedCodeHasNoEmbeddedSpec(t *testing.T) {
 		}
 	}
 }
+
+// TestTheCoreLinksNoOpenTelemetry: the tracing hook is the client's own
+// interface; OpenTelemetry lives in the otel module, which the root
+// go.mod does not require, so a program importing wrapper (or the CLI)
+// links none of it.
+func TestTheCoreLinksNoOpenTelemetry(t *testing.T) {
+	mod, err := os.ReadFile("../go.mod")
+	require.NoError(t, err)
+	assert.NotContains(t, string(mod), "go.opentelemetry.io")
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go command")
+	}
+	for _, pkg := range []string{"../wrapper", "../wrapper/batch", "../wrapper/proxy", "../cmd/fluxi2i"} {
+		out, err := exec.Command("go", "list", "-deps", pkg).Output()
+		require.NoError(t, err)
+		assert.NotContains(t, string(out), "go.opentelemetry.io", "%s links OpenTelemetry", pkg)
+	}
+	out, err := exec.Command("go", "list", "-C", "../otel", "-deps", ".").Output()
+	require.NoError(t, err)
+	assert.Contains(t, string(out), "go.opentelemetry.io/otel/trace", "the otel module does")
+}

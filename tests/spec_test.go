@@ -60,8 +60,14 @@ func TestSpecLoadsAndValidates(t *testing.T) {
 		"streamStatus": "GET /fal-ai/flux-1/requests/{request_id}/status/stream",
 		// fal's Platform API, on its own server.
 		"listRequestsByEndpoint": "GET /v1/models/requests/by-endpoint",
-		"getResult":              "GET /fal-ai/flux-1/requests/{request_id}",
-		"cancel":                 "PUT /fal-ai/flux-1/requests/{request_id}/cancel",
+		// fal's storage, on its own server, and the simulator's upload URLs.
+		"initiateUpload":          "POST /storage/upload/initiate",
+		"initiateMultipartUpload": "POST /storage/upload/initiate-multipart",
+		"putUpload":               "PUT /storage/uploads/{token}",
+		"putUploadPart":           "PUT /storage/uploads/{token}/{part}",
+		"completeUpload":          "POST /storage/uploads/{token}/complete",
+		"getResult":               "GET /fal-ai/flux-1/requests/{request_id}",
+		"cancel":                  "PUT /fal-ai/flux-1/requests/{request_id}/cancel",
 	}, ops)
 }
 

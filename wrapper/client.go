@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -50,6 +51,7 @@ type Client struct {
 	paused      sync.Map                 // op name -> *atomic.Int64: unix nanoseconds until which that operation waits (a 429)
 	hist        *gen.ClientWithResponses // the request history, on its own origin
 	histOrigin  *url.URL
+	storeOrigin *url.URL               // fal's storage, for the proxy's upload initiates
 	histDown    atomic.Pointer[string] // why the history cannot be used, once known for good
 	known       idSet                  // request ids this client learned: never claimed from the history
 	health      health                 // since when requests keep failing
@@ -65,7 +67,9 @@ type Client struct {
 // credential option, FLUXI2I_API_KEY is read (as WithAPIKey), then FAL_KEY,
 // which means fal directly (FalURL, Key scheme) unless a base URL is set;
 // without WithBaseURL, FLUXI2I_BASE_URL is read, then AggregatorURL is
-// used. With no key anywhere New fails with ErrNoCredentials.
+// used. With no key anywhere New fails with ErrNoCredentials, except for a
+// loopback base URL (localhost, 127.0.0.0/8, ::1: a local simulator or
+// fake queue), which gets the placeholder "Bearer local".
 func New(opts ...Option) (*Client, error) {
 	s := settings{
 		hc:         http.DefaultClient,
@@ -87,6 +91,10 @@ func New(opts ...Option) (*Client, error) {
 	if err := s.fromEnv(); err != nil {
 		return nil, err
 	}
+	if s.auth == nil && loopbackHost(s.base.Hostname()) {
+		// A local simulator or fake queue: it wants a credential, any.
+		s.auth = newCredential("Bearer", "local")
+	}
 	if s.auth == nil {
 		return nil, ErrNoCredentials
 	}
@@ -98,9 +106,10 @@ func New(opts ...Option) (*Client, error) {
 		server:      s.base.String(),
 		download:    s.hc,
 		histOrigin:  historyOrigin(s.base, s.history),
+		storeOrigin: storageOrigin(s.base),
 		streamSlots: make(chan struct{}, s.maxStreams),
 	}
-	c.queue = originBound(s.hc, s.base, c.histOrigin)
+	c.queue = originBound(s.hc, s.base, c.histOrigin, c.storeOrigin)
 	api, err := gen.NewClientWithResponses(c.server,
 		gen.WithHTTPClient(sender{c}),
 		gen.WithRequestEditorFn(c.authorize))
@@ -161,6 +170,28 @@ func historyOrigin(base, override *url.URL) *url.URL {
 		return override
 	case isFalHost(base):
 		u, _ := url.Parse(falPlatformURL)
+		return u
+	}
+	return &url.URL{Scheme: base.Scheme, Host: base.Host}
+}
+
+// loopbackHost reports localhost and loopback addresses.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// falStorageURL is fal's storage, where fal's JS client initiates uploads.
+const falStorageURL = "https://rest.fal.ai"
+
+// storageOrigin is where fal's storage is for base: fal's for fal's queue,
+// the base URL's own origin otherwise (the simulator serves it there).
+func storageOrigin(base *url.URL) *url.URL {
+	if isFalHost(base) {
+		u, _ := url.Parse(falStorageURL)
 		return u
 	}
 	return &url.URL{Scheme: base.Scheme, Host: base.Host}

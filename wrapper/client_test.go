@@ -346,3 +346,21 @@ func TestResponseSizeLimit(t *testing.T) {
 		assert.Contains(t, err.Error(), "200-byte limit")
 	})
 }
+
+// A loopback base URL (a local simulator) needs no key, as in the CLI;
+// any other still does.
+func TestALoopbackBaseURLNeedsNoKey(t *testing.T) {
+	for _, base := range []string{"http://127.0.0.1:8787", "http://localhost:8787", "http://[::1]:8787"} {
+		c, err := wrapper.New(wrapper.WithBaseURL(base), wrapper.WithEnvironment(func(string) string { return "" }))
+		require.NoError(t, err, base)
+		assert.Contains(t, c.String(), "[REDACTED]", "the placeholder is redacted like a key")
+	}
+	_, err := wrapper.New(wrapper.WithBaseURL("https://example.com"), wrapper.WithEnvironment(func(string) string { return "" }))
+	assert.ErrorIs(t, err, wrapper.ErrNoCredentials)
+
+	srv := spectest.NewServer(t)
+	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithHTTPClient(spectest.Client(t, srv)), wrapper.WithEnvironment(func(string) string { return "" }))
+	require.NoError(t, err)
+	_, err = c.Run(context.Background(), input())
+	require.NoError(t, err, "the simulator accepts the placeholder")
+}

@@ -88,10 +88,14 @@
 //
 // # Credentials
 //
-// The key is sent only to the configured base URL's origin: the request
-// editor that attaches it checks the origin itself, redirects off the
-// origin are not followed, and image downloads never carry it. The key
-// never appears in errors, logs or String.
+// The key is sent only to the configured origins: the base URL's, the
+// request history's (https://api.fal.ai for fal's queue) and fal's
+// storage's (https://rest.fal.ai for fal's queue, used by package proxy
+// for a browser's upload initiates); for any other base URL the last two
+// are its own origin. The request editor that attaches the key checks the
+// origin itself, redirects off those origins are not followed, and image
+// downloads never carry it. The key never appears in errors, logs or
+// String.
 //
 // # Around the client
 //

@@ -16,6 +16,8 @@ type forwarder struct{ c *Client }
 
 func (f forwarder) Server() string { return f.c.server }
 
+func (f forwarder) StorageServer() string { return f.c.storeOrigin.String() }
+
 func (f forwarder) Forward(req *http.Request) (*http.Response, error) {
 	c := f.c
 	x := &exchange{op: "proxy", stream: true}

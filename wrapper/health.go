@@ -89,6 +89,7 @@ type idSet struct {
 	mu    sync.Mutex
 	m     map[string]time.Time
 	added int
+	keep  time.Duration // longer than keepKnown when a settle window asks for it
 }
 
 // keepKnown is how long a learned id is remembered: longer than any lost
@@ -109,13 +110,22 @@ func (k *idSet) add(id string, now time.Time) bool {
 	k.m[id] = now
 	if k.added++; k.added >= 4096 && k.added >= len(k.m)/2 {
 		k.added = 0
+		keep := max(keepKnown, k.keep)
 		for id, t := range k.m {
-			if now.Sub(t) > keepKnown {
+			if now.Sub(t) > keep {
 				delete(k.m, id)
 			}
 		}
 	}
 	return true
+}
+
+// keepFor makes the set remember ids at least d: as long as a lost
+// submit may look for its job.
+func (k *idSet) keepFor(d time.Duration) {
+	k.mu.Lock()
+	k.keep = max(k.keep, d)
+	k.mu.Unlock()
 }
 
 func (k *idSet) has(id string) bool {

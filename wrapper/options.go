@@ -78,6 +78,7 @@ type settings struct {
 	idle       time.Duration
 	getenv     func(string) string
 	history    *url.URL // WithHistoryURL; nil: from the base URL
+	observer   Observer // WithObserver
 
 	// New and calls.
 	backoff    Backoff

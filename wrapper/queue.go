@@ -68,7 +68,14 @@ func (c *Client) Submit(ctx context.Context, in gen.Input, opts ...Option) (*Que
 	if err != nil {
 		return nil, err
 	}
-	return c.submit(ctx, in, s)
+	ctx, end := c.startJob(ctx, JobStart{Call: "submit", Input: &in})
+	q, err := c.submit(ctx, in, s)
+	if err != nil {
+		end("", nil, err)
+		return nil, err
+	}
+	end(q.RequestID, nil, nil)
+	return q, nil
 }
 
 // imageMarker stands in for image_url while the body of a WithImage submit
@@ -179,6 +186,7 @@ func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, 
 	}
 	c.stats.submits.Add(1)
 	c.set.log.Debug("fluxi2i: queued", "request_id", q.RequestID, "attempts", attempts)
+	c.event(ctx, JobEvent{Kind: EventQueued, RequestID: q.RequestID, QueuePosition: q.QueuePosition})
 	return &q, nil
 }
 
@@ -226,6 +234,7 @@ func (c *Client) Result(ctx context.Context, requestID string) (*Result, error) 
 	if err := checkID(requestID); err != nil {
 		return nil, err
 	}
+	c.known.add(requestID, time.Now()) // never the job of another lost submit
 	return c.result(ctx, &c.set, requestID, persistNone)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -107,6 +108,9 @@ type op struct {
 // resultRepeats is how many times in a row a finished job's result call
 // must meet the same plain 5xx (status and body) before it counts as the
 // model's own answer rather than a transient fault.
+//
+// A finished job's result also gives up after twice the retry budget of
+// plain 5xx answers (other faults not counted), however they differ.
 const resultRepeats = 3
 
 // persistence is which failures an operation keeps retrying past the
@@ -166,7 +170,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 		return n, err
 	}
 	var prev outcome // the last plain 5xx of a finished job's result
-	repeats, warned := 0, false
+	repeats, plain, warned := 0, 0, false
 	for n := 1; ; n++ {
 		if err := ctx.Err(); err != nil {
 			return fail(n-1, err) // nothing more was sent
@@ -176,7 +180,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 				return fail(n-1, err)
 			}
 		}
-		x := &exchange{op: o.name, id: o.id, stream: o.stream, download: o.download}
+		x := &exchange{op: o.name, id: o.id, stream: o.stream, download: o.download, resend: n - 1}
 		sent := time.Now()
 		err := try(x.begin(ctx, s.idle), x)
 		if err == nil {
@@ -186,6 +190,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 			c.health.ok()
 			return n, nil
 		}
+		x.err = err
 		x.end()
 		if !x.started { // never reached the wire
 			return fail(n-1, err)
@@ -195,13 +200,13 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 		if retry {
 			c.health.failed(failureText(err, x.status), time.Now())
 		}
-		if o.submit && ambiguous && ctx.Err() == nil {
-			unknown = true
+		if o.submit && ambiguous {
+			unknown = true // the server may have the body, whatever the context says
 			if first.IsZero() {
 				first = sent
 			}
 			last = time.Now()
-			if o.settle != nil {
+			if o.settle != nil && ctx.Err() == nil {
 				history = o.settle(ctx, first, last)
 				if history == nil {
 					return n, nil // the history found the job
@@ -216,7 +221,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 		}
 		switch {
 		case ctx.Err() != nil:
-			return fail(n, ctx.Err())
+			return fail(n, fmt.Errorf("%w (the last attempt: %v)", ctx.Err(), err))
 		case o.submit && s.atMostOnce && ambiguous:
 			return fail(n, err)
 		case !retry:
@@ -229,9 +234,13 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 			} else {
 				repeats = 1
 			}
-			prev = out
-			if repeats >= resultRepeats {
-				return fail(n, err)
+			prev, plain = out, plain+1
+			if repeats >= resultRepeats || plain >= 2*(s.retries+1) {
+				return fail(n, err) // the same answer in a row, or plain 5xx only, many times
+			}
+			if plain > s.retries && !warned {
+				warned = true
+				c.set.log.Warn("fluxi2i: still retrying past the retry budget", "op", o.name, "request_id", o.id, "attempts", n, "error", err)
 			}
 		case n > s.retries && !persist:
 			return fail(n, err)
@@ -244,6 +253,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 			c.pause(o.name, wait) // the account's limit: every such call of this client waits
 		}
 		c.set.log.Debug("fluxi2i: retrying", "op", o.name, "request_id", o.id, "attempt", n+1, "wait", wait, "error", err)
+		c.event(ctx, JobEvent{Kind: EventRetry, RequestID: o.id, Op: o.name, Attempt: n + 1, Delay: wait, Reason: failureText(err, x.status)})
 		if err := sleep(ctx, wait); err != nil {
 			return fail(n, err)
 		}
@@ -258,10 +268,12 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 	}
 }
 
-// sameAnswer reports two error answers with the same status and body.
+// sameAnswer reports two error answers with the same status, error type
+// and detail (a trace id elsewhere in the body does not make them differ).
 func sameAnswer(a, b outcome) bool {
 	var ea, eb *APIError
-	return a.status == b.status && errors.As(a.err, &ea) && errors.As(b.err, &eb) && bytes.Equal(ea.Body, eb.Body)
+	return a.status == b.status && errors.As(a.err, &ea) && errors.As(b.err, &eb) &&
+		ea.ErrorType == eb.ErrorType && ea.Detail == eb.Detail && (ea.Detail != "" || bytes.Equal(ea.Body, eb.Body))
 }
 
 // pause makes every call of operation op (a submit, say) of the client

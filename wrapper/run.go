@@ -15,12 +15,16 @@ func (c *Client) Run(ctx context.Context, in gen.Input, opts ...Option) (*Result
 	if err != nil {
 		return nil, err
 	}
+	ctx, end := c.startJob(ctx, JobStart{Call: "run", Input: &in})
 	q, err := c.submit(ctx, in, s)
 	if err != nil {
+		end("", nil, err)
 		return nil, err
 	}
 	if s.onQueued != nil {
 		s.onQueued(q)
 	}
-	return c.wait(ctx, s, q.RequestID)
+	res, err := c.wait(ctx, s, q.RequestID)
+	end(q.RequestID, res, err)
+	return res, err
 }

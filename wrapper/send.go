@@ -37,6 +37,12 @@ type exchange struct {
 	cancel context.CancelFunc // ends the attempt's context
 	timer  idleTimer          // idle's storage: one allocation less
 	body   progressBody       // the answer's body wrapper, likewise
+
+	resend  int             // attempts of the same request before this one
+	err     error           // the attempt's failure, for the observer
+	obs     Observer        // set once the observer saw the request start
+	obsCtx  context.Context // what StartRequest returned
+	endOnce sync.Once
 }
 
 type exchangeKey struct{}
@@ -60,10 +66,14 @@ func (x *exchange) Value(key any) any {
 	return x.Context.Value(key)
 }
 
-// end stops the idle timer and ends the attempt's context.
+// end stops the idle timer and ends the attempt's context, and tells the
+// observer once.
 func (x *exchange) end() {
 	x.idle.stop()
 	x.cancel()
+	if x.obs != nil {
+		x.endOnce.Do(func() { x.obs.EndRequest(x.obsCtx, RequestEnd{Op: x.op, StatusCode: x.status, Err: x.err}) })
+	}
 }
 
 // authorize is gen's request editor: the User-Agent, and the credential,
@@ -71,7 +81,7 @@ func (x *exchange) end() {
 // is attached.
 func (c *Client) authorize(_ context.Context, req *http.Request) error {
 	req.Header.Set("User-Agent", c.set.userAgent)
-	if sameOrigin(req.URL, c.set.base) || sameOrigin(req.URL, c.histOrigin) {
+	if sameOrigin(req.URL, c.set.base) || sameOrigin(req.URL, c.histOrigin) || sameOrigin(req.URL, c.storeOrigin) {
 		req.Header.Set("Authorization", c.set.auth.header())
 	} else {
 		req.Header.Del("Authorization")
@@ -108,6 +118,10 @@ func (s sender) Do(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("fluxi2i: internal error: a request sent outside an attempt")
 	}
 	x.started = true
+	if o := c.set.observer; o != nil {
+		x.obsCtx = o.StartRequest(x.Context, req, RequestInfo{Op: x.op, RequestID: x.id, Resend: x.resend})
+		x.obs = o
+	}
 	idle := x.idle
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = &progressBody{ReadCloser: req.Body, idle: idle}

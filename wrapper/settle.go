@@ -1,6 +1,7 @@
 package wrapper
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -8,6 +9,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
+	"math/big"
 	"net/http"
 	"slices"
 	"strconv"
@@ -83,6 +86,13 @@ type lostSubmit struct {
 	size        int64
 	first, last time.Time // the first ambiguous attempt's start, the last one's end
 	digest      []byte    // of the canonical body, once computed
+
+	since     time.Time     // the next poll asks for jobs that ended since (server time)
+	limit     int           // items a page; halved when a page is too large
+	offset    time.Duration // the server's clock minus the client's
+	clocked   bool          // offset was measured
+	truncated bool          // the last poll left pages unread
+	failed    error         // the last poll's failure
 }
 
 // Settle looks in the request history for a job submitted with in (and
@@ -101,7 +111,14 @@ func (c *Client) Settle(ctx context.Context, in gen.Input, sent time.Time, opts 
 	if err != nil {
 		return nil, err
 	}
-	return c.settle(ctx, s, &lostSubmit{body: body, size: size, first: sent, last: sent})
+	ctx, end := c.startJob(ctx, JobStart{Call: "settle", Input: &in})
+	q, err := c.settle(ctx, s, &lostSubmit{body: body, size: size, first: sent, last: sent})
+	if q != nil {
+		end(q.RequestID, nil, nil)
+	} else {
+		end("", nil, err)
+	}
+	return q, err
 }
 
 // historyDown is why the history cannot be used for s, or "".
@@ -116,38 +133,57 @@ func (c *Client) historyDown(s *settings) string {
 }
 
 // settle polls the history for ls's job until it is found, the window
-// has passed or ctx ends.
+// has passed or ctx ends. Each poll asks for what ended since the previous
+// one (less the skew), so a long window does not re-read the history.
 func (c *Client) settle(ctx context.Context, s *settings, ls *lostSubmit) (*Queued, error) {
 	deadline := ls.last.Add(s.settleWindow())
+	c.known.keepFor(2 * (s.settleWindow() + settleSkew))
 	delay := time.Second
+	unsettled := func(err error) (*Queued, error) {
+		c.event(ctx, JobEvent{Kind: EventHistory})
+		c.stats.unsettled.Add(1)
+		return nil, err
+	}
 	for {
 		if why := c.historyDown(s); why != "" {
-			c.stats.unsettled.Add(1)
-			return nil, &historyError{why: why}
+			return unsettled(&historyError{why: why})
 		}
+		polled := time.Now()
 		q, err := c.searchHistory(ctx, s, ls)
 		if q != nil {
+			c.event(ctx, JobEvent{Kind: EventHistory, RequestID: q.RequestID, Found: true})
 			c.stats.settled.Add(1)
 			c.set.log.Info("fluxi2i: a lost submit's job was found in the request history", "request_id", q.RequestID)
 			return q, nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return unsettled(ctx.Err())
 		}
 		if err != nil && permanentHistory(err) {
 			why := err.Error()
 			c.histDown.CompareAndSwap(nil, &why)
 			continue // reported above
 		}
+		switch {
+		case err != nil:
+			ls.failed = err
+		case ls.truncated:
+			ls.failed = nil // pages were left unread: the next poll starts over
+		default:
+			ls.failed = nil
+			ls.since = polled.Add(ls.offset - settleSkew) // the next poll asks for what ended since
+		}
 		if !time.Now().Before(deadline) {
-			c.stats.unsettled.Add(1)
-			if err != nil {
-				return nil, &historyError{why: "could not be read: " + err.Error()}
+			switch {
+			case ls.failed != nil:
+				return unsettled(&historyError{why: "could not be read: " + ls.failed.Error()})
+			case ls.truncated:
+				return unsettled(&historyError{why: fmt.Sprintf("more than %d pages of jobs ended in the window: the search was cut short", settlePages)})
 			}
-			return nil, &historyError{why: fmt.Sprintf("no job with this input ended within %v of the submit", s.settleWindow()), notFound: true}
+			return unsettled(&historyError{why: fmt.Sprintf("no job with this input ended within %v of the submit", s.settleWindow()), notFound: true})
 		}
 		if err := sleep(ctx, min(delay, time.Until(deadline))); err != nil {
-			return nil, err
+			return unsettled(err)
 		}
 		delay = min(delay*2, 15*time.Second)
 	}
@@ -167,7 +203,10 @@ func permanentHistory(err error) bool {
 	return false
 }
 
-// searchHistory reads the history once (every page) for ls's job.
+// searchHistory reads the history once (every page of what ended since
+// ls.since) for ls's job. The server's clock is learnt from its Date
+// header: a client clock off by more than half the skew shifts the window
+// (in the server's time) and the search is made again.
 func (c *Client) searchHistory(ctx context.Context, s *settings, ls *lostSubmit) (*Queued, error) {
 	if ls.digest == nil {
 		d, err := bodyDigest(ls.body)
@@ -175,15 +214,22 @@ func (c *Client) searchHistory(ctx context.Context, s *settings, ls *lostSubmit)
 			return nil, err
 		}
 		ls.digest = d
+		ls.since = ls.first.Add(-settleSkew)
+		// Each item carries a whole input: a page must fit the size limit.
+		ls.limit = int(min(max(s.maxBody/(2*ls.size+4096), gen.ListRequestsByEndpointParamsLimitMinimum), gen.ListRequestsByEndpointParamsLimitMaximum))
 	}
-	from, to := ls.first.Add(-settleSkew), ls.last.Add(settleSkew)
+	ls.truncated = false
 	expand := gen.ListRequestsByEndpointParamsExpandPayloads
-	// Each item carries a whole input: a page must fit the size limit.
-	limit := int(min(max(s.maxBody/(2*ls.size+4096), gen.ListRequestsByEndpointParamsLimitMinimum), gen.ListRequestsByEndpointParamsLimitMaximum))
-	params := gen.ListRequestsByEndpointParams{EndpointID: endpointID(), Start: &from, Expand: &expand, Limit: &limit}
-	for range settlePages {
-		var page *gen.RequestHistory
+	since := ls.since
+	params := gen.ListRequestsByEndpointParams{EndpointID: endpointID(), Start: &since, Expand: &expand}
+	for page := 0; page < settlePages; page++ {
+		from, to := ls.first.Add(ls.offset-settleSkew), ls.last.Add(ls.offset+settleSkew)
+		limit := ls.limit
+		params.Limit = &limit
+		var items *gen.RequestHistory
+		var date time.Time
 		_, err := c.do(ctx, s, op{name: "history"}, func(ctx context.Context, x *exchange) error {
+			sent := time.Now()
 			r, err := c.hist.ListRequestsByEndpointWithResponse(ctx, &params)
 			if err != nil {
 				return err
@@ -191,31 +237,54 @@ func (c *Client) searchHistory(ctx context.Context, s *settings, ls *lostSubmit)
 			if r.JSON200 == nil {
 				return fmt.Errorf("fluxi2i: history: undecodable HTTP %d answer", x.status)
 			}
-			page = r.JSON200
+			items = r.JSON200
+			if d, err := http.ParseTime(x.header.Get("Date")); err == nil {
+				date = d.Add(time.Since(sent) / 2)
+			}
 			return nil
 		})
+		var tooBig *tooLargeError
+		if errors.As(err, &tooBig) && ls.limit > 1 {
+			ls.limit /= 2 // big inputs: smaller pages
+			page--
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
-		for _, it := range page.Items {
+		if !date.IsZero() && !ls.clocked {
+			ls.clocked = true
+			if off := date.Sub(time.Now()); off > settleSkew/2 || off < -settleSkew/2 {
+				ls.offset = off.Round(time.Second)
+				ls.since = ls.since.Add(ls.offset)
+				return c.searchHistory(ctx, s, ls) // again, in the server's time
+			}
+		}
+		for _, it := range items.Items {
+			at := it.SentAt
+			if at == nil {
+				at = it.EndedAt // a job ends after it is sent
+			}
 			switch {
-			case it.JSONInput == nil, it.RequestID == "",
-				it.SentAt != nil && (it.SentAt.Before(from) || it.SentAt.After(to)),
+			case it.JSONInput == nil, it.RequestID == "", at == nil,
+				at.Before(from), it.SentAt != nil && it.SentAt.After(to),
 				it.EndpointID != nil && *it.EndpointID != params.EndpointID,
 				c.known.has(it.RequestID):
 				continue
 			}
-			if d := valueDigest(it.JSONInput); string(d) != string(ls.digest) || !c.known.add(it.RequestID, time.Now()) {
+			if d, err := rawDigest(*it.JSONInput); err != nil || string(d) != string(ls.digest) || !c.known.add(it.RequestID, time.Now()) {
 				continue
 			}
+			it.JSONInput, it.JSONOutput = nil, nil // the caller has the input; the output is the result call's
 			raw, _ := json.Marshal(it)
 			return &Queued{RequestID: it.RequestID, FromHistory: true, Raw: raw}, nil
 		}
-		if !page.HasMore || page.NextCursor == nil || *page.NextCursor == "" {
+		if !items.HasMore || items.NextCursor == nil || *items.NextCursor == "" {
 			return nil, nil
 		}
-		params.Cursor = page.NextCursor
+		params.Cursor = items.NextCursor
 	}
+	ls.truncated = true
 	return nil, nil
 }
 
@@ -229,27 +298,32 @@ func endpointID() string {
 	return strings.TrimPrefix(req.URL.Path, "/")
 }
 
-// bodyDigest is the canonical digest of a JSON body (see valueDigest).
+// bodyDigest is the canonical digest of a JSON body (see rawDigest).
 func bodyDigest(newBody func() (io.ReadCloser, error)) ([]byte, error) {
 	rc, err := newBody()
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	var v any
-	if err := json.NewDecoder(rc).Decode(&v); err != nil {
-		return nil, fmt.Errorf("fluxi2i: re-reading the submitted body: %w", err)
-	}
-	return valueDigest(v), nil
+	return readerDigest(rc)
 }
 
-// valueDigest hashes a decoded JSON value canonically: object keys
-// sorted, numbers in one form, so that equal JSON gives equal digests
-// whatever the spacing, key order or number spelling.
-func valueDigest(v any) []byte {
+// rawDigest hashes JSON canonically: object keys sorted, integers exact
+// (a 64-bit seed is not rounded to a float), other numbers in one form,
+// so that equal JSON gives equal digests whatever the spacing, key order
+// or number spelling.
+func rawDigest(b []byte) ([]byte, error) { return readerDigest(bytes.NewReader(b)) }
+
+func readerDigest(r io.Reader) ([]byte, error) {
+	dec := json.NewDecoder(r)
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("fluxi2i: reading JSON to compare: %w", err)
+	}
 	h := sha256.New()
 	canonical(h, v)
-	return h.Sum(nil)
+	return h.Sum(nil), nil
 }
 
 func canonical(h hash.Hash, v any) {
@@ -277,25 +351,29 @@ func canonical(h hash.Hash, v any) {
 		h.Write([]byte{']'})
 	case string:
 		io.WriteString(h, strconv.Quote(v))
-	case float64:
-		io.WriteString(h, "n"+strconv.FormatFloat(v, 'g', -1, 64))
 	case json.Number:
-		f, _ := v.Float64()
-		io.WriteString(h, "n"+strconv.FormatFloat(f, 'g', -1, 64))
-	case json.RawMessage:
-		var d any
-		if json.Unmarshal(v, &d) == nil {
-			canonical(h, d)
-		}
+		io.WriteString(h, "n"+canonicalNumber(string(v)))
 	case bool:
 		io.WriteString(h, strconv.FormatBool(v))
 	case nil:
 		io.WriteString(h, "null")
-	default:
-		b, _ := json.Marshal(v)
-		var d any
-		if json.Unmarshal(b, &d) == nil {
-			canonical(h, d)
+	}
+}
+
+// canonicalNumber is an integer exactly (1e3 and 1000 stay apart from
+// 1000.5, 2^53+1 from 2^53), any other number as its float64.
+func canonicalNumber(n string) string {
+	if !strings.ContainsAny(n, ".eE") {
+		if i, ok := new(big.Int).SetString(n, 10); ok {
+			return i.String()
 		}
 	}
+	f, err := strconv.ParseFloat(n, 64)
+	if err != nil {
+		return n
+	}
+	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+		return strconv.FormatInt(int64(f), 10) // 1000.0 is 1000
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
 }

@@ -76,8 +76,10 @@ func (w *watcher) stream(ctx context.Context) (done bool, err error) {
 	}
 	x := &exchange{op: "stream", id: w.id, stream: true}
 	c.stats.streams.Add(1)
+	x.resend = w.reopened
 	resp, err := c.api.StreamStatus(x.begin(ctx, w.s.idle), w.id, params, acceptEvents)
 	if err != nil {
+		x.err = err
 		x.end()
 		if ctx.Err() != nil {
 			return false, ctx.Err()
@@ -91,7 +93,12 @@ func (w *watcher) stream(ctx context.Context) (done bool, err error) {
 		}
 		return false, &streamError{err: err}
 	}
-	defer resp.Body.Close()
+	defer resp.Body.Close() // ends the attempt, with x.err
+	defer func() {
+		if err != nil && !done {
+			x.err = err // a stream that broke after its headers is a failed attempt
+		}
+	}()
 	r := sse.NewReader(resp.Body, maxEvent)
 	for events := 0; ; events++ {
 		ev, err := r.Next()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"iter"
 	"math/rand/v2"
+	"time"
 )
 
 // errStopped ends a watch whose consumer stopped listening.
@@ -44,7 +45,10 @@ func (c *Client) Wait(ctx context.Context, requestID string, opts ...Option) (*R
 	if err != nil {
 		return nil, err
 	}
-	return c.wait(ctx, s, requestID)
+	ctx, end := c.startJob(ctx, JobStart{Call: "wait", RequestID: requestID})
+	res, err := c.wait(ctx, s, requestID)
+	end(requestID, res, err)
+	return res, err
 }
 
 // Updates yields the job's status changes until it completes (the last one
@@ -114,12 +118,18 @@ type watcher struct {
 	last     Status
 	seen     bool // last holds a status
 	seenLogs int  // log lines already handed out
+	reopened int  // status streams opened before the current one
+	ctx      context.Context
 }
 
 // observe records st and emits it when it is the first or a change.
 func (w *watcher) observe(st Status) bool {
 	emit := !w.seen || changed(w.last, st)
+	statusChanged := !w.seen || w.last.Status != st.Status || !samePosition(w.last.QueuePosition, st.QueuePosition)
 	w.last, w.seen = st, true
+	if statusChanged {
+		w.c.event(w.ctx, JobEvent{Kind: EventStatus, RequestID: w.id, Status: st.Status, QueuePosition: st.QueuePosition})
+	}
 	if emit {
 		return w.emit(st)
 	}
@@ -129,8 +139,9 @@ func (w *watcher) observe(st Status) bool {
 // watch follows the job until it ends, in the given mode, and returns the
 // last status seen.
 func (c *Client) watch(ctx context.Context, s *settings, id string, withLogs bool, emit func(Status) bool) (Status, error) {
+	c.known.add(id, time.Now()) // never the job of another lost submit
 	mode := s.mode
-	w := &watcher{c: c, s: s, id: id, withLogs: withLogs, emit: emit}
+	w := &watcher{c: c, s: s, id: id, withLogs: withLogs, emit: emit, ctx: ctx}
 	if mode == StatusPoll {
 		return w.pollRest(ctx)
 	}
@@ -149,6 +160,7 @@ func (c *Client) watch(ctx context.Context, s *settings, id string, withLogs boo
 	defer func() { <-c.streamSlots }()
 	for failures := 0; ; failures++ {
 		done, err := w.stream(ctx)
+		w.reopened++
 		if done {
 			return w.last, nil
 		}
@@ -218,9 +230,9 @@ func (w *watcher) poll(ctx context.Context) error {
 }
 
 func changed(a, b Status) bool {
-	if a.Status != b.Status || len(b.NewLogs) > 0 {
-		return true
-	}
-	pa, pb := a.QueuePosition, b.QueuePosition
-	return (pa == nil) != (pb == nil) || (pa != nil && *pa != *pb)
+	return a.Status != b.Status || len(b.NewLogs) > 0 || !samePosition(a.QueuePosition, b.QueuePosition)
+}
+
+func samePosition(pa, pb *int) bool {
+	return (pa == nil) == (pb == nil) && (pa == nil || *pa == *pb)
 }

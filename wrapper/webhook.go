@@ -38,6 +38,11 @@ var (
 	ErrWebhookSignature     = errors.New("no key verifies the signature")
 	ErrWebhookKeys          = errors.New("signing keys unavailable")
 	ErrWebhookUser          = errors.New("delivery for another fal user")
+	// ErrWebhookRequestID is a signed delivery whose body names another
+	// request than the signed X-Fal-Webhook-Request-Id (or none): the
+	// signature covers the body, but a handler trusting the body's id
+	// would act on a request the signer did not vouch for.
+	ErrWebhookRequestID = errors.New("body names another request than the signature")
 )
 
 // WebhookError is a delivery that failed verification.
@@ -57,7 +62,11 @@ func (e *WebhookError) Unwrap() error { return e.Reason }
 // WebhookVerifier checks fal's ED25519 signatures on webhook deliveries:
 // the message request_id, user_id, timestamp and hex(sha256(body)), joined
 // by newlines, must verify under a key of fal's JWKS, and the timestamp must
-// be within Tolerance of now. Keys are cached for CacheFor and fetched
+// be within Tolerance of now. The signature header is hex (64 bytes, 128
+// digits); the JWKS is {"keys": [...]} with each key
+// {"kty":"OKP","crv":"Ed25519","x":"<unpadded base64url of 32 bytes>"}
+// (other keys are skipped). Package wrapper/webhooktest signs deliveries
+// and serves such a JWKS for tests; queuetest.Webhooks delivers them. Keys are cached for CacheFor and fetched
 // again when no cached key verifies a signature (fal rotated its keys).
 // Fetches are shared by concurrent deliveries, bounded by FetchTimeout, and
 // come at most once a minute, failed ones included, so forged deliveries
@@ -103,8 +112,42 @@ func (v *WebhookVerifier) now() time.Time {
 	return time.Now()
 }
 
-// Verify checks one delivery's headers against its raw body.
+// Verify checks one delivery's headers against its raw body: the
+// signature, the timestamp, the pinned UserID, and that the body's
+// request_id is the signed one (ErrWebhookRequestID: the body must be a
+// JSON object naming it).
 func (v *WebhookVerifier) Verify(ctx context.Context, h http.Header, body []byte) error {
+	if err := v.verifySignature(ctx, h, body); err != nil {
+		return err
+	}
+	var named struct {
+		RequestID string `json:"request_id"`
+	}
+	if err := json.Unmarshal(body, &named); err != nil {
+		return &WebhookError{Reason: ErrWebhookRequestID, Detail: "the body is not a JSON delivery: " + err.Error()}
+	}
+	if signed := h.Get(HeaderWebhookRequestID); named.RequestID != signed {
+		return &WebhookError{Reason: ErrWebhookRequestID, Detail: fmt.Sprintf("signed for %.80q, the body names %.80q", signed, named.RequestID)}
+	}
+	return nil
+}
+
+// Event verifies one delivery (Verify) and decodes it (DecodeWebhook),
+// with the signed user id in UserID.
+func (v *WebhookVerifier) Event(ctx context.Context, h http.Header, body []byte) (WebhookEvent, error) {
+	if err := v.Verify(ctx, h, body); err != nil {
+		return WebhookEvent{}, err
+	}
+	ev, err := DecodeWebhook(body)
+	if err != nil {
+		return WebhookEvent{}, err
+	}
+	ev.UserID = h.Get(HeaderWebhookUserID)
+	return ev, nil
+}
+
+// verifySignature checks the headers and the ED25519 signature.
+func (v *WebhookVerifier) verifySignature(ctx context.Context, h http.Header, body []byte) error {
 	if err := v.checkHeaders(h); err != nil {
 		return err
 	}
@@ -305,6 +348,11 @@ func (v *WebhookVerifier) fetch(ctx context.Context) ([]ed25519.PublicKey, error
 type WebhookEvent struct {
 	RequestID        string
 	GatewayRequestID string
+	// UserID is the fal user the delivery was signed for
+	// (X-Fal-Webhook-User-Id): filter on it when one handler serves
+	// several accounts and WebhookVerifier.UserID is not set. DecodeWebhook
+	// alone leaves it empty; Event and WebhookHandler fill it.
+	UserID string
 	// Status is "OK" or "ERROR".
 	Status string
 	// Output is the model's output when Status is OK.
@@ -321,7 +369,8 @@ type WebhookEvent struct {
 // v, decodes it and calls fn with its request id. The signature headers,
 // the timestamp and the user id are checked before a byte of the body is
 // read, and the body is read through v.MaxBodyBytes. A forged, stale or
-// malformed delivery is answered 401, 400 or 413 with the reason, and fn is
+// malformed delivery (or one whose body names another request than the
+// signed header) is answered 401, 400 or 413 with the reason, and fn is
 // not called; an error from fn is answered 500, so fal delivers again.
 //
 // fal retries deliveries (about 10 times over 2 hours) and may deliver one
@@ -337,7 +386,7 @@ func WebhookHandler(v *WebhookVerifier, fn func(ctx context.Context, ev WebhookE
 		refuse := func(err error) {
 			code := http.StatusUnauthorized
 			switch {
-			case errors.Is(err, ErrWebhookMissingHeader):
+			case errors.Is(err, ErrWebhookMissingHeader), errors.Is(err, ErrWebhookRequestID):
 				code = http.StatusBadRequest
 			case errors.Is(err, ErrWebhookKeys):
 				code = http.StatusServiceUnavailable // not the sender's fault: let fal retry
@@ -362,11 +411,12 @@ func WebhookHandler(v *WebhookVerifier, fn func(ctx context.Context, ev WebhookE
 			http.Error(w, "reading the body: "+err.Error(), http.StatusRequestEntityTooLarge)
 			return
 		}
-		if err := v.Verify(r.Context(), r.Header, body); err != nil {
+		ev, err := v.Event(r.Context(), r.Header, body)
+		var we *WebhookError
+		if errors.As(err, &we) {
 			refuse(err)
 			return
 		}
-		ev, err := DecodeWebhook(body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

@@ -84,13 +84,13 @@ func TestForgedDeliveriesDoNotHammerTheJWKS(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
-			err := v.Verify(context.Background(), sign(forger, "r", "u", time.Now(), []byte("{}")), []byte("{}"))
+			err := v.Verify(context.Background(), sign(forger, "r", "u", time.Now(), []byte(`{"request_id":"r"}`)), []byte(`{"request_id":"r"}`))
 			assert.ErrorIs(t, err, wrapper.ErrWebhookKeys)
 		})
 	}
 	wg.Wait()
 	for range 50 {
-		assert.Error(t, v.Verify(context.Background(), sign(forger, "r", "u", time.Now(), []byte("{}")), []byte("{}")))
+		assert.Error(t, v.Verify(context.Background(), sign(forger, "r", "u", time.Now(), []byte(`{"request_id":"r"}`)), []byte(`{"request_id":"r"}`)))
 	}
 	assert.EqualValues(t, 1, fetches.Load())
 }
@@ -103,7 +103,7 @@ func TestJWKSFetchHasATimeout(t *testing.T) {
 	_, priv := keypair(t)
 	v := &wrapper.WebhookVerifier{JWKSURL: hang.URL, FetchTimeout: 100 * time.Millisecond}
 	start := time.Now()
-	err := v.Verify(context.Background(), sign(priv, "r", "u", time.Now(), []byte("{}")), []byte("{}"))
+	err := v.Verify(context.Background(), sign(priv, "r", "u", time.Now(), []byte(`{"request_id":"r"}`)), []byte(`{"request_id":"r"}`))
 	assert.ErrorIs(t, err, wrapper.ErrWebhookKeys)
 	assert.Less(t, time.Since(start), 5*time.Second)
 	hang.CloseClientConnections()
@@ -115,6 +115,6 @@ func TestWebhookPinnedUser(t *testing.T) {
 	keys := newJWKS(t, pub)
 	v := &wrapper.WebhookVerifier{JWKSURL: keys.srv.URL, UserID: "u-1"}
 	ctx := context.Background()
-	require.NoError(t, v.Verify(ctx, sign(priv, "r", "u-1", time.Now(), []byte("{}")), []byte("{}")))
-	assert.ErrorIs(t, v.Verify(ctx, sign(priv, "r", "u-2", time.Now(), []byte("{}")), []byte("{}")), wrapper.ErrWebhookUser)
+	require.NoError(t, v.Verify(ctx, sign(priv, "r", "u-1", time.Now(), []byte(`{"request_id":"r"}`)), []byte(`{"request_id":"r"}`)))
+	assert.ErrorIs(t, v.Verify(ctx, sign(priv, "r", "u-2", time.Now(), []byte(`{"request_id":"r"}`)), []byte(`{"request_id":"r"}`)), wrapper.ErrWebhookUser)
 }

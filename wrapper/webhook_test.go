@@ -97,6 +97,7 @@ func TestWebhookAcceptsAValidDelivery(t *testing.T) {
 	require.Len(t, got, 1)
 	assert.Equal(t, "r-1", got[0].RequestID)
 	assert.Equal(t, "g-1", got[0].GatewayRequestID)
+	assert.Equal(t, "u-1", got[0].UserID, "the signed user id reaches the handler")
 	require.NotNil(t, got[0].Output)
 	assert.Equal(t, int64(9007199254740993), got[0].Output.Seed)
 	assert.NoError(t, got[0].Err)
@@ -167,22 +168,22 @@ func TestWebhookKeysRefetchedOnRotationAndExpiry(t *testing.T) {
 	now := time.Now()
 	v := &wrapper.WebhookVerifier{JWKSURL: keys.srv.URL, Now: func() time.Time { return now }}
 	ctx := context.Background()
-	require.NoError(t, v.Verify(ctx, sign(oldPriv, "r", "u", now, []byte("{}")), []byte("{}")))
+	require.NoError(t, v.Verify(ctx, sign(oldPriv, "r", "u", now, []byte(`{"request_id":"r"}`)), []byte(`{"request_id":"r"}`)))
 
 	keys.set(oldPub, newPub)
 	now = now.Add(2 * time.Minute)
-	require.NoError(t, v.Verify(ctx, sign(newPriv, "r", "u", now, []byte("{}")), []byte("{}")), "an unknown key makes it fetch again")
+	require.NoError(t, v.Verify(ctx, sign(newPriv, "r", "u", now, []byte(`{"request_id":"r"}`)), []byte(`{"request_id":"r"}`)), "an unknown key makes it fetch again")
 	assert.EqualValues(t, 2, keys.fetches.Load())
 
 	// A burst of forgeries does not hammer the JWKS: one refetch a minute.
 	_, stranger := keypair(t)
 	for range 5 {
-		assert.Error(t, v.Verify(ctx, sign(stranger, "r", "u", now, []byte("{}")), []byte("{}")))
+		assert.Error(t, v.Verify(ctx, sign(stranger, "r", "u", now, []byte(`{"request_id":"r"}`)), []byte(`{"request_id":"r"}`)))
 	}
 	assert.EqualValues(t, 2, keys.fetches.Load())
 
 	now = now.Add(25 * time.Hour)
-	require.NoError(t, v.Verify(ctx, sign(oldPriv, "r", "u", now, []byte("{}")), []byte("{}")))
+	require.NoError(t, v.Verify(ctx, sign(oldPriv, "r", "u", now, []byte(`{"request_id":"r"}`)), []byte(`{"request_id":"r"}`)))
 	assert.EqualValues(t, 3, keys.fetches.Load(), "cached for 24 h")
 }
 
@@ -230,9 +231,58 @@ func TestWebhookErrorPayloads(t *testing.T) {
 	assert.Equal(t, 400, send(`not json`))
 
 	fail = true
-	assert.Equal(t, 500, send(okBody), "a failing handler asks fal to deliver again")
+	assert.Equal(t, 500, send(strings.Replace(okBody, `"r-1"`, `"r-9"`, 1)), "a failing handler asks fal to deliver again")
 
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/hook", io.NopCloser(strings.NewReader(""))))
 	assert.Equal(t, 405, rec.Code)
+}
+
+// A signature covers the body, but a body naming another request than the
+// signed header is refused: a handler keyed on the body's id would act on
+// a request the signer never vouched for.
+func TestWebhookBodyMustNameTheSignedRequest(t *testing.T) {
+	pub, priv := keypair(t)
+	keys := newJWKS(t, pub)
+	v := &wrapper.WebhookVerifier{JWKSURL: keys.srv.URL}
+	called := 0
+	h := wrapper.WebhookHandler(v, func(context.Context, wrapper.WebhookEvent) error { called++; return nil })
+	ctx := context.Background()
+	for name, body := range map[string]string{
+		"another id": okBody, // names r-1
+		"no id":      `{"status":"OK","payload":null,"payload_error":"x"}`,
+		"not json":   `not json`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			hdr := sign(priv, "r-2", "u-1", time.Now(), []byte(body))
+			rec := deliver(t, h, hdr, body)
+			assert.Equal(t, 400, rec.Code, rec.Body.String())
+			assert.Contains(t, rec.Body.String(), wrapper.ErrWebhookRequestID.Error())
+			assert.ErrorIs(t, v.Verify(ctx, hdr, []byte(body)), wrapper.ErrWebhookRequestID)
+			_, err := v.Event(ctx, hdr, []byte(body))
+			assert.ErrorIs(t, err, wrapper.ErrWebhookRequestID)
+		})
+	}
+	assert.Zero(t, called)
+	// A forged delivery is still a signature failure, whatever its body.
+	_, stranger := keypair(t)
+	assert.ErrorIs(t, v.Verify(ctx, sign(stranger, "r-2", "u-1", time.Now(), []byte(okBody)), []byte(okBody)), wrapper.ErrWebhookSignature)
+}
+
+// Event hands over the signed user id, so a handler serving several
+// accounts can tell them apart without pinning UserID.
+func TestWebhookEventCarriesTheSignedUser(t *testing.T) {
+	pub, priv := keypair(t)
+	keys := newJWKS(t, pub)
+	v := &wrapper.WebhookVerifier{JWKSURL: keys.srv.URL}
+	for _, user := range []string{"u-1", "u-2"} {
+		ev, err := v.Event(context.Background(), sign(priv, "r-1", user, time.Now(), []byte(okBody)), []byte(okBody))
+		require.NoError(t, err)
+		assert.Equal(t, user, ev.UserID)
+		assert.Equal(t, "r-1", ev.RequestID)
+		require.NotNil(t, ev.Output)
+	}
+	ev, err := wrapper.DecodeWebhook([]byte(okBody))
+	require.NoError(t, err)
+	assert.Empty(t, ev.UserID, "an unverified decode has no signed user")
 }

@@ -41,7 +41,7 @@ var (
 func (a *app) batch(args []string) int {
 	fs := a.flags("batch", "--images DIR --prompt TEXT --out OUT [input flags] | --manifest FILE.jsonl --out OUT")
 	var in inputFlags
-	in.register(fs)
+	in.register(fs, false)
 	images := fs.String("images", "", "a directory of input images (jpeg, png, webp, gif, avif): one job each, named after the file")
 	manifest := fs.String("manifest", "", "a JSON Lines file, one job a line: image (a path relative to the file, or an http(s) URL), prompt, and any other input field; id optional")
 	out := fs.String("out", "", "the output directory: images and the journal that lets the same command resume (required)")
@@ -146,8 +146,6 @@ func (a *app) batchJobs(ctx context.Context, fs *flag.FlagSet, in *inputFlags, i
 		return nil, bad("--images", "give --images DIR or --manifest FILE (one of them)")
 	case concurrency < 1:
 		return nil, bad("--concurrency", fmt.Sprintf("%d: must be at least 1", concurrency))
-	case in.image != "":
-		return nil, bad("--image", "batch takes --images DIR or --manifest FILE")
 	}
 	var jobs []batch.Job
 	var where []string // per job: its line or file, for errors

@@ -44,7 +44,7 @@ Usage:
   fluxi2i cancel   REQUEST_ID
   fluxi2i batch    --images DIR --prompt TEXT --out OUT [input flags] [--concurrency N]
   fluxi2i batch    --manifest FILE.jsonl --out OUT [--concurrency N] [--at-most-once] [--redo-changed]
-  fluxi2i simulate [--addr HOST:PORT] [--api-key KEY] [--fetch-images]
+  fluxi2i simulate [--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--webhooks]
   fluxi2i proxy    [--addr HOST:PORT] [--base-url URL] [--api-key KEY] [--allow-anyone] [--cors ORIGIN]
   fluxi2i version
   fluxi2i help     [COMMAND]
@@ -68,8 +68,11 @@ func Main(ctx context.Context, args []string, env map[string]string, stdout, std
 	}
 	a := &app{ctx: ctx, env: env, stdout: stdout, stderr: stderr}
 	cmd, rest := args[0], args[1:]
-	if cmd == "help" && len(rest) > 0 && commands[rest[0]] {
-		cmd, rest = rest[0], []string{"--help"} // help COMMAND: the command's own usage
+	if cmd == "help" {
+		if code := a.helpCommand(rest); code >= 0 {
+			return code
+		}
+		cmd, rest = rest[0], []string{"--help"} // help COMMAND: the command's own help, on stdout
 	}
 	switch cmd {
 	case "run":
@@ -93,11 +96,11 @@ func Main(ctx context.Context, args []string, env map[string]string, stdout, std
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionLine())
 		return exitOK
-	case "-h", "--help", "help":
+	case "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	}
-	if s := suggest(cmd); s != "" {
+	if s := closest(cmd, helpTopics); s != "" {
 		fmt.Fprintf(stderr, "fluxi2i: unknown command %s; did you mean %s?\n\n%s", printable(cmd), s, usage)
 	} else {
 		fmt.Fprintf(stderr, "fluxi2i: unknown command %s\n\n%s", printable(cmd), usage)
@@ -107,22 +110,6 @@ func Main(ctx context.Context, args []string, env map[string]string, stdout, std
 
 // commands are the subcommands, for help and suggestions.
 var commands = map[string]bool{"run": true, "submit": true, "status": true, "result": true, "wait": true, "cancel": true, "simulate": true, "proxy": true, "batch": true, "version": true}
-
-// suggest is the command a mistyped one most likely meant: within two
-// edits, or one it is a prefix of.
-func suggest(typed string) string {
-	best, bestD := "", 3
-	for c := range commands {
-		d := editDistance(strings.ToLower(typed), c)
-		if strings.HasPrefix(c, strings.ToLower(typed)) && len(typed) >= 2 {
-			d = min(d, 1)
-		}
-		if d < bestD || (d == bestD && c < best) {
-			best, bestD = c, d
-		}
-	}
-	return best
-}
 
 func editDistance(a, b string) int {
 	prev := make([]int, len(b)+1)
@@ -196,35 +183,45 @@ type app struct {
 // flags returns a flag set with the configuration flags every subcommand
 // that calls the API shares.
 func (a *app) flags(name, synopsis string) *flag.FlagSet {
-	fs := a.bareFlags(name, synopsis)
-	fs.StringVar(&a.baseURL, "base-url", "", "API base URL (default $FLUXI2I_BASE_URL, or "+wrapper.AggregatorURL+"; "+wrapper.FalURL+" with FAL_KEY)")
-	fs.StringVar(&a.apiKey, "api-key", "", "API key (default $FLUXI2I_API_KEY or $FAL_KEY); never printed")
+	fs := a.endpointFlags(name, synopsis)
 	fs.DurationVar(&a.timeout, "timeout", 0, "give up (and cancel the job) after this long, e.g. 5m (default: no limit; each request still gives up after 30 s without progress)")
 	fs.BoolVar(&a.asJSON, "json", false, "print machine-readable JSON on stdout")
 	return fs
 }
 
-// bareFlags is a flag set with no shared flags, printing its usage on
-// stderr.
+// endpointFlags is a flag set with the endpoint flags only (--base-url,
+// --api-key), for a command that serves rather than waits (proxy).
+func (a *app) endpointFlags(name, synopsis string) *flag.FlagSet {
+	fs := a.bareFlags(name, synopsis)
+	fs.StringVar(&a.baseURL, "base-url", "", "API base URL (default $FLUXI2I_BASE_URL, or "+wrapper.AggregatorURL+"; "+wrapper.FalURL+" with FAL_KEY)")
+	fs.StringVar(&a.apiKey, "api-key", "", "API key (default $FLUXI2I_API_KEY or $FAL_KEY); never printed")
+	return fs
+}
+
+// bareFlags is a flag set with no shared flags. Its Usage is the
+// command's full help, on stdout (--help, help COMMAND); parse errors are
+// reported by parse, in a line or two on stderr.
 func (a *app) bareFlags(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet("fluxi2i "+name, flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: fluxi2i %s %s\n\nFlags:\n", name, synopsis)
-		fs.PrintDefaults()
-	}
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() { printHelp(a.stdout, fs, name, synopsis) }
 	return fs
 }
 
 // parse parses args, flags and positional arguments in any order, and
 // returns the positional ones; done is set (with the exit code) for --help
-// and errors.
-func parse(fs *flag.FlagSet, args []string) (positional []string, code int, done bool) {
+// (the help on stdout) and errors (reported on stderr).
+func (a *app) parse(fs *flag.FlagSet, args []string) (positional []string, code int, done bool) {
+	help := fs.Usage
+	fs.Usage = func() {} // the flag package calls it on errors too
+	defer func() { fs.Usage = help }()
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				help()
 				return nil, exitOK, true
 			}
+			a.flagError(fs, err)
 			return nil, exitUsage, true
 		}
 		if fs.NArg() == 0 {
@@ -346,17 +343,35 @@ type inputFlags struct {
 	webhook                      string
 }
 
-func (f *inputFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.image, "image", "", "input image: a local file (jpeg, png, webp, gif, avif), - for standard input, or an http(s) URL (required)")
-	fs.StringVar(&f.prompt, "prompt", "", "what to make of the image (required)")
-	fs.Float64Var(&f.strength, "strength", 0.95, "how much the image is transformed, 0.01 to 1")
-	fs.IntVar(&f.steps, "steps", 40, "inference steps, 10 to 50")
-	fs.Float64Var(&f.guidance, "guidance", 3.5, "guidance scale, 1 to 20")
-	fs.Int64Var(&f.seed, "seed", 0, "seed for a reproducible result (default: random)")
-	fs.IntVar(&f.numImages, "num-images", 1, "images to generate, 1 to 4")
-	fs.StringVar(&f.format, "format", "jpeg", "output format: jpeg or png (the server's default is jpeg)")
-	fs.StringVar(&f.accel, "acceleration", "", "none, regular or high (default: the server's)")
-	fs.BoolVar(&f.sync, "sync", false, "sync_mode: images come back inline and are not kept in history")
+// Defaults of the model's input as the spec gives them (gen generates the
+// ranges, not the defaults; TestFlagDefaultsAreTheSpecs checks these
+// against openapi/openapi.yaml). A flag not given is not sent: the server
+// applies its own default.
+const (
+	defaultStrength  = 0.95
+	defaultSteps     = 40
+	defaultGuidance  = 3.5
+	defaultNumImages = 1
+)
+
+// register adds the input flags; one job's commands (run, submit) take
+// --image and need it and --prompt, batch takes its images elsewhere.
+func (f *inputFlags) register(fs *flag.FlagSet, oneJob bool) {
+	if oneJob {
+		fs.StringVar(&f.image, "image", "", "input image: a local file (jpeg, png, webp, gif, avif), - for standard input, or an http(s) URL (required)")
+		fs.StringVar(&f.prompt, "prompt", "", "what to make of the image (required)")
+	} else {
+		fs.StringVar(&f.prompt, "prompt", "", "what to make of each image (required with --images; with --manifest each line has its own)")
+	}
+	sent := "; sent only when given, else the server's default, %v"
+	fs.Float64Var(&f.strength, "strength", defaultStrength, fmt.Sprintf("how much the image is transformed, %v (barely) to %v (entirely)"+sent, gen.InputStrengthMinimum, gen.InputStrengthMaximum, defaultStrength))
+	fs.IntVar(&f.steps, "steps", defaultSteps, fmt.Sprintf("inference steps, %d to %d"+sent, gen.InputNumInferenceStepsMinimum, gen.InputNumInferenceStepsMaximum, defaultSteps))
+	fs.Float64Var(&f.guidance, "guidance", defaultGuidance, fmt.Sprintf("guidance scale: how closely to follow the prompt, %v to %v"+sent, gen.InputGuidanceScaleMinimum, gen.InputGuidanceScaleMaximum, defaultGuidance))
+	fs.Int64Var(&f.seed, "seed", 0, "seed for a reproducible result (default: random; the result reports the seed used)")
+	fs.IntVar(&f.numImages, "num-images", defaultNumImages, fmt.Sprintf("images to generate, %d to %d"+sent, gen.InputNumImagesMinimum, gen.InputNumImagesMaximum, defaultNumImages))
+	fs.StringVar(&f.format, "format", string(gen.InputOutputFormatJpeg), fmt.Sprintf("output format: %s (the default) or %s", gen.InputOutputFormatJpeg, gen.InputOutputFormatPng))
+	fs.StringVar(&f.accel, "acceleration", "", fmt.Sprintf("generation speed: %s, %s or %s (default: the server's)", gen.InputAccelerationNone, gen.InputAccelerationRegular, gen.InputAccelerationHigh))
+	fs.BoolVar(&f.sync, "sync", false, "sync_mode: images come back inline as data URIs and are not kept in history")
 	fs.BoolVar(&f.noSafety, "no-safety-checker", false, "disable the safety checker")
 }
 
@@ -540,8 +555,8 @@ func (a *app) printJSON(v any) {
 // oneID returns the single positional request id.
 func (a *app) oneID(fs *flag.FlagSet, positional []string) (string, bool) {
 	if len(positional) != 1 || positional[0] == "" {
-		fmt.Fprintln(a.stderr, "fluxi2i: expected one REQUEST_ID")
-		fs.Usage()
+		name := strings.TrimPrefix(fs.Name(), "fluxi2i ")
+		fmt.Fprintf(a.stderr, "fluxi2i %s: expected one REQUEST_ID\nRun 'fluxi2i help %s' for its flags.\n", name, name)
 		return "", false
 	}
 	return positional[0], true

@@ -16,12 +16,13 @@ import (
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/proxy"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/webhooktest"
 )
 
 func (a *app) run(args []string) int {
 	fs := a.flags("run", "--image PATH|URL --prompt TEXT [flags]")
 	var in inputFlags
-	in.register(fs)
+	in.register(fs, true)
 	out := fs.String("out", ".", "directory the images are written to")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
@@ -33,7 +34,7 @@ func (a *app) run(args []string) int {
 	if err := checkOut(*out); err != nil {
 		return a.fail(err)
 	}
-	c, stop, _, err := a.clientOrSimulator()
+	c, stop, simulated, err := a.clientOrSimulator()
 	if err != nil {
 		return a.fail(err)
 	}
@@ -53,11 +54,14 @@ func (a *app) run(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	return a.save(ctx, c, id, &result.Output, *out)
+	// The built-in simulator's URLs die with this process: only the saved
+	// files are worth printing.
+	return a.save(ctx, c, id, &result.Output, *out, !simulated)
 }
 
-// save writes the output's images and reports them.
-func (a *app) save(ctx context.Context, c *wrapper.Client, id string, result *gen.Output, dir string) int {
+// save writes the output's images and reports them; withURLs adds the
+// image URLs to --json (not for a server that is gone when we exit).
+func (a *app) save(ctx context.Context, c *wrapper.Client, id string, result *gen.Output, dir string, withURLs bool) int {
 	paths, err := c.SaveImages(ctx, result, dir, id)
 	if err != nil {
 		return a.fail(fmt.Errorf("request %s: saving the images: %w", id, err))
@@ -66,7 +70,7 @@ func (a *app) save(ctx context.Context, c *wrapper.Client, id string, result *ge
 		images := make([]map[string]any, len(result.Images))
 		for i, img := range result.Images {
 			images[i] = map[string]any{"path": paths[i], "content_type": img.ContentType, "width": img.Width, "height": img.Height}
-			if len(img.URL) < 2048 {
+			if withURLs && len(img.URL) < 2048 {
 				images[i]["url"] = img.URL
 			}
 		}
@@ -82,7 +86,7 @@ func (a *app) save(ctx context.Context, c *wrapper.Client, id string, result *ge
 func (a *app) submit(args []string) int {
 	fs := a.flags("submit", "--image PATH|URL --prompt TEXT [flags]")
 	var in inputFlags
-	in.register(fs)
+	in.register(fs, true)
 	fs.StringVar(&in.webhook, "webhook", "", "URL fal POSTs the outcome to")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
@@ -113,7 +117,7 @@ func (a *app) submit(args []string) int {
 // argument; done is set (with the exit code) for --help, errors and
 // stray arguments.
 func (a *app) flagsOnly(fs *flag.FlagSet, args []string) (code int, done bool) {
-	pos, code, done := parse(fs, args)
+	pos, code, done := a.parse(fs, args)
 	if done {
 		return code, true
 	}
@@ -121,8 +125,8 @@ func (a *app) flagsOnly(fs *flag.FlagSet, args []string) (code int, done bool) {
 		return a.fail(err), true
 	}
 	if len(pos) > 0 {
-		fmt.Fprintf(a.stderr, "%s: unexpected argument %q\n", fs.Name(), pos[0])
-		fs.Usage()
+		name := strings.TrimPrefix(fs.Name(), "fluxi2i ")
+		fmt.Fprintf(a.stderr, "fluxi2i %s: unexpected argument %q\nRun 'fluxi2i help %s' for its flags.\n", name, printable(pos[0]), name)
 		return exitUsage, true
 	}
 	return 0, false
@@ -132,7 +136,7 @@ func (a *app) flagsOnly(fs *flag.FlagSet, args []string) (code int, done bool) {
 // acts on a job, and makes its client; a nil client comes with the exit
 // code.
 func (a *app) idCommand(fs *flag.FlagSet, args []string) (string, *wrapper.Client, int) {
-	pos, code, done := parse(fs, args)
+	pos, code, done := a.parse(fs, args)
 	if done {
 		return "", nil, code
 	}
@@ -205,7 +209,7 @@ func (a *app) resultOrWait(name string, args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	return a.save(ctx, c, id, &result.Output, *out)
+	return a.save(ctx, c, id, &result.Output, *out, true)
 }
 
 func (a *app) cancel(args []string) int {
@@ -240,11 +244,11 @@ func (a *app) cancel(args []string) int {
 // (proxyUrl): in front of the configured base URL, or of the built-in
 // simulator when there is no key.
 func (a *app) proxy(args []string) int {
-	fs := a.flags("proxy", "[--addr HOST:PORT] [--base-url URL] [--api-key KEY] [--allow-anyone] [--cors ORIGIN]")
+	fs := a.endpointFlags("proxy", "[--addr HOST:PORT] [--base-url URL] [--api-key KEY] [--allow-anyone] [--cors ORIGIN]")
 	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
 	anyone := fs.Bool("allow-anyone", false, "let anyone who can reach a non-loopback --addr use the key (a loopback address allows anyone by default)")
 	var origins stringList
-	fs.Var(&origins, "cors", "allow pages of this origin (scheme://host[:port]) to call the proxy; repeatable")
+	fs.Var(&origins, "cors", "allow pages of this `ORIGIN` (scheme://host[:port]) to call the proxy cross-origin; repeatable")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}
@@ -266,6 +270,10 @@ func (a *app) proxy(args []string) int {
 		upstream = " (the built-in local simulator, NOT the real model)"
 	}
 	opts := []proxy.Option{proxy.AllowAnyone(), proxy.Logger(slog.New(slog.NewTextHandler(a.stderr, nil)))}
+	if loopback {
+		// A page whose name is rebound to 127.0.0.1 must not reach it.
+		opts = append(opts, proxy.LoopbackOnly())
+	}
 	if len(origins) > 0 {
 		opts = append(opts, proxy.CORS(origins...))
 	}
@@ -277,12 +285,13 @@ func (a *app) proxy(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
+	ln = limitListener(ln, proxyConns)
 	mux := http.NewServeMux()
-	mux.Handle("/api/fal/proxy", h)
+	mux.Handle(proxyPath, h)
 	srv := newServer(mux)
-	fmt.Fprintf(a.stderr, "fluxi2i proxy: serving fal's proxyUrl protocol at http://%s/api/fal/proxy, in front of %s%s\n", ln.Addr(), c.BaseURL(), upstream)
+	fmt.Fprintf(a.stderr, "fluxi2i proxy: serving fal's proxyUrl protocol at http://%s%s, in front of %s%s\n", ln.Addr(), proxyPath, c.BaseURL(), upstream)
 	if loopback {
-		fmt.Fprintln(a.stderr, "fluxi2i proxy: anyone who can reach this loopback address may use it (no Authorize): for development only")
+		fmt.Fprintln(a.stderr, "fluxi2i proxy: anyone who can reach this loopback address may use it (no Authorize): for development only; requests must name localhost or a loopback address as Host")
 	} else {
 		fmt.Fprintln(a.stderr, "fluxi2i proxy: --allow-anyone: anyone who can reach this address may run the model on this key")
 	}
@@ -353,18 +362,24 @@ func endedWithout(st *wrapper.Status) string {
 }
 
 func (a *app) simulate(args []string) int {
-	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images]")
+	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--webhooks]")
 	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
 	fetch := fs.Bool("fetch-images", false, "download http(s) image_url inputs (public addresses only); default: render a picture derived from the URL, offline")
 	key := fs.String("api-key", "", "accept only this key (Bearer or Key scheme); default: any key")
 	queue := fs.Duration("queue-time", 600*time.Millisecond, "how long each job stays IN_QUEUE")
 	runFor := fs.Duration("run-time", 1500*time.Millisecond, "how long each job stays IN_PROGRESS")
+	hooks := fs.Bool("webhooks", false, "deliver webhooks (fal_webhook, submit --webhook) as fal does, signed with a fresh key served at "+queuetest.JWKSPath+"; off by default: it POSTs to whatever URL a client names")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}
 	opts := append(simulator.Options(simulator.Config{FetchImages: *fetch}), queuetest.QueueTime(*queue), queuetest.RunTime(*runFor))
 	if *key != "" {
 		opts = append(opts, queuetest.WithAPIKey(*key))
+	}
+	if *hooks {
+		signer := webhooktest.NewSigner()
+		signer.HTTPClient = &http.Client{Transport: keepAliveTransport(), Timeout: queuetest.WebhookAttemptTimeout}
+		opts = append(opts, queuetest.Webhooks(signer))
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -373,5 +388,8 @@ func (a *app) simulate(args []string) int {
 	srv := newServer(queuetest.New(opts...))
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: serving the local simulator (NOT the real model) at http://%s\n", ln.Addr())
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: point clients at it, e.g. fluxi2i run --base-url http://%s ...\n", ln.Addr())
+	if *hooks {
+		fmt.Fprintf(a.stderr, "fluxi2i simulate: --webhooks: job outcomes are POSTed to any fal_webhook URL a client names, signed for user %s; verify them with the key set at http://%s%s\n", webhooktest.DefaultUserID, ln.Addr(), queuetest.JWKSPath)
+	}
 	return a.serve(srv, ln)
 }

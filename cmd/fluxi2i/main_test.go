@@ -239,7 +239,7 @@ func TestHelpOnEverySubcommand(t *testing.T) {
 	for _, cmd := range []string{"run", "submit", "status", "result", "wait", "cancel", "simulate"} {
 		r := cli(t, context.Background(), nil, cmd, "--help")
 		assert.Equal(t, 0, r.code, cmd)
-		assert.Contains(t, r.stderr, "Usage: fluxi2i "+cmd, cmd)
+		assert.Contains(t, r.stdout, "Usage: fluxi2i "+cmd, cmd)
 	}
 	r := cli(t, context.Background(), nil, "--help")
 	assert.Equal(t, 0, r.code)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fluxi2i/fluxi2i/wrapper"
 )
 
 // The exposed simulator drops connections that dribble their headers or
@@ -79,4 +82,59 @@ func TestProxyCommandServes(t *testing.T) {
 	cancel()
 	assert.Equal(t, 0, <-done)
 	assert.Contains(t, errb.String(), "operation=submit")
+}
+
+// startCommand runs a serving subcommand until the test ends and returns
+// the http://HOST:PORT it names on stderr, and its stderr.
+func startCommand(t *testing.T, args ...string) (string, *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int)
+	go func() { done <- Main(ctx, args, nil, &out, &errb) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.Equal(t, 0, <-done, errb.String())
+	})
+	re := regexp.MustCompile(`http://(127\.0\.0\.1:\d+)`)
+	for range 200 {
+		if m := re.FindStringSubmatch(errb.String()); m != nil {
+			return "http://" + m[1], &errb
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%v did not start: %s", args, errb.String())
+	return "", nil
+}
+
+// `fluxi2i simulate --webhooks` delivers signed webhooks that verify
+// against its own JWKS, and says at start that it will; without the flag
+// it serves no JWKS and says nothing of webhooks.
+func TestSimulateDeliversWebhooksWhenTold(t *testing.T) {
+	sim, errb := startCommand(t, "simulate", "--addr", "127.0.0.1:0", "--webhooks", "--queue-time", "10ms", "--run-time", "20ms")
+	assert.Contains(t, errb.String(), "POSTed to any fal_webhook URL")
+	assert.Contains(t, errb.String(), sim+"/.well-known/jwks.json")
+
+	events := make(chan wrapper.WebhookEvent, 1)
+	v := &wrapper.WebhookVerifier{JWKSURL: sim + "/.well-known/jwks.json"}
+	hook := httptest.NewServer(wrapper.WebhookHandler(v, func(_ context.Context, ev wrapper.WebhookEvent) error { events <- ev; return nil }))
+	defer hook.Close()
+	r := cli(t, context.Background(), nil, "submit", "--base-url", sim, "--image", sample, "--prompt", "p", "--webhook", hook.URL)
+	require.Equal(t, 0, r.code, r.stderr)
+	select {
+	case ev := <-events:
+		assert.Equal(t, strings.TrimSpace(r.stdout), ev.RequestID)
+		assert.Equal(t, "OK", ev.Status)
+		require.NotNil(t, ev.Output)
+		assert.Len(t, ev.Output.Images, 1)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no webhook delivered")
+	}
+
+	plain, errb := startCommand(t, "simulate", "--addr", "127.0.0.1:0")
+	assert.NotContains(t, errb.String(), "webhook")
+	resp, err := http.Get(plain + "/.well-known/jwks.json")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 404, resp.StatusCode, "off by default")
 }

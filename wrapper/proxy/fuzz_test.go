@@ -25,8 +25,8 @@ func (s *seenUpstream) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // FuzzProxyTarget: whatever the browser sends, only this model's queue
-// operations reach the upstream, on the configured host, with the server's
-// key and none of the browser's.
+// operations and fal storage's upload initiates reach the upstream, on the
+// configured host, with the server's key and none of the browser's.
 func FuzzProxyTarget(f *testing.F) {
 	for _, s := range []string{
 		"https://queue.fal.run/fal-ai/flux-1/dev/image-to-image",
@@ -37,6 +37,10 @@ func FuzzProxyTarget(f *testing.F) {
 		"https://evil.com/fal-ai/flux-1/dev/image-to-image",
 		"https://queue.fal.run/fal-ai/flux-1/requests/../../x",
 		"https://queue.fal.run@evil.com/fal-ai/flux-1/requests/r1",
+		"https://rest.fal.ai/storage/upload/initiate?storage_type=fal-cdn-v3",
+		"https://rest.fal.ai/storage/upload/initiate-multipart?storage_type=fal-cdn-v3",
+		"https://rest.fal.ai/storage/uploads/t1",
+		"https://rest.fal.ai/fal-ai/flux-1/dev/image-to-image",
 	} {
 		f.Add("GET", s, "")
 		f.Add("POST", s, `{"image_url":"https://e.com/a.png","prompt":"p"}`)
@@ -69,9 +73,13 @@ func FuzzProxyTarget(f *testing.F) {
 		defer up.mu.Unlock()
 		for _, r := range up.reqs {
 			p := r.URL.EscapedPath()
-			ok := r.URL.Host == "gw.example" && strings.HasPrefix(p, "/base/fal-ai/flux-1/") &&
+			queueOp := strings.HasPrefix(p, "/base/fal-ai/flux-1/") &&
 				(p == "/base/fal-ai/flux-1/dev/image-to-image" && r.Method == http.MethodPost ||
 					strings.HasPrefix(p, "/base/fal-ai/flux-1/requests/") && (r.Method == http.MethodGet || r.Method == http.MethodPut))
+			// fal storage's initiates, on the base URL's origin (its root).
+			initiate := r.Method == http.MethodPost && (p == "/storage/upload/initiate" || p == "/storage/upload/initiate-multipart") &&
+				r.URL.Query().Get("storage_type") == "fal-cdn-v3"
+			ok := r.URL.Host == "gw.example" && (queueOp || initiate)
 			if !ok {
 				t.Fatalf("forwarded %s %s for target %q", r.Method, r.URL, target)
 			}

@@ -33,6 +33,7 @@ type recorder struct {
 	reqs   []*http.Request
 	bodies []string
 	next   http.RoundTripper
+	mangle func(*http.Response) // when set, changes each answer (a hostile upstream)
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -44,8 +45,13 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.mu.Lock()
 	r.reqs = append(r.reqs, req.Clone(context.Background()))
 	r.bodies = append(r.bodies, string(body))
+	mangle := r.mangle
 	r.mu.Unlock()
-	return r.next.RoundTrip(req)
+	resp, err := r.next.RoundTrip(req)
+	if err == nil && mangle != nil {
+		mangle(resp)
+	}
+	return resp, err
 }
 
 type fixture struct {
@@ -53,16 +59,45 @@ type fixture struct {
 	rec   *recorder
 	proxy *httptest.Server
 	h     *proxy.Handler
-	logs  *bytes.Buffer
+	logs  *syncBuffer
+}
+
+// syncBuffer is a log sink that handlers write to while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func start(t *testing.T, opts ...proxy.Option) *fixture {
 	t.Helper()
-	up := spectest.NewServer(t, queuetest.QueueTime(50*time.Millisecond), queuetest.RunTime(100*time.Millisecond), queuetest.WithAPIKey(serverKey), queuetest.LogLines(2))
-	rec := &recorder{next: spectest.Client(t, up).Transport}
+	return startWith(t, upstream{}, opts...)
+}
+
+// upstream configures the fake queue behind the proxy.
+type upstream struct {
+	opts   []queuetest.Option   // after the defaults
+	mangle func(*http.Response) // changes each answer on its way back
+}
+
+func startWith(t *testing.T, u upstream, opts ...proxy.Option) *fixture {
+	t.Helper()
+	up := spectest.NewServer(t, append([]queuetest.Option{queuetest.QueueTime(50 * time.Millisecond), queuetest.RunTime(100 * time.Millisecond), queuetest.WithAPIKey(serverKey), queuetest.LogLines(2)}, u.opts...)...)
+	rec := &recorder{next: spectest.Client(t, up).Transport, mangle: u.mangle}
 	c, err := wrapper.New(wrapper.WithBaseURL(up.URL), wrapper.WithBearerToken(serverKey), wrapper.WithHTTPClient(&http.Client{Transport: rec}), wrapper.WithEnvironment(nil))
 	require.NoError(t, err)
-	logs := &bytes.Buffer{}
+	logs := &syncBuffer{}
 	h, err := proxy.New(c, append([]proxy.Option{proxy.Logger(slog.New(slog.NewTextHandler(logs, nil)))}, opts...)...)
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
@@ -192,6 +227,9 @@ func TestRefusals(t *testing.T) {
 		assert.Contains(t, string(b), `"detail"`, "fal's error shape")
 	}
 	assert.Zero(t, f.up.Stats().Submits+f.up.Stats().StatusCalls, "nothing was forwarded")
+	// Every refusal is logged, with its reason.
+	assert.Equal(t, 19, strings.Count(f.logs.String(), "fluxi2i proxy: refused"), f.logs.String())
+	assert.Equal(t, 19, strings.Count(f.logs.String(), " reason="))
 	r := f.h.Stats().Refused
 	assert.EqualValues(t, 6, r["target"])
 	assert.EqualValues(t, 8, r["operation"])

@@ -19,6 +19,8 @@ const (
 	OpCancel Op = "cancel"
 	// OpHistory is the request history (fal's Platform API).
 	OpHistory Op = "history"
+	// OpStorage is fal's storage (upload initiate, PUT, complete).
+	OpStorage Op = "storage"
 	// OpFile is a download of a result image (Fail, DropBefore, Truncate
 	// and Slow apply).
 	OpFile Op = "file"

@@ -26,15 +26,20 @@ func (s *Server) routes() *http.ServeMux {
 		ErrorHandlerFunc: badRequest,
 	})
 	if s.cfg.basePath != "" {
-		// The history lives on the origin's root, not below the base path.
+		// The history and the storage live on the origin's root, not below
+		// the base path.
 		root := http.NewServeMux()
 		gen.HandlerWithOptions(operations{s}, gen.StdHTTPServerOptions{
 			BaseRouter:       root,
 			ErrorHandlerFunc: badRequest,
 		})
-		m.Handle("GET "+historyPath(), root)
+		for _, p := range rootPaths() {
+			m.Handle(p, root)
+		}
 	}
+	s.storageRoutes(m)
 	m.HandleFunc("GET /files/{key}/{name}", s.file)
+	s.routeWebhooks(m)
 	return m
 }
 
@@ -144,6 +149,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) (*exchange
 		s.stats.cancel.Add(1)
 	case OpHistory:
 		s.stats.history.Add(1)
+	case OpStorage:
+		s.stats.storage.Add(1)
 	}
 	x := &exchange{s: s, w: w, r: r}
 	if !s.authorized(r) {
@@ -371,6 +378,7 @@ func (s *Server) submit(r *http.Request, body []byte) answer {
 	s.files[j.fileKey] = j
 	s.mu.Unlock()
 	s.stats.jobs.Add(1)
+	s.scheduleWebhook(r, j)
 	ph := s.phaseOf(j, now)
 	st, res, cancel := s.urls(r, j.id)
 	a := jsonAnswer(http.StatusOK, gen.Enqueued{

@@ -3,6 +3,7 @@ package queuetest
 import (
 	"encoding/json"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,14 +16,24 @@ import (
 // does: a client cannot settle a lost submit there.
 func WithoutHistory() Option { return func(c *config) { c.noHistory = true } }
 
-// historyPath is where gen puts the request history, on the origin's root
-// (the Platform API is not below the queue's base path).
-func historyPath() string {
-	req, err := gen.NewListRequestsByEndpointRequest("http://h", &gen.ListRequestsByEndpointParams{EndpointID: "e"})
-	if err != nil {
-		panic(err)
+// rootPaths are the routes of the history and of the storage, which live
+// on the origin's root (the Platform API and fal's storage are not below
+// the queue's base path), as gen builds them.
+func rootPaths() []string {
+	var out []string
+	add := func(req *http.Request, err error) {
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, req.URL.Path)
 	}
-	return req.URL.Path
+	add(gen.NewListRequestsByEndpointRequest("http://h", &gen.ListRequestsByEndpointParams{EndpointID: "e"}))
+	add(gen.NewInitiateUploadRequestWithBody("http://h", &gen.InitiateUploadParams{}, "", nil))
+	add(gen.NewInitiateMultipartUploadRequestWithBody("http://h", &gen.InitiateMultipartUploadParams{}, "", nil))
+	put, err := gen.NewPutUploadRequestWithBody("http://h", "t", "", nil)
+	add(put, err)
+	out[len(out)-1] = path.Dir(put.URL.Path) + "/" // the uploads and their parts
+	return out
 }
 
 // endpointID is the model's endpoint id: its submit path without the
@@ -110,7 +121,7 @@ func (s *Server) history(p gen.ListRequestsByEndpointParams) answer {
 			it.StartedAt = ptr(e.sent.Add(s.cfg.queueTime).UTC())
 		}
 		if payloads && e.j.raw != nil {
-			it.JSONInput = json.RawMessage(e.j.raw)
+			it.JSONInput = ptr(json.RawMessage(e.j.raw))
 		}
 		page.Items = append(page.Items, it)
 	}

@@ -198,7 +198,7 @@ func (s *Server) output(ctx context.Context, j *job) ([]Image, error) {
 	j.once.Do(func() {
 		// Like the real server, pick the seed when the input has none, so
 		// the seed the result reports reproduces the images.
-		in := j.in
+		in := s.resolveUpload(j.in)
 		seed := seedOf(j)
 		in.Seed = &seed
 		j.images, j.err = s.cfg.model(j.ctx, j.id, in)

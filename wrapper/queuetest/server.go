@@ -12,7 +12,8 @@
 // configurable times, and misbehaves on request: scripted status codes with
 // Retry-After, dropped connections, truncated or garbled bodies, slow
 // answers, broken streams, and job URLs on a foreign origin whose traffic
-// (and any credential sent there) it counts.
+// (and any credential sent there) it counts. With Webhooks it delivers
+// signed webhooks as fal does (webhooks.go).
 //
 // NewServer serves on loopback; NewPipeServer serves over in-memory pipes,
 // which testing/synctest can fake time over; New returns an unstarted
@@ -33,6 +34,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper/webhooktest"
 )
 
 // The hosts of a pipe server.
@@ -60,8 +62,13 @@ type Server struct {
 	faults      map[Op][]Fault
 	faultCounts map[string]int64
 	violations  []string
+	uploads     map[string]*upload // by token
+	uploadFiles map[string]*upload // by file key
+	uploadBytes int64
 
 	stats counters
+
+	hooks webhookRunner // webhook deliveries (webhooks.go)
 
 	client    *http.Client
 	closers   []func()
@@ -71,7 +78,7 @@ type Server struct {
 type counters struct {
 	submits, jobs, status, stream, result, cancel, cancelled atomic.Int64
 	foreignRequests, foreignAuthorized, unauthorized         atomic.Int64
-	violations, faults, files, history                       atomic.Int64
+	violations, faults, files, history, storage              atomic.Int64
 }
 
 // Stats counts what a Server received.
@@ -83,6 +90,7 @@ type Stats struct {
 	ResultCalls  int64
 	CancelCalls  int64
 	HistoryCalls int64 // request history lookups
+	StorageCalls int64 // storage calls (initiate, PUT, complete)
 	Cancelled    int64 // jobs a cancel stopped
 	// ForeignRequests counts requests to the foreign origin;
 	// ForeignAuthorized those of them that carried an Authorization header.
@@ -108,6 +116,9 @@ type config struct {
 	retention          time.Duration
 	maxJobs            int
 	noHistory          bool
+	noStorage          bool
+	maxUploads         int64
+	webhooks           *webhooktest.Signer
 }
 
 // FaultHeader marks an answer that the server breaks on purpose
@@ -188,6 +199,8 @@ func newServer(opts []Option) *Server {
 		cfg:         cfg,
 		jobs:        map[string]*job{},
 		files:       map[string]*job{},
+		uploads:     map[string]*upload{},
+		uploadFiles: map[string]*upload{},
 		faults:      map[Op][]Fault{},
 		faultCounts: map[string]int64{},
 	}
@@ -259,6 +272,7 @@ func (s *Server) Client() *http.Client { return s.client }
 // Close stops the server and closes the idle connections of Client().
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.hooks.close()
 		s.mu.Lock()
 		for _, j := range s.jobs {
 			j.stop()
@@ -318,7 +332,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Submits: c.submits.Load(), Jobs: c.jobs.Load(),
 		StatusCalls: c.status.Load(), StreamCalls: c.stream.Load(),
-		ResultCalls: c.result.Load(), CancelCalls: c.cancel.Load(), HistoryCalls: c.history.Load(),
+		ResultCalls: c.result.Load(), CancelCalls: c.cancel.Load(), HistoryCalls: c.history.Load(), StorageCalls: c.storage.Load(),
 		Cancelled:         c.cancelled.Load(),
 		ForeignRequests:   c.foreignRequests.Load(),
 		ForeignAuthorized: c.foreignAuthorized.Load(),

@@ -1,0 +1,57 @@
+package fluxi2iotel_test
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	fluxi2iotel "github.com/fluxi2i/fluxi2i/otel"
+	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+)
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkJob runs whole jobs (submit, status stream, result) on a fake
+// queue over loopback, without and with the instrumentation (the SDK with
+// every span sampled and exported to a no-op exporter, metrics kept by a
+// manual reader), in the same run: cpu-ms/job is the process's CPU per
+// job, server included (the same in both).
+func BenchmarkJob(b *testing.B) {
+	srv := queuetest.NewServer(queuetest.QueueTime(0), queuetest.RunTime(0), queuetest.LogLines(0))
+	defer srv.Close()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(tracetest.NewNoopExporter()))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	for name, extra := range map[string][]wrapper.Option{
+		"plain": nil,
+		"otel":  {fluxi2iotel.Option(fluxi2iotel.WithTracerProvider(tp), fluxi2iotel.WithMeterProvider(mp))},
+	} {
+		b.Run(name, func(b *testing.B) {
+			c, err := wrapper.New(append([]wrapper.Option{wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("t"),
+				wrapper.WithEnvironment(nil), wrapper.WithHTTPClient(srv.Client())}, extra...)...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			cpu := cpuTime()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := c.Run(ctx, input()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/job")
+		})
+	}
+}

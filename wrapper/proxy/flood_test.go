@@ -1,0 +1,87 @@
+package proxy_test
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/proxy"
+)
+
+var floodBodies = flag.Int("proxy.flood", 0, "TestProxyBodyFlood: this many concurrent 31 MiB submits (0: skip)")
+
+// procKB reads a /proc/self/status field (VmRSS, VmHWM) in KiB.
+func procKB(t *testing.T, field string) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+			return kb
+		}
+	}
+	t.Fatalf("no %s in /proc/self/status", field)
+	return 0
+}
+
+// TestProxyBodyFlood is the flood of issue 16 (20 concurrent 31 MiB
+// submits took the proxy to 2.2 GB RSS): the proxy with its defaults
+// (BodyBudget 128 MiB) in front of an upstream that takes 200 ms per
+// submit. It reports the process's peak RSS beside the budget (make soak;
+// BENCHMARKS.md has the figures).
+func TestProxyBodyFlood(t *testing.T) {
+	if *floodBodies == 0 {
+		t.Skip("set -proxy.flood N (make soak)")
+	}
+	var n atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		time.Sleep(200 * time.Millisecond)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"status":"IN_QUEUE","request_id":"r-%d"}`, n.Add(1))
+	}))
+	defer up.Close()
+	c, err := wrapper.New(wrapper.WithBaseURL(up.URL), wrapper.WithBearerToken(serverKey), wrapper.WithEnvironment(nil))
+	require.NoError(t, err)
+	h, err := proxy.New(c, proxy.AllowAnyone(), proxy.JobsPerUser(0), proxy.RequestsPerUser(0))
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	const size = 31 << 20
+	body := []byte(`{"prompt":"p","image_url":"data:image/png;base64,` + strings.Repeat("A", size-60) + `"}`)
+	before := procKB(t, "VmRSS")
+	start := time.Now()
+	as := together(*floodBodies, func(int) answer {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, bytes.NewReader(body))
+		req.Header.Set(proxy.TargetHeader, submitTarget)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return answer{err: err}
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		return answer{code: resp.StatusCode}
+	})
+	took := time.Since(start)
+	peak := procKB(t, "VmHWM")
+	time.Sleep(5 * time.Second)
+	t.Logf("%d concurrent submits of %d MiB: %v in %v; bodies held at most %d MiB (budget 128 MiB); process RSS %d MB before, peak %d MB, %d MB 5 s after",
+		*floodBodies, size>>20, codes(as), took.Round(time.Millisecond), proxy.HeldPeak(h)>>20, before>>10, peak>>10, procKB(t, "VmRSS")>>10)
+	assert.LessOrEqual(t, proxy.HeldPeak(h), int64(128<<20))
+}
