@@ -147,9 +147,9 @@ func TestHelperBatchProcess(t *testing.T) {
 	os.Exit(Main(context.Background(), args, nil, os.Stdout, os.Stderr))
 }
 
-// Kill -9 at random moments loses no paid result: the next run fetches
-// every job the server ran, and the only resubmits are the jobs caught
-// between intent and request id.
+// Kill -9 at random moments loses no paid result and pays for none twice:
+// the next run fetches every job the server ran, by its journaled id or,
+// for a job caught between intent and request id, by the request history.
 func TestBatchSurvivesKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("re-executes the CLI")
@@ -200,6 +200,7 @@ func TestBatchSurvivesKill9(t *testing.T) {
 	}
 	assert.Positive(t, kills, "the batch was killed")
 	assert.LessOrEqual(t, srv.Stats().Jobs-n, int64(dupes), "resubmits only where a run died between intent and request id")
+	assert.EqualValues(t, n, srv.Stats().Jobs, "no prompt submitted twice: a submit lost with its process is settled through the request history")
 	t.Logf("%d jobs, %d kills, %d submitted in all, %d possible duplicates", n, kills, srv.Stats().Jobs, dupes)
 }
 

@@ -210,6 +210,7 @@ func TestAbandonedRunsLoseNothing(t *testing.T) {
 			assert.NoError(t, err, "job %d", i)
 		}
 		assert.LessOrEqual(t, srv.Stats().Jobs-n, int64(dupes), "extra jobs only where a run died between intent and request id")
+		assert.EqualValues(t, n, srv.Stats().Jobs, "none at all: a submit abandoned in the air is settled through the request history")
 		assert.Greater(t, runs, 3, "the batch was cut short several times")
 		t.Logf("%d jobs over %d runs, %d submitted in all, %d possible duplicates reported", n, runs, srv.Stats().Jobs, dupes)
 	})
