@@ -154,7 +154,15 @@ func TestBatchSurvivesKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("re-executes the CLI")
 	}
-	srv := spectest.NewServer(t, append(simOptions(), queuetest.QueueTime(150*time.Millisecond), queuetest.RunTime(250*time.Millisecond))...)
+	// Faults on: submits slow (so kills land while one is in the air) or
+	// answered after the server acted with the answer lost, results and
+	// statuses failing now and then.
+	faults := queuetest.Chaos(0.2, 11, map[queuetest.Op][]queuetest.Fault{
+		queuetest.OpSubmit: {queuetest.Slow(300 * time.Millisecond), queuetest.DropAfter(), queuetest.Fail(503)},
+		queuetest.OpResult: {queuetest.Fail(502)},
+		queuetest.OpStatus: {queuetest.Fail(500)},
+	})
+	srv := spectest.NewServer(t, append(simOptions(), queuetest.QueueTime(150*time.Millisecond), queuetest.RunTime(250*time.Millisecond), faults)...)
 	const n = 16
 	in, out := imagesDir(t, n), filepath.Join(t.TempDir(), "out")
 	rng := rand.New(rand.NewPCG(5, 8))
