@@ -165,12 +165,20 @@ func TestBatchSurvivesKill9(t *testing.T) {
 	srv := spectest.NewServer(t, append(simOptions(), queuetest.QueueTime(150*time.Millisecond), queuetest.RunTime(250*time.Millisecond), faults)...)
 	const n = 16
 	in, out := imagesDir(t, n), filepath.Join(t.TempDir(), "out")
+	// One prompt a job: the request history tells jobs apart by their
+	// input (jobs with one input are never settled through it).
+	var lines []string
+	for i := range n {
+		lines = append(lines, fmt.Sprintf(`{"image":"cat%02d.png","prompt":"p %d"}`, i, i))
+	}
+	manifest := filepath.Join(in, "jobs.jsonl")
+	require.NoError(t, os.WriteFile(manifest, []byte(strings.Join(lines, "\n")), 0o644))
 	rng := rand.New(rand.NewPCG(5, 8))
 	dupes, kills := 0, 0
 	for run := 0; ; run++ {
 		require.Less(t, run, 20, "the batch finishes")
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperBatchProcess$", "--", "batch", "--base-url", srv.URL, "--api-key", "k",
-			"--images", in, "--prompt", "p", "--out", out, "--concurrency", "4", "--json")
+			"--manifest", manifest, "--out", out, "--concurrency", "4", "--json")
 		cmd.Env = append(os.Environ(), "FLUXI2I_HELPER=1")
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -251,7 +251,23 @@ func Run(ctx context.Context, c *wrapper.Client, jobs []Job, cfg Config) (Summar
 		return sum, errors.Join(changed...)
 	}
 
-	r := &runner{c: c, cfg: cfg, jr: jr, sum: &sum}
+	r := &runner{c: c, cfg: cfg, jr: jr, sum: &sum, twins: map[[32]byte]string{}, ids: map[string]string{}}
+	// The request history tells jobs apart by their input alone: jobs of
+	// this batch with the same input cannot be settled through it, and a
+	// request id another job journaled is never claimed.
+	first := map[[32]byte]string{}
+	for i, j := range jobs {
+		if other, ok := first[inputs[i].input]; ok {
+			r.twins[inputs[i].input] = other
+		} else {
+			first[inputs[i].input] = j.ID
+		}
+	}
+	for id, rec := range past {
+		if rec.RequestID != "" {
+			r.ids[rec.RequestID] = id
+		}
+	}
 	r.progress.Total = len(jobs)
 	slots := make(chan struct{}, cfg.Concurrency)
 	var wg sync.WaitGroup
@@ -314,6 +330,10 @@ type runner struct {
 	c   *wrapper.Client
 	cfg Config
 	jr  *journal
+	// twins maps an input digest that several jobs share to one of them;
+	// ids, each request id the journal holds to its job.
+	twins map[[32]byte]string
+	ids   map[string]string
 
 	mu       sync.Mutex
 	sum      *Summary
@@ -395,7 +415,7 @@ func (r *runner) job(ctx context.Context, j Job, dg inputDigest, rec record, see
 		// An earlier run sent the submit and never learned its answer: the
 		// job may exist. The request history settles it before anything
 		// is sent again.
-		q, serr := r.settle(ctx, j, rec)
+		q, serr := r.settle(ctx, j, dg, rec)
 		switch {
 		case serr == nil:
 			o.RequestID, o.Settled = q.RequestID, true
@@ -527,9 +547,12 @@ func imageOpts(j Job) ([]wrapper.Option, error) {
 // matching wrapper.ErrNotInHistory when no such job was created, or one
 // matching wrapper.ErrHistoryUnavailable when it cannot tell (as for an
 // intent journaled without its time).
-func (r *runner) settle(ctx context.Context, j Job, rec record) (*wrapper.Queued, error) {
+func (r *runner) settle(ctx context.Context, j Job, dg inputDigest, rec record) (*wrapper.Queued, error) {
 	if rec.Sent.IsZero() {
 		return nil, fmt.Errorf("batch: the intent was journaled without its time: %w", wrapper.ErrHistoryUnavailable)
+	}
+	if other, ok := r.twins[dg.input]; ok {
+		return nil, fmt.Errorf("batch: its input is the same as another job's (%q, say): the request history cannot tell their jobs apart: %w", other, wrapper.ErrHistoryUnavailable)
 	}
 	opts, err := imageOpts(j)
 	if err != nil {
@@ -558,6 +581,11 @@ func (r *runner) settle(ctx context.Context, j Job, rec record) (*wrapper.Queued
 	q, err := r.c.Settle(sctx, j.Input, rec.Sent, opts...)
 	if err != nil && ctx.Err() == nil && sctx.Err() != nil {
 		return nil, errSettleStopped
+	}
+	if err == nil {
+		if other, ok := r.ids[q.RequestID]; ok && other != j.ID {
+			return nil, fmt.Errorf("batch: the request history's job %s is job %q's: %w", q.RequestID, other, wrapper.ErrHistoryUnavailable)
+		}
 	}
 	return q, err
 }

@@ -642,3 +642,37 @@ func TestAWholeLastRecordWithoutItsNewlineIsKept(t *testing.T) {
 		assert.Contains(t, lines[2], `"state":"done"`, "a line of its own")
 	})
 }
+
+// Jobs of one batch with the same input cannot be told apart in the
+// request history: their lost submits are not settled through it (one
+// could claim the other's job), but resumed as before, as possible
+// duplicates, each with a job of its own.
+func TestTwinInputsAreNotSettledThroughTheHistory(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, nil)
+		js := jobs(2)
+		js[1].Input = js[0].Input
+		crashed, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("k"), wrapper.WithHTTPClient(spectest.Client(t, srv)), wrapper.WithEnvironment(nil))
+		require.NoError(t, err)
+		sent := time.Now().UTC().Format(time.RFC3339Nano)
+		_, err = crashed.Submit(context.Background(), js[0].Input) // one of the two reached the server
+		require.NoError(t, err)
+		dir := t.TempDir()
+		writeJournal(t, dir,
+			`{"id":"img-0000","state":"intent","sent":"`+sent+`"}`,
+			`{"id":"img-0001","state":"intent","sent":"`+sent+`"}`, ``)
+		sum, err := batch.Run(context.Background(), c, js, batch.Config{Dir: dir})
+		require.NoError(t, err)
+		assert.Equal(t, 2, sum.Done)
+		assert.Zero(t, sum.Settled)
+		assert.Equal(t, 2, sum.PossibleDuplicates)
+		assert.EqualValues(t, 3, srv.Stats().Jobs)
+		ids := map[string]bool{}
+		for _, l := range journalLines(t, dir) {
+			if strings.Contains(l, `"state":"done"`) {
+				ids[l[strings.Index(l, `"request_id":"`):][:40]] = true
+			}
+		}
+		assert.Len(t, ids, 2, "each job its own request")
+	})
+}
