@@ -58,7 +58,10 @@
 // fetched by its id (Outcome.Settled); not in the history, it is submitted;
 // where the history cannot tell, by default it is submitted again and
 // reported as a possible duplicate, and with AtMostOnce it is reported as
-// outcome unknown (wrapper.ErrOutcomeUnknown) and left to the user. A job
+// outcome unknown (wrapper.ErrOutcomeUnknown) and left to the user. The
+// history tells jobs apart by their input alone: jobs of one batch with
+// the same input are never settled through it, nor is a request id claimed
+// that the journal gives another job. A job
 // that failed at the server is tried again. A batch whose jobs are all done
 // makes no request at all.
 //
