@@ -9,7 +9,6 @@ import (
 	"image/png"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -53,7 +52,7 @@ func TestFetchingRefusesNonPublicAddresses(t *testing.T) {
 	defer target.Close()
 	model := NewModel(Config{FetchImages: true})
 	port := target.URL[strings.LastIndex(target.URL, ":"):]
-	for _, u := range []string{target.URL + "/a.png", "http://localhost" + port + "/a.png", "http://[::1]" + port + "/a.png", "http://0.0.0.0" + port + "/a.png"} {
+	for _, u := range []string{target.URL + "/a.png", "http://localhost" + port + "/a.png", "http://[::1]" + port + "/a.png", "http://0.0.0.0" + port + "/a.png", "http://0.0.0.1" + port + "/a.png", "http://[::127.0.0.1]" + port + "/a.png"} {
 		_, err := model(context.Background(), "r", gen.Input{ImageURL: u, Prompt: "p"})
 		var me *queuetest.ModelError
 		require.True(t, errors.As(err, &me), "%s: %v", u, err)
@@ -63,14 +62,6 @@ func TestFetchingRefusesNonPublicAddresses(t *testing.T) {
 	}
 	assert.Zero(t, hits.Load())
 
-	for addr, public := range map[string]bool{
-		"93.184.216.34": true, "2606:2800:220:1::1": true,
-		"127.0.0.1": false, "10.1.2.3": false, "172.16.0.1": false, "192.168.1.1": false, "169.254.169.254": false,
-		"100.64.0.1": false, "0.0.0.0": false, "::1": false, "fe80::1": false, "fc00::1": false, "::ffff:127.0.0.1": false,
-		"64:ff9b::a01:203": false, "224.0.0.1": false, "198.18.0.1": false,
-	} {
-		assert.Equal(t, public, PublicAddr(netip.MustParseAddr(addr)), addr)
-	}
 }
 
 func pngOf(t *testing.T, w, h int) []byte {

@@ -20,15 +20,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"runtime"
-	"syscall"
 	"time"
 
 	_ "golang.org/x/image/webp" // webp input: the standard library has no decoder
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/media"
+	"github.com/fluxi2i/fluxi2i/internal/netguard"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 )
 
@@ -57,9 +56,8 @@ const MaxBodyBytes = 32 << 20
 // Config is how the simulator treats its inputs.
 type Config struct {
 	// FetchImages lets the simulator download an http(s) image_url, from
-	// public addresses only (no loopback, private, link-local, shared or
-	// unspecified address, checked on every connection, redirects
-	// included), within FetchTimeout and MaxFetchBytes. Off (the default),
+	// public addresses only (netguard.PublicAddr, checked on every
+	// connection after DNS resolution, redirects included), within FetchTimeout and MaxFetchBytes. Off (the default),
 	// it opens no connection for an image_url: it renders a deterministic
 	// picture derived from the URL instead.
 	FetchImages bool
@@ -235,13 +233,7 @@ func Picture(u string) image.Image {
 // publicClient fetches from public addresses only: every connection, the
 // ones redirects make included, is checked after DNS resolution.
 func publicClient() *http.Client {
-	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
-		ap, err := netip.ParseAddrPort(address)
-		if err != nil || !PublicAddr(ap.Addr()) {
-			return errNotPublic
-		}
-		return nil
-	}}
+	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: netguard.Control}
 	return &http.Client{
 		Timeout: FetchTimeout,
 		Transport: &http.Transport{
@@ -260,34 +252,6 @@ func publicClient() *http.Client {
 			return nil
 		},
 	}
-}
-
-var errNotPublic = errors.New("not a public address")
-
-// notPublic are ranges IsGlobalUnicast lets through that are not the
-// public internet.
-var notPublic = []netip.Prefix{
-	netip.MustParsePrefix("100.64.0.0/10"),  // shared address space (carrier NAT)
-	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
-	netip.MustParsePrefix("64:ff9b::/96"),   // NAT64: could reach anything
-	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
-	netip.MustParsePrefix("2002::/16"),      // 6to4: could embed a private IPv4
-}
-
-// PublicAddr reports an address on the public internet: not loopback,
-// private, link-local, multicast, unspecified or one of the special ranges.
-func PublicAddr(a netip.Addr) bool {
-	a = a.Unmap()
-	if !a.IsValid() || !a.IsGlobalUnicast() || a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() {
-		return false
-	}
-	for _, p := range notPublic {
-		if p.Contains(a) {
-			return false
-		}
-	}
-	return true
 }
 
 // Transform is the simulator's "model": a colour grade and a ripple whose
