@@ -370,7 +370,7 @@ func (a *app) simulate(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	srv := newServer(queuetest.New(opts...))
+	srv := newServer(loopbackHosts(ln, queuetest.New(opts...)))
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: serving the local simulator (NOT the real model) at http://%s\n", ln.Addr())
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: point clients at it, e.g. fluxi2i run --base-url http://%s ...\n", ln.Addr())
 	return a.serve(srv, ln)

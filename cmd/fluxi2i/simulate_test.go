@@ -80,3 +80,54 @@ func TestProxyCommandServes(t *testing.T) {
 	assert.Equal(t, 0, <-done)
 	assert.Contains(t, errb.String(), "operation=submit")
 }
+
+// startSimulate runs `fluxi2i simulate` with args on a loopback port and
+// returns its address; the command stops with the test.
+func startSimulate(t *testing.T, args ...string) string {
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- Main(ctx, append([]string{"simulate", "--addr", "127.0.0.1:0"}, args...), nil, &out, &errb)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	re := regexp.MustCompile(`at http://(127\.0\.0\.1:\d+)`)
+	for range 200 {
+		if m := re.FindStringSubmatch(errb.String()); m != nil {
+			return m[1]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("simulate did not start: %s", errb.String())
+	return ""
+}
+
+// Bound to loopback, `fluxi2i simulate` answers only a loopback Host or
+// localhost: a page whose DNS name was rebound to 127.0.0.1 gets 403 and
+// no job is queued.
+func TestSimulateRefusesARebindingHost(t *testing.T) {
+	addr := startSimulate(t)
+	_, port, _ := net.SplitHostPort(addr)
+	submit := func(host string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/fal-ai/flux-1/dev/image-to-image", strings.NewReader(`{"image_url":"https://example.com/input.jpg","prompt":"p"}`))
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Key k")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	for _, h := range []string{"evil.example:" + port, "evil.example", "127.0.0.1.evil.example:" + port, "10.0.0.1:" + port, "0.0.0.0:" + port} {
+		code, body := submit(h)
+		assert.Equal(t, http.StatusForbidden, code, h)
+		assert.Contains(t, body, `"detail"`, "fal's error shape")
+		assert.NotContains(t, body, "request_id")
+	}
+	for _, h := range []string{addr, "localhost:" + port, "localhost", "[::1]:" + port} {
+		code, body := submit(h)
+		assert.Equal(t, http.StatusOK, code, h)
+		assert.Contains(t, body, `"request_id"`)
+	}
+}
