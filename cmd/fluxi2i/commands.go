@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -353,16 +355,22 @@ func endedWithout(st *wrapper.Status) string {
 }
 
 func (a *app) simulate(args []string) int {
-	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images]")
+	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--max-memory MIB]")
 	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
 	fetch := fs.Bool("fetch-images", false, "download http(s) image_url inputs (public addresses only); default: render a picture derived from the URL, offline")
 	key := fs.String("api-key", "", "accept only this key (Bearer or Key scheme); default: any key")
 	queue := fs.Duration("queue-time", 600*time.Millisecond, "how long each job stays IN_QUEUE")
 	runFor := fs.Duration("run-time", 1500*time.Millisecond, "how long each job stays IN_PROGRESS")
+	budget := fs.Int64("max-memory", simulator.DefaultMaxBytes>>20, "memory budget in MiB: what the simulator holds at once of inputs, renders and outputs (a client may hold a quarter); past it submits get 429")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}
-	opts := append(simulator.Options(simulator.Config{FetchImages: *fetch}), queuetest.QueueTime(*queue), queuetest.RunTime(*runFor))
+	if *budget < 16 {
+		return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--max-memory", Message: fmt.Sprintf("%d MiB: give at least 16", *budget)}}})
+	}
+	maxBytes := *budget << 20
+	limitMemory(maxBytes)
+	opts := append(simulator.Options(simulator.Config{FetchImages: *fetch, MaxBytes: maxBytes}), queuetest.QueueTime(*queue), queuetest.RunTime(*runFor))
 	if *key != "" {
 		opts = append(opts, queuetest.WithAPIKey(*key))
 	}
@@ -370,8 +378,21 @@ func (a *app) simulate(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	srv := newServer(loopbackHosts(ln, queuetest.New(opts...)))
+	q := queuetest.New(opts...)
+	defer q.Close()
+	srv := newServer(loopbackHosts(ln, q))
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: serving the local simulator (NOT the real model) at http://%s\n", ln.Addr())
+	fmt.Fprintf(a.stderr, "fluxi2i simulate: memory budget %d MiB (a client may hold a quarter of it, and of the %d jobs held)\n", *budget, simulator.MaxJobs)
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: point clients at it, e.g. fluxi2i run --base-url http://%s ...\n", ln.Addr())
 	return a.serve(srv, ln)
+}
+
+// limitMemory sets the Go runtime's soft memory limit (unless GOMEMLIMIT
+// says otherwise) to simulator.MemoryLimit: the budget bounds live bytes,
+// the limit keeps garbage from piling up over them.
+func limitMemory(budget int64) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(simulator.MemoryLimit(budget))
 }

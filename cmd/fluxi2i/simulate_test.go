@@ -84,6 +84,7 @@ func TestProxyCommandServes(t *testing.T) {
 // startSimulate runs `fluxi2i simulate` with args on a loopback port and
 // returns its address; the command stops with the test.
 func startSimulate(t *testing.T, args ...string) string {
+	t.Setenv("GOMEMLIMIT", "off") // the test process keeps its own memory limit
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errb syncBuffer
 	done := make(chan int)

@@ -101,7 +101,7 @@ func TestRenderingStopsWhenTheJobEnds(t *testing.T) {
 // are forgotten after the retention time, and the number held is capped.
 func TestTheServiceIsSafeToExpose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv := queuetest.NewPipeServer(append(Options(Config{}), queuetest.WithAPIKey("k"), queuetest.MaxJobs(3))...)
+		srv := queuetest.NewPipeServer(append(Options(Config{}), queuetest.WithAPIKey("k"), queuetest.MaxJobs(3), queuetest.MaxJobsPerClient(3))...)
 		defer srv.Close()
 		hc := srv.Client()
 		post := func(auth string, body *countingReader) *http.Response {

@@ -61,8 +61,11 @@ type Server struct {
 	faultCounts map[string]int64
 	violations  []string
 
-	stats counters
+	stats  counters
+	budget *budget
 
+	renders   sync.WaitGroup // the model's runs, and the eviction timer
+	stopEvict chan struct{}
 	client    *http.Client
 	closers   []func()
 	closeOnce sync.Once
@@ -72,6 +75,7 @@ type counters struct {
 	submits, jobs, status, stream, result, cancel, cancelled atomic.Int64
 	foreignRequests, foreignAuthorized, unauthorized         atomic.Int64
 	violations, faults, files, history                       atomic.Int64
+	refused                                                  atomic.Int64
 }
 
 // Stats counts what a Server received.
@@ -92,6 +96,13 @@ type Stats struct {
 	Violations        int64 // requests that broke the spec
 	FaultsInjected    int64 // faults consumed
 	FileDownloads     int64 // result images served
+	// BytesHeld is what the server holds now against MaxBytes (bodies
+	// being read, inputs kept, the model's reservations, outputs, encoded
+	// sync results); PeakBytesHeld the most it ever held at once.
+	BytesHeld, PeakBytesHeld int64
+	// Refused counts requests answered 429 for a cap of the server:
+	// MaxJobs, MaxBytes or a client's share of them.
+	Refused int64
 }
 
 type config struct {
@@ -108,6 +119,9 @@ type config struct {
 	retention          time.Duration
 	maxJobs            int
 	noHistory          bool
+	maxBytes           int64
+	maxJobsPerClient   int
+	maxBytesPerClient  int64
 }
 
 // FaultHeader marks an answer that the server breaks on purpose
@@ -184,16 +198,46 @@ func newServer(opts []Option) *Server {
 	if cfg.model == nil {
 		cfg.model = PlaceholderModel
 	}
+	if cfg.maxJobsPerClient == 0 {
+		cfg.maxJobsPerClient = (cfg.maxJobs + 3) / 4
+	}
+	if cfg.maxBytesPerClient == 0 {
+		cfg.maxBytesPerClient = cfg.maxBytes / 4
+	}
 	s := &Server{
 		cfg:         cfg,
 		jobs:        map[string]*job{},
 		files:       map[string]*job{},
 		faults:      map[Op][]Fault{},
 		faultCounts: map[string]int64{},
+		budget:      newBudget(cfg.maxBytes, cfg.maxBytesPerClient),
+		stopEvict:   make(chan struct{}),
 	}
 	s.foreign.Store(cfg.foreign)
 	s.mux = s.routes()
+	if cfg.retention > 0 {
+		s.renders.Add(1)
+		go s.evictLoop(min(max(cfg.retention/10, time.Second), time.Minute))
+	}
 	return s
+}
+
+// evictLoop forgets expired jobs every period until Close, so memory is
+// given back even when no request comes.
+func (s *Server) evictLoop(period time.Duration) {
+	defer s.renders.Done()
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopEvict:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			s.evict(now)
+			s.mu.Unlock()
+		}
+	}
 }
 
 // New returns an unstarted Server: mount it (it is an http.Handler) where
@@ -256,9 +300,12 @@ func NewPipeServer(opts ...Option) *Server {
 // don't replace it: for a pipe server it is the only way in.
 func (s *Server) Client() *http.Client { return s.client }
 
-// Close stops the server and closes the idle connections of Client().
+// Close stops the server, its eviction timer and the model's runs, and
+// closes the idle connections of Client(). A Server from New must be
+// closed too when it has a Retention.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		close(s.stopEvict)
 		s.mu.Lock()
 		for _, j := range s.jobs {
 			j.stop()
@@ -267,6 +314,7 @@ func (s *Server) Close() {
 		for _, c := range s.closers {
 			c()
 		}
+		s.renders.Wait()
 	})
 }
 
@@ -315,7 +363,7 @@ func (s *Server) FaultCounts() map[string]int64 {
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
 	c := &s.stats
-	return Stats{
+	st := Stats{
 		Submits: c.submits.Load(), Jobs: c.jobs.Load(),
 		StatusCalls: c.status.Load(), StreamCalls: c.stream.Load(),
 		ResultCalls: c.result.Load(), CancelCalls: c.cancel.Load(), HistoryCalls: c.history.Load(),
@@ -326,7 +374,12 @@ func (s *Server) Stats() Stats {
 		Violations:        c.violations.Load(),
 		FaultsInjected:    c.faults.Load(),
 		FileDownloads:     c.files.Load(),
+		Refused:           c.refused.Load(),
 	}
+	s.budget.mu.Lock()
+	st.BytesHeld, st.PeakBytesHeld = s.budget.held, s.budget.peak
+	s.budget.mu.Unlock()
+	return st
 }
 
 // Violations returns a description of every request that broke the spec.
@@ -367,6 +420,7 @@ func newID() string {
 }
 
 // Job reports a job's input and whether it was cancelled, for assertions.
+// With X-Fal-Store-IO: 0 its image_url is gone once the model has read it.
 func (s *Server) Job(id string) (in gen.Input, cancelled, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -374,7 +428,11 @@ func (s *Server) Job(id string) (in gen.Input, cancelled, ok bool) {
 	if !ok {
 		return gen.Input{}, false, false
 	}
-	return j.in, !j.cancelledAt.IsZero(), true
+	in = j.in
+	if j.urlInRaw {
+		in.ImageURL = imageURLOf(j.raw) // kept once, in the body as received
+	}
+	return in, !j.cancelledAt.IsZero(), true
 }
 
 // Detection reports when a job completed (by the server's clock) and when
