@@ -303,7 +303,8 @@ func (b *limitedBody) Close() error { return b.c.Close() }
 // intercepted API server could name any address; a download is let through
 // only over https to a public address (netguard.PublicAddr), or to the
 // configured base URL's own host when that host is loopback or private (a
-// local simulator, queuetest), by any scheme. The rule is checked on the
+// local simulator, queuetest), by any scheme; a loopback base's own host
+// is the machine itself, by any loopback name or address. The rule is checked on the
 // URL (scheme, a literal address) of every hop, redirects included, and
 // on the address every connection is made to, after DNS resolution: with
 // the default transport before connecting, with a caller's own dialer as
@@ -390,7 +391,15 @@ func allowedAddr(host, baseHost string, a netip.Addr, tls bool) bool {
 	if tls && netguard.PublicAddr(a) {
 		return true
 	}
-	return strings.EqualFold(strings.Trim(host, "[]"), strings.Trim(baseHost, "[]")) && netguard.LocalAddr(a)
+	return baseHostOf(host, baseHost) && netguard.LocalAddr(a)
+}
+
+// baseHostOf reports whether host is the base URL's host baseHost: the
+// same name or address, or, when the base is loopback, any loopback name
+// or address (the machine itself: localhost and 127.0.0.1 are one host).
+func baseHostOf(host, baseHost string) bool {
+	host, baseHost = strings.Trim(host, "[]"), strings.Trim(baseHost, "[]")
+	return strings.EqualFold(host, baseHost) || (netguard.LoopbackHost(baseHost) && netguard.LoopbackHost(host))
 }
 
 // byScheme sends https requests through one transport and http ones
