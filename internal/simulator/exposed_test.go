@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"image"
 	"image/png"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -144,4 +146,41 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// A job whose image and outputs could never fit the budget (4096 x 4096,
+// four PNGs inline: the issue's 241 MB sync result) fails at once with a
+// 422 that says why, instead of taking the machine's memory.
+func TestAJobLargerThanTheBudgetFailsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := queuetest.NewPipeServer(append(Options(Config{}), queuetest.QueueTime(0), queuetest.RunTime(0))...)
+		defer srv.Close()
+		var b bytes.Buffer
+		require.NoError(t, png.Encode(&b, image.NewGray(image.Rect(0, 0, 4096, 4096))))
+		body := `{"prompt":"p","num_images":4,"output_format":"png","sync_mode":true,"image_url":"data:image/png;base64,` + base64.StdEncoding.EncodeToString(b.Bytes()) + `"}`
+		do := func(method, path, body string) (*http.Response, string) {
+			var r io.Reader
+			if body != "" {
+				r = strings.NewReader(body)
+			}
+			req, _ := http.NewRequest(method, srv.URL+path, r)
+			req.Header.Set("Authorization", "Key k")
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := srv.Client().Do(req)
+			require.NoError(t, err)
+			out, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return resp, string(out)
+		}
+		resp, out := do(http.MethodPost, "/fal-ai/flux-1/dev/image-to-image", body)
+		require.Equal(t, 200, resp.StatusCode, out)
+		var q gen.Enqueued
+		require.NoError(t, json.Unmarshal([]byte(out), &q))
+		time.Sleep(time.Second)
+		resp, out = do(http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestID, "")
+		assert.Equal(t, 422, resp.StatusCode)
+		assert.Contains(t, out, "budget")
+		assert.Contains(t, out, "--max-memory")
+		assert.LessOrEqual(t, srv.Stats().PeakBytesHeld, int64(DefaultMaxBytes))
+	})
 }
