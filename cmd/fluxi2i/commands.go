@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -355,12 +357,13 @@ func endedWithout(st *wrapper.Status) string {
 }
 
 func (a *app) simulate(args []string) int {
-	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--max-memory MIB]")
+	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--max-memory MIB] [--public-url URL]")
 	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
 	fetch := fs.Bool("fetch-images", false, "download http(s) image_url inputs (public addresses only); default: render a picture derived from the URL, offline")
 	key := fs.String("api-key", "", "accept only this key (Bearer or Key scheme); default: any key")
 	queue := fs.Duration("queue-time", 600*time.Millisecond, "how long each job stays IN_QUEUE")
 	runFor := fs.Duration("run-time", 1500*time.Millisecond, "how long each job stays IN_PROGRESS")
+	public := fs.String("public-url", "", "the URL clients reach the simulator at, for the job and image URLs it hands out (default: http:// and its listen address; never a request's Host)")
 	budget := fs.Int64("max-memory", simulator.DefaultMaxBytes>>20, "memory budget in MiB: what the simulator holds at once of inputs, renders and outputs (a client may hold a quarter); past it submits get 429")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
@@ -374,10 +377,23 @@ func (a *app) simulate(args []string) int {
 	if *key != "" {
 		opts = append(opts, queuetest.WithAPIKey(*key))
 	}
+	if *public != "" {
+		if u, err := url.Parse(*public); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--public-url", Message: fmt.Sprintf("%q: give an http(s) origin, such as https://sim.example:8443", *public)}}})
+		}
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return a.fail(err)
 	}
+	if *public == "" {
+		*public = "http://" + ln.Addr().String()
+		if ta, ok := ln.Addr().(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+			*public = "http://" + net.JoinHostPort("localhost", strconv.Itoa(ta.Port))
+			fmt.Fprintf(a.stderr, "fluxi2i simulate: listening on every address: the image URLs it hands out name %s; give --public-url for other machines\n", *public)
+		}
+	}
+	opts = append(opts, queuetest.PublicURL(*public))
 	q := queuetest.New(opts...)
 	defer q.Close()
 	srv := newServer(loopbackHosts(ln, q))

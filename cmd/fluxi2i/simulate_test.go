@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -131,4 +132,64 @@ func TestSimulateRefusesARebindingHost(t *testing.T) {
 		assert.Equal(t, http.StatusOK, code, h)
 		assert.Contains(t, body, `"request_id"`)
 	}
+}
+
+// `fluxi2i simulate` builds job and image URLs from its public URL (by
+// default its own listen address), never from a request's Host, and its
+// files answer CORS.
+func TestSimulateBuildsURLsFromItsPublicURL(t *testing.T) {
+	do := func(addr, host, method, path, body string) (*http.Response, string) {
+		var r io.Reader
+		if body != "" {
+			r = strings.NewReader(body)
+		}
+		req, _ := http.NewRequest(method, "http://"+addr+path, r)
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Key k")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	imageURL := func(addr, host string) string {
+		_, b := do(addr, host, http.MethodPost, "/fal-ai/flux-1/dev/image-to-image", `{"image_url":"https://example.com/input.jpg","prompt":"p"}`)
+		var q struct {
+			RequestID string `json:"request_id"`
+			StatusURL string `json:"status_url"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(b), &q), b)
+		for range 100 {
+			resp, b := do(addr, host, http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestID, "")
+			if resp.StatusCode == http.StatusOK {
+				var out struct {
+					Images []struct {
+						URL string `json:"url"`
+					} `json:"images"`
+				}
+				require.NoError(t, json.Unmarshal([]byte(b), &out))
+				require.NotEmpty(t, out.Images)
+				return out.Images[0].URL
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatal("the job did not complete")
+		return ""
+	}
+	addr := startSimulate(t, "--queue-time", "10ms", "--run-time", "10ms")
+	_, port, _ := net.SplitHostPort(addr)
+	u := imageURL(addr, "localhost:"+port)
+	assert.True(t, strings.HasPrefix(u, "http://"+addr+"/files/"), "the listen address, not the Host: %s", u)
+	resp, _ := do(addr, addr, http.MethodGet, strings.TrimPrefix(u, "http://"+addr), "")
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, "*", resp.Header.Get("Access-Control-Allow-Origin"))
+
+	addr = startSimulate(t, "--queue-time", "10ms", "--run-time", "10ms", "--public-url", "https://sim.example")
+	u = imageURL(addr, addr)
+	assert.True(t, strings.HasPrefix(u, "https://sim.example/files/"), u)
+
+	r := cli(t, context.Background(), nil, "simulate", "--addr", "127.0.0.1:0", "--public-url", "ftp://x")
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "--public-url")
 }

@@ -187,3 +187,39 @@ func TestSyncResultsAreEncodedOnce(t *testing.T) {
 		assert.True(t, strings.HasPrefix(out.Images[0].URL, "data:image/png;base64,iVBOR"))
 	})
 }
+
+// With PublicURL, job and image URLs name it whatever Host a request
+// sends; the files answer CORS to any origin, GET only.
+func TestPublicURLAndCORSOnFiles(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := queuetest.New(queuetest.PublicURL("https://sim.example:8443/"), queuetest.QueueTime(0), queuetest.RunTime(0))
+		defer srv.Close()
+		body := []byte(`{"prompt":"p","image_url":"https://example.com/a.png"}`)
+		w := serve(srv, "192.0.2.1", http.MethodPost, "/fal-ai/flux-1/dev/image-to-image", bytes.NewReader(body), int64(len(body)))
+		require.Equal(t, 200, w.Code)
+		var q gen.Enqueued
+		require.NoError(t, json.Unmarshal(w.Body.Bytes(), &q))
+		require.NotNil(t, q.StatusURL)
+		assert.True(t, strings.HasPrefix(*q.StatusURL, "https://sim.example:8443/fal-ai/"), *q.StatusURL)
+		synctest.Wait()
+		w = serve(srv, "192.0.2.1", http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestID, nil, 0) // Host: queue.example
+		require.Equal(t, 200, w.Code, w.Body.String())
+		var out gen.Output
+		require.NoError(t, json.Unmarshal(w.Body.Bytes(), &out))
+		require.Len(t, out.Images, 1)
+		u := out.Images[0].URL
+		require.True(t, strings.HasPrefix(u, "https://sim.example:8443/files/"), u)
+		assert.NotContains(t, u, "queue.example", "never the request's Host")
+
+		path := strings.TrimPrefix(u, "https://sim.example:8443")
+		w = serve(srv, "198.51.100.1", http.MethodGet, path, nil, 0)
+		assert.Equal(t, 200, w.Code)
+		assert.Equal(t, "*", w.Header().Get("Access-Control-Allow-Origin"))
+		assert.Empty(t, w.Header().Get("Access-Control-Allow-Credentials"))
+		w = serve(srv, "198.51.100.1", http.MethodGet, "/files/nosuchkey/0.jpeg", nil, 0)
+		assert.Equal(t, 404, w.Code)
+		assert.Equal(t, "*", w.Header().Get("Access-Control-Allow-Origin"), "a miss is readable too")
+		w = serve(srv, "198.51.100.1", http.MethodPut, path, nil, 0)
+		assert.Equal(t, http.StatusMethodNotAllowed, w.Code, "GET only")
+	})
+}

@@ -449,6 +449,9 @@ func (s *Server) origin(r *http.Request) string {
 		}
 		return "https://" + PipeForeignHost + s.cfg.basePath
 	}
+	if s.cfg.publicURL != "" {
+		return s.cfg.publicURL + s.cfg.basePath
+	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -703,10 +706,14 @@ func (s *Server) encodeSync(j *job, withPlaceholders []byte, images []Image) ([]
 }
 
 // mediaBase is where result images are served: the foreign origin when
-// there is one (as fal serves media from another host), else the server.
+// there is one (as fal serves media from another host), else the server
+// (its PublicURL, or the request's Host without one).
 func (s *Server) mediaBase(r *http.Request) string {
 	if s.ForeignURL != "" {
 		return s.ForeignURL
+	}
+	if s.cfg.publicURL != "" {
+		return s.cfg.publicURL
 	}
 	scheme := "http"
 	if r.TLS != nil {
@@ -736,7 +743,12 @@ func (s *Server) cancel(x *exchange, _ []byte) answer {
 // file serves a result image of a completed job; like fal's CDN, no
 // credential is needed (or wanted), so the URL carries an unguessable key,
 // not the request id, and a cancelled or unfinished job has none.
+//
+// Like a CDN's, the files answer CORS to any origin (their URLs are the
+// secret, no credential is involved), so a page can fetch() them and read
+// them back from a canvas.
 func (s *Server) file(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
 	s.mu.Lock()
 	j := s.files[r.PathValue("key")]
 	s.mu.Unlock()

@@ -122,6 +122,7 @@ type config struct {
 	maxBytes           int64
 	maxJobsPerClient   int
 	maxBytesPerClient  int64
+	publicURL          string
 }
 
 // FaultHeader marks an answer that the server breaks on purpose
@@ -183,6 +184,13 @@ func WithBasePath(p string) Option {
 	return func(c *config) { c.basePath = "/" + strings.Trim(p, "/") }
 }
 
+// PublicURL builds the job URLs and result image URLs the server hands
+// out on u (scheme://host[:port], how clients reach it), never on a
+// request's Host header, which a client or a proxy in front chooses. By
+// default a Server from New builds them on each request's Host; NewServer
+// and NewPipeServer on their own URLs.
+func PublicURL(u string) Option { return func(c *config) { c.publicURL = strings.TrimRight(u, "/") } }
+
 // ForeignURLs starts the server handing out job URLs on the foreign origin
 // (see SetForeignURLs).
 func ForeignURLs() Option { return func(c *config) { c.foreign = true } }
@@ -241,7 +249,8 @@ func (s *Server) evictLoop(period time.Duration) {
 }
 
 // New returns an unstarted Server: mount it (it is an http.Handler) where
-// you like. Job URLs are built from each request's Host.
+// you like. Job and image URLs are built on its PublicURL or, without one,
+// on each request's Host.
 func New(opts ...Option) *Server {
 	s := newServer(opts)
 	s.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
