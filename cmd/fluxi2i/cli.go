@@ -318,7 +318,9 @@ func (a *app) clientOrSimulator() (c *wrapper.Client, stop func(), simulated boo
 
 // localSimulator starts the in-process simulator and a client for it.
 func (a *app) localSimulator() (*wrapper.Client, func(), error) {
-	srv := queuetest.NewServer(simOptions()...)
+	// Its one client is this process (and, behind `fluxi2i proxy`, the
+	// proxy's users, whom the proxy bounds): a client's share is the whole.
+	srv := queuetest.NewServer(append(simOptions(), queuetest.MaxJobsPerClient(simulator.MaxJobs), queuetest.MaxBytesPerClient(simulator.DefaultMaxBytes))...)
 	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("local-simulator"), wrapper.WithHTTPClient(srv.Client()), wrapper.WithUserAgent("fluxi2i-cli"))
 	if err != nil {
 		srv.Close()
