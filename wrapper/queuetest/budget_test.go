@@ -223,3 +223,35 @@ func TestPublicURLAndCORSOnFiles(t *testing.T) {
 		assert.Equal(t, http.StatusMethodNotAllowed, w.Code, "GET only")
 	})
 }
+
+// A job keeps one copy of its input: the body as received (for the
+// history), not a decoded image_url beside it. Measured on the heap.
+func TestAJobHoldsOneCopyOfItsInput(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := queuetest.New(queuetest.QueueTime(0), queuetest.RunTime(0))
+		defer srv.Close()
+		const n, size = 4, 3 << 20
+		body := bigBody(size)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		var ids []string
+		for range n {
+			w := serve(srv, "192.0.2.1", http.MethodPost, "/fal-ai/flux-1/dev/image-to-image", bytes.NewReader(body), int64(len(body)))
+			require.Equal(t, 200, w.Code)
+			var q gen.Enqueued
+			require.NoError(t, json.Unmarshal(w.Body.Bytes(), &q))
+			ids = append(ids, q.RequestID)
+		}
+		synctest.Wait() // every model has run
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		assert.Greater(t, grew, int64(n*size), "the bodies are kept")
+		assert.Less(t, grew, int64(n*size*3/2), "and nothing else of that size: %d MiB for %d MiB of bodies", grew>>20, n*size>>20)
+		in, _, ok := srv.Job(ids[0])
+		require.True(t, ok)
+		assert.Len(t, in.ImageURL, size+len("data:image/png;base64,"), "the input is still whole, read from the body")
+		runtime.KeepAlive(body)
+	})
+}
