@@ -44,7 +44,7 @@ Usage:
   fluxi2i cancel   REQUEST_ID
   fluxi2i batch    --images DIR --prompt TEXT --out OUT [input flags] [--concurrency N]
   fluxi2i batch    --manifest FILE.jsonl --out OUT [--concurrency N] [--at-most-once]
-  fluxi2i simulate [--addr HOST:PORT] [--api-key KEY] [--fetch-images]
+  fluxi2i simulate [--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--max-memory MIB] [--public-url URL]
   fluxi2i proxy    [--addr HOST:PORT] [--base-url URL] [--api-key KEY] [--allow-anyone] [--cors ORIGIN]
   fluxi2i version
   fluxi2i help     [COMMAND]
