@@ -5,11 +5,13 @@
 // It speaks the protocol of the real queue (submit, status, status stream,
 // result, cancel) with its status codes and bodies, on the routes gen
 // generates from the project's OpenAPI spec; it checks the credential
-// before reading a body and caps bodies (413); given a Contract (package
-// spectest gives the spec's), it checks every request and every answer
-// against it (a violation is answered 422 or 400 and counted); it runs
-// jobs through IN_QUEUE and IN_PROGRESS on
-// configurable times, and misbehaves on request: scripted status codes with
+// before reading a body and caps bodies (413); on request it bounds what
+// it holds (MaxBytes, MaxJobs, and a client's share of each: 429 with
+// Retry-After) and forgets finished jobs on a timer (Retention); given a
+// Contract (package spectest gives the spec's), it checks every request
+// and every answer against it (a violation is answered 422 or 400 and
+// counted); it runs jobs through IN_QUEUE and IN_PROGRESS on configurable
+// times, and misbehaves on request: scripted status codes with
 // Retry-After, dropped connections, truncated or garbled bodies, slow
 // answers, broken streams, and job URLs on a foreign origin whose traffic
 // (and any credential sent there) it counts.
