@@ -671,6 +671,13 @@ func syncPlaceholder(j *job, i int) string {
 	return "queuetest-sync-" + j.fileKey + "-" + strconv.Itoa(i)
 }
 
+// dataURIPrefix is the start of im's data URI as it stands inside a JSON
+// string (escaped: the type comes from the model).
+func dataURIPrefix(im Image) string {
+	b, _ := json.Marshal("data:" + im.ContentType + ";base64,")
+	return string(b[1 : len(b)-1])
+}
+
 // encodeSync makes the sync_mode result of j from the answer with
 // placeholders: each image's data URI written straight into a buffer of
 // the final size, reserved in the budget first; it is kept on j (j.syncMu
@@ -678,7 +685,7 @@ func syncPlaceholder(j *job, i int) string {
 func (s *Server) encodeSync(j *job, withPlaceholders []byte, images []Image) ([]byte, error) {
 	size := int64(len(withPlaceholders))
 	for i, im := range images {
-		size += int64(len("data:"+im.ContentType+";base64,")+base64.StdEncoding.EncodedLen(len(im.Data))) - int64(len(syncPlaceholder(j, i)))
+		size += int64(len(dataURIPrefix(im))+base64.StdEncoding.EncodedLen(len(im.Data))) - int64(len(syncPlaceholder(j, i)))
 	}
 	if !s.hold(j, size) {
 		return nil, fmt.Errorf("the server's memory budget has no room for this sync_mode result (%d MiB) now: try again shortly", mib(size))
@@ -688,7 +695,7 @@ func (s *Server) encodeSync(j *job, withPlaceholders []byte, images []Image) ([]
 	for i, im := range images {
 		k := bytes.Index(rest, []byte(syncPlaceholder(j, i)))
 		out = append(out, rest[:k]...)
-		out = append(out, "data:"+im.ContentType+";base64,"...)
+		out = append(out, dataURIPrefix(im)...)
 		n := len(out)
 		out = out[:n+base64.StdEncoding.EncodedLen(len(im.Data))]
 		base64.StdEncoding.Encode(out[n:], im.Data)
