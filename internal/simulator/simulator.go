@@ -90,6 +90,8 @@ func Options(cfg Config) []queuetest.Option {
 	}
 	return []queuetest.Option{
 		queuetest.MaxBytes(budget),
+		queuetest.MaxBytesPerClient(budget / 4),
+		queuetest.MaxJobsPerClient(MaxJobs / 4),
 		queuetest.WithModel(NewModel(cfg)),
 		queuetest.QueueTime(600 * time.Millisecond),
 		queuetest.RunTime(1500 * time.Millisecond),
