@@ -15,8 +15,10 @@ import (
 // read, the inputs kept for the request history, the work of the model
 // (what it asks for with Reserve), output images and encoded sync_mode
 // results. A submit that does not fit is answered 429 with Retry-After
-// before its body is read; the model waits for room. Without it (or with
-// n <= 0) nothing is bounded, as tests want.
+// before its body is read; the model waits for room. An eighth of the
+// budget is kept from requests for the model, so that the jobs already
+// queued can render. Without it (or with n <= 0) nothing is bounded, as
+// tests want.
 func MaxBytes(n int64) Option { return func(c *config) { c.maxBytes = max(n, 0) } }
 
 // MaxJobsPerClient caps the jobs one client (one IP address, an IPv6 /64)
@@ -77,11 +79,19 @@ func newBudget(limit, perClient int64) *budget {
 func (b *budget) take(client string, n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.takeLocked(client, n)
+	return b.takeLocked(client, n, b.limit)
 }
 
-func (b *budget) takeLocked(client string, n int64) bool {
-	if b.limit > 0 && b.held+n > b.limit {
+// admit reserves n bytes for a request of client if they fit below the
+// room kept for the model (an eighth of the budget).
+func (b *budget) admit(client string, n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.takeLocked(client, n, b.limit-b.limit/8)
+}
+
+func (b *budget) takeLocked(client string, n, limit int64) bool {
+	if b.limit > 0 && b.held+n > limit {
 		return false
 	}
 	var cu *clientUse
@@ -137,7 +147,7 @@ func (b *budget) wait(ctx context.Context, n int64, d time.Duration) error {
 	defer t.Stop()
 	for {
 		b.mu.Lock()
-		if b.takeLocked("", n) {
+		if b.takeLocked("", n, b.limit) {
 			b.mu.Unlock()
 			return nil
 		}

@@ -256,7 +256,7 @@ func (s *Server) readReserved(x *exchange, r io.Reader) (b []byte, full bool, er
 		n, err := r.Read(chunk)
 		// Past the body cap the reader fails: never reserve beyond it.
 		if want := min(2*int64(buf.Len()+n), 2*s.cfg.maxBody); want > x.reserved {
-			if !s.budget.take(x.client, want-x.reserved) {
+			if !s.budget.admit(x.client, want-x.reserved) {
 				return nil, true, nil
 			}
 			x.reserved = want
@@ -292,7 +292,7 @@ func (s *Server) admitSubmit(x *exchange) (answer, bool) {
 	}
 	// The body, and room for one copy of its image: the model's (or the
 	// decoded input's, with X-Fal-Store-IO: 0).
-	if !s.budget.take(x.client, 2*size) {
+	if !s.budget.admit(x.client, 2*size) {
 		return s.tooMany(fmt.Sprintf("the server's memory budget (%d MiB, %d MiB a client) has no room for a body of %d MiB now: try again shortly",
 			mib(s.cfg.maxBytes), mib(s.cfg.maxBytesPerClient), mib(size)), bytesRetry), false
 	}

@@ -102,7 +102,7 @@ func (s *Server) history(x *exchange, p gen.ListRequestsByEndpointParams) answer
 		for _, e := range all[from:to] {
 			n += 2 * int64(len(e.j.raw))
 		}
-		if !s.budget.take(x.client, n) {
+		if !s.budget.admit(x.client, n) {
 			return s.tooMany(fmt.Sprintf("the server's memory budget has no room for these payloads (%d MiB) now: ask for fewer (limit) or try again shortly", mib(n)), bytesRetry)
 		}
 		x.reserved += n
