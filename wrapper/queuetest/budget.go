@@ -90,6 +90,20 @@ func (b *budget) admit(client string, n int64) bool {
 	return b.takeLocked(client, n, b.limit-b.limit/8)
 }
 
+// room is the most a request of one client may ever hold: the budget
+// less the room kept for the model, or the client's share when smaller;
+// 0 without a budget.
+func (b *budget) room() int64 {
+	r := b.limit - b.limit/8
+	if b.perClient > 0 && (r <= 0 || b.perClient < r) {
+		r = b.perClient
+	}
+	return r
+}
+
+// never reports a reservation of a request that could never fit.
+func (b *budget) never(n int64) bool { r := b.room(); return r > 0 && n > r }
+
 func (b *budget) takeLocked(client string, n, limit int64) bool {
 	if b.limit > 0 && b.held+n > limit {
 		return false

@@ -255,3 +255,19 @@ func TestAJobHoldsOneCopyOfItsInput(t *testing.T) {
 		runtime.KeepAlive(body)
 	})
 }
+
+// A body that no state of the server could hold is a 413 that says so,
+// not a 429 to retry forever; with or without a Content-Length.
+func TestABodyLargerThanAClientMayHoldIs413(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := queuetest.New(queuetest.MaxBytes(8 << 20)) // a client may hold 2 MiB
+		defer srv.Close()
+		body := bigBody(1536 << 10) // 1.5 MiB: with its copy, 3 MiB
+		for _, size := range []int64{int64(len(body)), -1} {
+			w := serve(srv, "192.0.2.1", http.MethodPost, "/fal-ai/flux-1/dev/image-to-image", bytes.NewReader(body), size)
+			assert.Equal(t, http.StatusRequestEntityTooLarge, w.Code, "size %d", size)
+			assert.Contains(t, w.Body.String(), "more than a client may ever hold")
+		}
+		assert.Zero(t, srv.Stats().BytesHeld)
+	})
+}

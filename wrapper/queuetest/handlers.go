@@ -201,11 +201,10 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) (*exchange
 			b = make([]byte, r.ContentLength)
 			_, err = io.ReadFull(lr, b)
 		} else if op == OpSubmit {
-			var full bool
-			if b, full, err = s.readReserved(x, lr); full {
+			var refusal *answer
+			if b, refusal, err = s.readReserved(x, lr); refusal != nil {
 				x.done()
-				x.reply(s.tooMany(fmt.Sprintf("the server's memory budget (%d MiB, %d MiB a client) has no room for this body now: try again shortly",
-					mib(s.cfg.maxBytes), mib(s.cfg.maxBytesPerClient)), bytesRetry))
+				x.reply(*refusal)
 				return nil, nil
 			}
 		} else {
@@ -244,29 +243,42 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) (*exchange
 	return x, body
 }
 
+// neverFits is the 413 of a body that no state of the server could hold.
+func (s *Server) neverFits(size int64) answer {
+	return platformError(http.StatusRequestEntityTooLarge, fmt.Sprintf("a body of %d MiB needs %d MiB here, more than a client may ever hold (%d MiB of a %d MiB memory budget): send a smaller image",
+		mib(size), mib(2*size), mib(s.budget.room()), mib(s.cfg.maxBytes)))
+}
+
 // readChunk is the step in which a body of unknown length is read.
 const readChunk = 256 << 10
 
 // readReserved reads a submit body of unknown length, reserving twice
-// its buffer as it grows; full reports that the budget had no more room.
-func (s *Server) readReserved(x *exchange, r io.Reader) (b []byte, full bool, err error) {
+// its buffer as it grows; past the room of the budget it returns the
+// refusal to answer.
+func (s *Server) readReserved(x *exchange, r io.Reader) (b []byte, refusal *answer, err error) {
 	var buf bytes.Buffer
 	chunk := make([]byte, readChunk)
 	for {
 		n, err := r.Read(chunk)
 		// Past the body cap the reader fails: never reserve beyond it.
 		if want := min(2*int64(buf.Len()+n), 2*s.cfg.maxBody); want > x.reserved {
+			if s.budget.never(want) {
+				a := s.neverFits(want / 2)
+				return nil, &a, nil
+			}
 			if !s.budget.admit(x.client, want-x.reserved) {
-				return nil, true, nil
+				a := s.tooMany(fmt.Sprintf("the server's memory budget (%d MiB, %d MiB a client) has no room for this body now: try again shortly",
+					mib(s.cfg.maxBytes), mib(s.cfg.maxBytesPerClient)), bytesRetry)
+				return nil, &a, nil
 			}
 			x.reserved = want
 		}
 		buf.Write(chunk[:n])
 		if err == io.EOF {
-			return buf.Bytes(), false, nil
+			return buf.Bytes(), nil, nil
 		}
 		if err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
 	}
 }
@@ -292,6 +304,9 @@ func (s *Server) admitSubmit(x *exchange) (answer, bool) {
 	}
 	// The body, and room for one copy of its image: the model's (or the
 	// decoded input's, with X-Fal-Store-IO: 0).
+	if s.budget.never(2 * size) {
+		return s.neverFits(size), false
+	}
 	if !s.budget.admit(x.client, 2*size) {
 		return s.tooMany(fmt.Sprintf("the server's memory budget (%d MiB, %d MiB a client) has no room for a body of %d MiB now: try again shortly",
 			mib(s.cfg.maxBytes), mib(s.cfg.maxBytesPerClient), mib(size)), bytesRetry), false
