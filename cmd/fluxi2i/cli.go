@@ -44,7 +44,7 @@ Usage:
   fluxi2i cancel   REQUEST_ID
   fluxi2i batch    --images DIR --prompt TEXT --out OUT [input flags] [--concurrency N]
   fluxi2i batch    --manifest FILE.jsonl --out OUT [--concurrency N] [--at-most-once]
-  fluxi2i simulate [--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--webhooks]
+  fluxi2i simulate [--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--max-memory MIB] [--public-url URL] [--webhooks]
   fluxi2i proxy    [--addr HOST:PORT] [--base-url URL] [--api-key KEY] [--allow-anyone] [--cors ORIGIN]
   fluxi2i version
   fluxi2i help     [COMMAND]
@@ -315,7 +315,9 @@ func (a *app) clientOrSimulator() (c *wrapper.Client, stop func(), simulated boo
 
 // localSimulator starts the in-process simulator and a client for it.
 func (a *app) localSimulator() (*wrapper.Client, func(), error) {
-	srv := queuetest.NewServer(simOptions()...)
+	// Its one client is this process (and, behind `fluxi2i proxy`, the
+	// proxy's users, whom the proxy bounds): a client's share is the whole.
+	srv := queuetest.NewServer(append(simOptions(), queuetest.MaxJobsPerClient(simulator.MaxJobs), queuetest.MaxBytesPerClient(simulator.DefaultMaxBytes))...)
 	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("local-simulator"), wrapper.WithHTTPClient(srv.Client()), wrapper.WithUserAgent("fluxi2i-cli"))
 	if err != nil {
 		srv.Close()

@@ -8,6 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -362,17 +366,24 @@ func endedWithout(st *wrapper.Status) string {
 }
 
 func (a *app) simulate(args []string) int {
-	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--webhooks]")
+	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--max-memory MIB] [--public-url URL] [--webhooks]")
 	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
 	fetch := fs.Bool("fetch-images", false, "download http(s) image_url inputs (public addresses only); default: render a picture derived from the URL, offline")
 	key := fs.String("api-key", "", "accept only this key (Bearer or Key scheme); default: any key")
 	queue := fs.Duration("queue-time", 600*time.Millisecond, "how long each job stays IN_QUEUE")
 	runFor := fs.Duration("run-time", 1500*time.Millisecond, "how long each job stays IN_PROGRESS")
 	hooks := fs.Bool("webhooks", false, "deliver webhooks (fal_webhook, submit --webhook) as fal does, signed with a fresh key served at "+queuetest.JWKSPath+"; off by default: it POSTs to whatever URL a client names")
+	public := fs.String("public-url", "", "the URL clients reach the simulator at, for the job and image URLs it hands out (default: http:// and its listen address; never a request's Host)")
+	budget := fs.Int64("max-memory", simulator.DefaultMaxBytes>>20, "memory budget in MiB: what the simulator holds at once of inputs, renders and outputs (a client may hold a quarter); past it submits get 429")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}
-	opts := append(simulator.Options(simulator.Config{FetchImages: *fetch}), queuetest.QueueTime(*queue), queuetest.RunTime(*runFor))
+	if *budget < 16 {
+		return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--max-memory", Message: fmt.Sprintf("%d MiB: give at least 16", *budget)}}})
+	}
+	maxBytes := *budget << 20
+	limitMemory(maxBytes)
+	opts := append(simulator.Options(simulator.Config{FetchImages: *fetch, MaxBytes: maxBytes}), queuetest.QueueTime(*queue), queuetest.RunTime(*runFor))
 	if *key != "" {
 		opts = append(opts, queuetest.WithAPIKey(*key))
 	}
@@ -381,15 +392,41 @@ func (a *app) simulate(args []string) int {
 		signer.HTTPClient = &http.Client{Transport: keepAliveTransport(), Timeout: queuetest.WebhookAttemptTimeout}
 		opts = append(opts, queuetest.Webhooks(signer))
 	}
+	if *public != "" {
+		if u, err := url.Parse(*public); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--public-url", Message: fmt.Sprintf("%q: give an http(s) origin, such as https://sim.example:8443", *public)}}})
+		}
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return a.fail(err)
 	}
-	srv := newServer(queuetest.New(opts...))
+	if *public == "" {
+		*public = "http://" + ln.Addr().String()
+		if ta, ok := ln.Addr().(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+			*public = "http://" + net.JoinHostPort("localhost", strconv.Itoa(ta.Port))
+			fmt.Fprintf(a.stderr, "fluxi2i simulate: listening on every address: the image URLs it hands out name %s; give --public-url for other machines\n", *public)
+		}
+	}
+	opts = append(opts, queuetest.PublicURL(*public))
+	q := queuetest.New(opts...)
+	defer q.Close()
+	srv := newServer(loopbackHosts(ln, q))
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: serving the local simulator (NOT the real model) at http://%s\n", ln.Addr())
+	fmt.Fprintf(a.stderr, "fluxi2i simulate: memory budget %d MiB (a client may hold a quarter of it, and of the %d jobs held)\n", *budget, simulator.MaxJobs)
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: point clients at it, e.g. fluxi2i run --base-url http://%s ...\n", ln.Addr())
 	if *hooks {
 		fmt.Fprintf(a.stderr, "fluxi2i simulate: --webhooks: job outcomes are POSTed to any fal_webhook URL a client names, signed for user %s; verify them with the key set at http://%s%s\n", webhooktest.DefaultUserID, ln.Addr(), queuetest.JWKSPath)
 	}
 	return a.serve(srv, ln)
+}
+
+// limitMemory sets the Go runtime's soft memory limit (unless GOMEMLIMIT
+// says otherwise) to simulator.MemoryLimit: the budget bounds live bytes,
+// the limit keeps garbage from piling up over them.
+func limitMemory(budget int64) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(simulator.MemoryLimit(budget))
 }

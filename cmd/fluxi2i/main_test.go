@@ -63,6 +63,7 @@ func cli(t *testing.T, ctx context.Context, env map[string]string, args ...strin
 func simServer(t *testing.T, opts ...queuetest.Option) (*queuetest.Server, string) {
 	q := queuetest.New(append(append(simOptions(), queuetest.WithContract(spectest.Contract())), opts...)...)
 	srv := httptest.NewServer(q)
+	t.Cleanup(q.Close)
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { assert.Empty(t, q.Violations(), "the CLI's traffic broke the spec") })
 	return q, srv.URL
