@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/serve"
 	"github.com/fluxi2i/fluxi2i/internal/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/proxy"
@@ -264,13 +265,22 @@ func (a *app) proxy(args []string) int {
 	if !loopback && !*anyone {
 		return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--addr", Message: host + " is not a loopback address: anyone who reaches it could run the model on this key; add --allow-anyone to mean it, or serve wrapper/proxy with your own Authorize"}}})
 	}
-	c, stop, simulated, err := a.clientOrSimulator()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return a.fail(err)
+	}
+	defer ln.Close()
+	// The built-in simulator's files and uploads are served on the
+	// proxy's own origin: the page can reach them, from any machine that
+	// reaches the proxy.
+	public := "http://" + ln.Addr().String()
+	c, sim, stop, err := a.clientOrSimulatorAt(public)
 	if err != nil {
 		return a.fail(err)
 	}
 	defer stop()
 	upstream := ""
-	if simulated {
+	if sim != nil {
 		upstream = " (the built-in local simulator, NOT the real model)"
 	}
 	opts := []proxy.Option{proxy.AllowAnyone(), proxy.Logger(slog.New(slog.NewTextHandler(a.stderr, nil)))}
@@ -285,13 +295,14 @@ func (a *app) proxy(args []string) int {
 	if err != nil {
 		return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--cors", Message: err.Error()}}})
 	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return a.fail(err)
-	}
 	ln = limitListener(ln, proxyConns)
 	mux := http.NewServeMux()
 	mux.Handle(proxyPath, h)
+	if sim != nil {
+		for _, p := range queuetest.MediaPaths() {
+			mux.Handle(p, sim)
+		}
+	}
 	srv := newServer(mux)
 	fmt.Fprintf(a.stderr, "fluxi2i proxy: serving fal's proxyUrl protocol at http://%s%s, in front of %s%s\n", ln.Addr(), proxyPath, c.BaseURL(), upstream)
 	if loopback {
@@ -299,7 +310,8 @@ func (a *app) proxy(args []string) int {
 	} else {
 		fmt.Fprintln(a.stderr, "fluxi2i proxy: --allow-anyone: anyone who can reach this address may run the model on this key")
 	}
-	return a.serve(srv, ln)
+	fmt.Fprintf(a.stderr, "fluxi2i proxy: health at http://%s/healthz, metrics at http://%s/metrics\n", ln.Addr(), ln.Addr())
+	return a.serve(srv, ln, func() []serve.Metric { return proxyMetrics(h, c) })
 }
 
 // stringList is a repeatable string flag.
@@ -308,21 +320,24 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
-// serve runs srv on ln until the context ends.
-func (a *app) serve(srv *http.Server, ln net.Listener) int {
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case <-a.ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-		<-errc
-		return exitOK
-	case err := <-errc:
+// serve runs srv on ln until the context ends (SIGINT, SIGTERM), with
+// GET /healthz and GET /metrics (from metrics): then /healthz turns 503
+// for a second while the listener still answers, requests in flight get
+// serveGrace to finish, the streams left are cut, and it exits 0.
+func (a *app) serve(srv *http.Server, ln net.Listener, metrics func() []serve.Metric) int {
+	s := serve.New(srv, metrics)
+	s.Drain, s.Grace = serveDrain, serveGrace
+	if err := s.Serve(a.ctx, ln); err != nil {
 		return a.fail(err)
 	}
+	return exitOK
 }
+
+// The graceful stop's times (tests shorten them).
+var (
+	serveDrain = time.Second
+	serveGrace = 5 * time.Second
+)
 
 // newServer serves h with the limits that make it safe to expose:
 // slow or idle connections are dropped (headers within 10 s, a request
@@ -418,7 +433,8 @@ func (a *app) simulate(args []string) int {
 	if *hooks {
 		fmt.Fprintf(a.stderr, "fluxi2i simulate: --webhooks: job outcomes are POSTed to any fal_webhook URL a client names, signed for user %s; verify them with the key set at http://%s%s\n", webhooktest.DefaultUserID, ln.Addr(), queuetest.JWKSPath)
 	}
-	return a.serve(srv, ln)
+	fmt.Fprintf(a.stderr, "fluxi2i simulate: health at http://%s/healthz, metrics at http://%s/metrics\n", ln.Addr(), ln.Addr())
+	return a.serve(srv, ln, func() []serve.Metric { return simulatorMetrics(q) })
 }
 
 // limitMemory sets the Go runtime's soft memory limit (unless GOMEMLIMIT

@@ -29,6 +29,7 @@ import (
 const sample = "testdata/sample.png"
 
 func init() {
+	serveDrain, serveGrace = 100*time.Millisecond, time.Second
 	simOptions = func() []queuetest.Option {
 		return append(simulator.Options(simulator.Config{}), queuetest.QueueTime(30*time.Millisecond), queuetest.RunTime(60*time.Millisecond))
 	}

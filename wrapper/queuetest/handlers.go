@@ -735,15 +735,15 @@ func (s *Server) encodeSync(j *job, withPlaceholders []byte, images []Image) ([]
 	return out, nil
 }
 
-// mediaBase is where result images are served: the foreign origin when
-// there is one (as fal serves media from another host), else the server
-// (its PublicURL, or the request's Host without one).
+// mediaBase is where result images are served: the PublicURL when there
+// is one, else the foreign origin when there is one (as fal serves media
+// from another host), else the request's Host.
 func (s *Server) mediaBase(r *http.Request) string {
-	if s.ForeignURL != "" {
-		return s.ForeignURL
-	}
 	if s.cfg.publicURL != "" {
 		return s.cfg.publicURL
+	}
+	if s.ForeignURL != "" {
+		return s.ForeignURL
 	}
 	scheme := "http"
 	if r.TLS != nil {

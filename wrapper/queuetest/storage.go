@@ -94,6 +94,18 @@ func cors(w http.ResponseWriter) {
 	h.Set("Access-Control-Max-Age", "600")
 }
 
+// MediaPaths are the path prefixes below which a Server serves what a
+// browser fetches or sends itself: result images, uploads and uploaded
+// files. A front that gives the server its own origin as PublicURL
+// (fluxi2i proxy, for the built-in simulator) mounts the server there.
+func MediaPaths() []string {
+	put, err := gen.NewPutUploadRequestWithBody("http://h", "t", "", nil)
+	if err != nil {
+		panic(err)
+	}
+	return []string{"/files/", fileRoute, path.Dir(put.URL.Path) + "/"}
+}
+
 // storageRoutes registers the preflight of uploads and the uploaded
 // files; the storage operations themselves are gen's routes.
 func (s *Server) storageRoutes(m *http.ServeMux) {
