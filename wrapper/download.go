@@ -8,15 +8,24 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"weak"
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/media"
 	"github.com/fluxi2i/fluxi2i/internal/names"
+	"github.com/fluxi2i/fluxi2i/internal/netguard"
 )
 
 // OpenImage opens one output image, whether its url is http(s) or a data
@@ -24,8 +33,12 @@ import (
 // A download goes through the client's send path without the API key: it
 // honours ctx, the idle limit and the response size limit, and opening it
 // is retried like any request (transport errors, 408, 429, 5xx,
-// Retry-After). It fails when the bytes are not an image or not of the
-// type the output declares.
+// Retry-After). It goes only over https to a public address, or to the
+// base URL's own host when that is loopback or private (a local
+// simulator), redirects included, checked on every connection after DNS
+// resolution; another target is refused, not retried. It fails, without
+// a retry, when the answer's Content-Type is not an image type, or the
+// bytes are not an image or not of the type the output declares.
 func (c *Client) OpenImage(ctx context.Context, img gen.Image) (io.ReadCloser, string, error) {
 	var rc io.ReadCloser
 	_, err := c.do(ctx, &c.set, op{name: "download", stream: true, download: true}, func(ctx context.Context, x *exchange) error {
@@ -75,14 +88,25 @@ func (c *Client) openImage(ctx context.Context, img gen.Image) (io.ReadCloser, e
 		if err != nil {
 			return nil, fmt.Errorf("fluxi2i: image url: %w", err)
 		}
+		if err := checkDownloadURL(req.URL, c.set.base.Hostname()); err != nil {
+			return nil, err
+		}
 		req.Header.Set("User-Agent", c.set.userAgent) // and never Authorization
-		resp, err := sender{c}.Do(req)
+		resp, err := sender{c.downloader()}.Do(req)
+		var refused *downloadRefused
+		if errors.As(err, &refused) {
+			return nil, final(ctx, refused) // the rule, not a failure
+		}
 		if err != nil {
 			return nil, err
 		}
 		if resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
 			return nil, &APIError{Op: "download", StatusCode: resp.StatusCode, Detail: "from " + req.URL.Host}
+		}
+		if ct := resp.Header.Get("Content-Type"); !imageContentType(ct) {
+			resp.Body.Close()
+			return nil, final(ctx, fmt.Errorf("%w: the answer from %s declares %.40q", ErrNotAnImage, req.URL.Host, ct))
 		}
 		if resp.ContentLength > c.set.maxBody {
 			resp.Body.Close()
@@ -91,6 +115,30 @@ func (c *Client) openImage(ctx context.Context, img gen.Image) (io.ReadCloser, e
 		return &limitedBody{r: io.LimitReader(resp.Body, c.set.maxBody+1), c: resp.Body, limit: c.set.maxBody}, nil
 	}
 	return nil, fmt.Errorf("fluxi2i: image url %.40q is neither http(s) nor a data URI", img.URL)
+}
+
+// final marks err, an attempt's failure that another attempt cannot mend
+// (a refused target, what the server sent is not the image it declared),
+// as permanent: it is not about the answer's status, which the retry loop
+// would read as a broken 2xx.
+func final(ctx context.Context, err error) error {
+	if x, ok := ctx.Value(exchangeKey{}).(*exchange); ok {
+		x.status, x.header = 0, nil
+	}
+	return err
+}
+
+// imageContentType reports a Content-Type an image may come with: none, an
+// image type, or a generic binary one (storage buckets serve those).
+func imageContentType(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return strings.HasPrefix(mt, "image/") || mt == "application/octet-stream" || mt == "binary/octet-stream"
 }
 
 func hasHTTPScheme(s string) bool {
@@ -138,16 +186,16 @@ func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix st
 			}
 			defer rc.Close()
 			br := bufio.NewReaderSize(rc, 512)
-			head, _ := br.Peek(512)
+			head, perr := br.Peek(512)
 			typ, ok := SniffImage(head)
 			if !ok {
-				if x.started {
-					return &sendError{op: "download", id: prefix, sent: true, err: ErrNotAnImage} // a broken body: try again
+				if x.started && perr != nil && perr != io.EOF {
+					return &sendError{op: "download", id: prefix, sent: true, err: perr} // a broken body: try again
 				}
-				return ErrNotAnImage
+				return final(ctx, ErrNotAnImage) // what the server sent is not an image
 			}
 			if declared := deref(img.ContentType); declared != "" && !sameImageType(declared, typ) {
-				return fmt.Errorf("fluxi2i: the output declares %.40q but the bytes are %s", declared, typ)
+				return final(ctx, fmt.Errorf("fluxi2i: the output declares %.40q but the bytes are %s", declared, typ))
 			}
 			path = filepath.Join(dir, prefix+"-"+strconv.Itoa(i)+"."+media.Extension(typ))
 			return writeAtomic(path, br, prefix)
@@ -233,3 +281,198 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 }
 
 func (b *limitedBody) Close() error { return b.c.Close() }
+
+// Where downloads may go. An output names its image URLs, so a hostile or
+// intercepted API server could name any address; a download is let through
+// only over https to a public address (netguard.PublicAddr), or to the
+// configured base URL's own host when that host is loopback or private (a
+// local simulator, queuetest), by any scheme; a loopback base's own host
+// is the machine itself, by any loopback name or address. The rule is checked on the
+// URL (scheme, a literal address) of every hop, redirects included, and
+// on the address every connection is made to, after DNS resolution: with
+// the default transport before connecting, with a caller's own dialer as
+// soon as it has connected and before a byte is sent. A connection that
+// is not to an IP address (the caller's transport dialing a pipe or a
+// socket of its own) is the caller's choice and is not judged; nor is the
+// target behind a proxy the caller configured (its literal address is).
+
+// downloadRefused is a download the rule refuses: permanent, not retried.
+type downloadRefused struct{ host, why string }
+
+func (e *downloadRefused) Error() string {
+	return fmt.Sprintf("fluxi2i: refusing to download an image from %.80q: %s (images come over https from public addresses, or from the base URL's own local host)", e.host, e.why)
+}
+
+// downloaders holds each Client's guarded download path, made once and
+// dropped with the Client.
+var downloaders sync.Map // weak.Pointer[Client] -> *Client
+
+// downloader is c's download path: a Client sharing c's settings whose
+// download client applies the rule above.
+func (c *Client) downloader() *Client {
+	k := weak.Make(c)
+	if v, ok := downloaders.Load(k); ok {
+		return v.(*Client)
+	}
+	d := &Client{set: c.set, download: guardDownloads(c.download, c.set.base)}
+	v, loaded := downloaders.LoadOrStore(k, d)
+	if !loaded {
+		runtime.AddCleanup(c, func(k weak.Pointer[Client]) {
+			if v, ok := downloaders.LoadAndDelete(k); ok {
+				v.(*Client).download.CloseIdleConnections()
+			}
+		}, k)
+	}
+	return v.(*Client)
+}
+
+// guardDownloads returns a copy of hc whose connections and redirects
+// follow the download rule for the base URL base.
+func guardDownloads(hc *http.Client, base *url.URL) *http.Client {
+	g := *hc
+	baseHost := base.Hostname()
+	rt := hc.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	if tr, ok := rt.(*http.Transport); ok {
+		ours := rt == http.DefaultTransport // its dialer is replaced, so addresses are checked before connecting
+		g.Transport = &byScheme{plain: guardTransport(tr, baseHost, false, ours), tls: guardTransport(tr, baseHost, true, ours)}
+	} // another RoundTripper decides where it connects: the URL rule still holds
+	next := hc.CheckRedirect
+	g.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if err := checkDownloadURL(req.URL, baseHost); err != nil {
+			return err
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &g
+}
+
+// checkDownloadURL applies the rule to what a URL says: its scheme, and
+// its host when that is a literal address.
+func checkDownloadURL(u *url.URL, baseHost string) error {
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "http" && scheme != "https" {
+		return &downloadRefused{u.Host, "not http(s)"}
+	}
+	if a, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !allowedAddr(u.Hostname(), baseHost, a, scheme == "https") {
+		return &downloadRefused{u.Host, "not an address images come from"}
+	}
+	return nil
+}
+
+// allowedAddr is the rule for a connection to a of host.
+func allowedAddr(host, baseHost string, a netip.Addr, tls bool) bool {
+	a = a.Unmap()
+	if tls && netguard.PublicAddr(a) {
+		return true
+	}
+	return baseHostOf(host, baseHost) && netguard.LocalAddr(a)
+}
+
+// baseHostOf reports whether host is the base URL's host baseHost: the
+// same name or address, or, when the base is loopback, any loopback name
+// or address (the machine itself: localhost and 127.0.0.1 are one host).
+func baseHostOf(host, baseHost string) bool {
+	host, baseHost = strings.Trim(host, "[]"), strings.Trim(baseHost, "[]")
+	return strings.EqualFold(host, baseHost) || (netguard.LoopbackHost(baseHost) && netguard.LoopbackHost(host))
+}
+
+// byScheme sends https requests through one transport and http ones
+// through another: their connections follow different rules.
+type byScheme struct{ plain, tls *http.Transport }
+
+func (b *byScheme) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.EqualFold(req.URL.Scheme, "https") {
+		return b.tls.RoundTrip(req)
+	}
+	return b.plain.RoundTrip(req)
+}
+
+// CloseIdleConnections closes both transports' idle connections.
+func (b *byScheme) CloseIdleConnections() {
+	b.plain.CloseIdleConnections()
+	b.tls.CloseIdleConnections()
+}
+
+// guardTransport is a clone of tr whose connections follow the rule for
+// tls or plain requests. With ours, tr's dialer is the default one and is
+// replaced by one that checks the address before connecting.
+func guardTransport(tr *http.Transport, baseHost string, tls, ours bool) *http.Transport {
+	t := tr.Clone()
+	var proxies sync.Map // host:port of the proxies the caller's Proxy chose
+	if p := t.Proxy; p != nil {
+		t.Proxy = func(r *http.Request) (*url.URL, error) {
+			u, err := p(r)
+			if u != nil {
+				port := u.Port()
+				if port == "" {
+					port = map[string]string{"https": "443", "socks5": "1080"}[u.Scheme]
+					if port == "" {
+						port = "80"
+					}
+				}
+				proxies.Store(net.JoinHostPort(u.Hostname(), port), true)
+			}
+			return u, err
+		}
+	}
+	check := func(host string, a netip.Addr) error {
+		if !allowedAddr(host, baseHost, a, tls) {
+			return &downloadRefused{host, "not an address images come from"}
+		}
+		return nil
+	}
+	guard := func(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if dial == nil {
+			return nil
+		}
+		return func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			if _, proxy := proxies.Load(addr); proxy {
+				return conn, nil
+			}
+			if ta, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
+				host, _, _ := net.SplitHostPort(addr)
+				if a, ok := netip.AddrFromSlice(ta.IP); ok {
+					if err := check(host, a); err != nil {
+						conn.Close()
+						return nil, err
+					}
+				}
+			}
+			return conn, nil
+		}
+	}
+	if ours {
+		t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, _, _ := net.SplitHostPort(addr)
+			_, proxy := proxies.Load(addr)
+			d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
+				ap, err := netip.ParseAddrPort(address)
+				if err != nil {
+					return &downloadRefused{host, "not an IP address"}
+				}
+				if proxy {
+					return nil
+				}
+				return check(host, ap.Addr())
+			}}
+			return d.DialContext(ctx, network, addr)
+		}
+	} else {
+		t.DialContext = guard(t.DialContext)
+		t.DialTLSContext = guard(t.DialTLSContext)
+	}
+	return t
+}

@@ -172,7 +172,9 @@ func TestOpenImageChecks(t *testing.T) {
 	}))
 	defer srv.Close()
 	clearEnv(t)
-	c, err := wrapper.New(wrapper.WithBearerToken(testToken), wrapper.WithBaseURL("https://api.example"), wrapper.WithMaxResponseBytes(1000))
+	// The images come from the base URL's own (loopback) host, as a local
+	// simulator's do.
+	c, err := wrapper.New(wrapper.WithBearerToken(testToken), wrapper.WithBaseURL(srv.URL), wrapper.WithMaxResponseBytes(1000))
 	require.NoError(t, err)
 	ctx := context.Background()
 

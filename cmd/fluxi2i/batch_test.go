@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fluxi2i/fluxi2i/internal/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper/batch"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
@@ -136,6 +137,11 @@ func TestBatchManifestErrorsNameTheLine(t *testing.T) {
 func TestHelperBatchProcess(t *testing.T) {
 	if os.Getenv("FLUXI2I_HELPER") != "1" {
 		t.Skip("a helper process")
+	}
+	if os.Getenv("FLUXI2I_SLOW_SIM") == "1" {
+		simOptions = func() []queuetest.Option {
+			return append(simulator.Options(simulator.Config{}), queuetest.QueueTime(time.Minute))
+		}
 	}
 	args := os.Args
 	for i, a := range args {
@@ -379,24 +385,34 @@ func TestBatchRefusesAFIFOImage(t *testing.T) {
 	assert.Zero(t, q.Stats().Submits)
 }
 
-// A batch on the built-in simulator that was cut short resumes in the next
-// run with a new simulator: the old request ids are unknown there (404),
-// so those jobs are made again in that run, not failed.
+// A batch on the built-in simulator that died with its process (kill -9,
+// its jobs queued) resumes in the next run with a new simulator: the old
+// request ids are unknown there (404), so those jobs are made again in
+// that run, not failed.
 func TestBatchOnTheBuiltInSimulatorResumes(t *testing.T) {
-	saved := secondInterrupt
-	secondInterrupt = func() (<-chan os.Signal, func()) {
-		ch := make(chan os.Signal, 1)
-		return ch, func() {}
+	if testing.Short() {
+		t.Skip("re-executes the CLI")
 	}
-	t.Cleanup(func() { secondInterrupt = saved })
 	out := filepath.Join(t.TempDir(), "out")
-	args := []string{"batch", "--images", imagesDir(t, 4), "--prompt", "p", "--out", out, "--timeout", "40ms"}
+	args := []string{"batch", "--images", imagesDir(t, 4), "--prompt", "p", "--out", out}
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestHelperBatchProcess$", "--"}, args...)...)
+	cmd.Env = append(os.Environ(), "FLUXI2I_HELPER=1", "FLUXI2I_SLOW_SIM=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	journal := filepath.Join(out, batch.JournalName)
+	require.Eventually(t, func() bool {
+		b, _ := os.ReadFile(journal)
+		return strings.Count(string(b), `"state":"queued"`) == 4
+	}, 20*time.Second, 10*time.Millisecond, "the four jobs queued: %s", &stderr)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	assert.Contains(t, stderr.String(), "NOT the real model")
+
 	r := cli(t, context.Background(), nil, args...)
-	require.Equal(t, 4, r.code, r.stderr)
-	assert.Contains(t, r.stderr, "NOT the real model")
-	r = cli(t, context.Background(), nil, args[:len(args)-2]...)
 	assert.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "4 done")
+	assert.Contains(t, r.stderr, "0 possible duplicates")
 }
 
 // --out equal to --images, inside it, or reaching it through a symbolic

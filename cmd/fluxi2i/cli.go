@@ -44,7 +44,7 @@ Usage:
   fluxi2i cancel   REQUEST_ID
   fluxi2i batch    --images DIR --prompt TEXT --out OUT [input flags] [--concurrency N]
   fluxi2i batch    --manifest FILE.jsonl --out OUT [--concurrency N] [--at-most-once] [--redo-changed]
-  fluxi2i simulate [--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--webhooks]
+  fluxi2i simulate [--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--max-memory MIB] [--public-url URL] [--webhooks]
   fluxi2i proxy    [--addr HOST:PORT] [--base-url URL] [--api-key KEY] [--allow-anyone] [--cors ORIGIN]
   fluxi2i version
   fluxi2i help     [COMMAND]
@@ -306,24 +306,37 @@ func keepAliveTransport() *http.Transport {
 // clientOrSimulator is client(), or, with no key and no base URL, the
 // built-in simulator (simulated set); stop ends what it started.
 func (a *app) clientOrSimulator() (c *wrapper.Client, stop func(), simulated bool, err error) {
+	c, sim, stop, err := a.clientOrSimulatorAt("")
+	return c, stop, sim != nil, err
+}
+
+// clientOrSimulatorAt is clientOrSimulator whose simulator (sim, nil for
+// a real client) hands out job, file and upload URLs on public, when
+// given (the proxy's origin, which then serves them).
+func (a *app) clientOrSimulatorAt(public string) (c *wrapper.Client, sim *queuetest.Server, stop func(), err error) {
 	if c, err = a.client(); err != nil || c != nil {
-		return c, func() {}, false, err
+		return c, nil, func() {}, err
 	}
-	c, stop, err = a.localSimulator()
-	return c, stop, err == nil, err
+	var opts []queuetest.Option
+	if public != "" {
+		opts = append(opts, queuetest.PublicURL(public))
+	}
+	return a.localSimulator(opts...)
 }
 
 // localSimulator starts the in-process simulator and a client for it.
-func (a *app) localSimulator() (*wrapper.Client, func(), error) {
-	srv := queuetest.NewServer(simOptions()...)
+func (a *app) localSimulator(opts ...queuetest.Option) (*wrapper.Client, *queuetest.Server, func(), error) {
+	// Its one client is this process (and, behind `fluxi2i proxy`, the
+	// proxy's users, whom the proxy bounds): a client's share is the whole.
+	srv := queuetest.NewServer(append(append(simOptions(), queuetest.MaxJobsPerClient(simulator.MaxJobs), queuetest.MaxBytesPerClient(simulator.DefaultMaxBytes)), opts...)...)
 	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("local-simulator"), wrapper.WithHTTPClient(srv.Client()), wrapper.WithUserAgent("fluxi2i-cli"))
 	if err != nil {
 		srv.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	fmt.Fprintln(a.stderr, "fluxi2i: no API key and no --base-url: using the built-in local simulator.")
 	fmt.Fprintln(a.stderr, "fluxi2i: this is NOT the real model: it transforms your image deterministically. Set FLUXI2I_API_KEY (or FAL_KEY) to call FLUX.1 [dev].")
-	return c, srv.Close, nil
+	return c, srv, srv.Close, nil
 }
 
 func (a *app) context() (context.Context, context.CancelFunc) {

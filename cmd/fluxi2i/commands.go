@@ -8,10 +8,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/serve"
 	"github.com/fluxi2i/fluxi2i/internal/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/proxy"
@@ -260,13 +265,22 @@ func (a *app) proxy(args []string) int {
 	if !loopback && !*anyone {
 		return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--addr", Message: host + " is not a loopback address: anyone who reaches it could run the model on this key; add --allow-anyone to mean it, or serve wrapper/proxy with your own Authorize"}}})
 	}
-	c, stop, simulated, err := a.clientOrSimulator()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return a.fail(err)
+	}
+	defer ln.Close()
+	// The built-in simulator's files and uploads are served on the
+	// proxy's own origin: the page can reach them, from any machine that
+	// reaches the proxy.
+	public := "http://" + ln.Addr().String()
+	c, sim, stop, err := a.clientOrSimulatorAt(public)
 	if err != nil {
 		return a.fail(err)
 	}
 	defer stop()
 	upstream := ""
-	if simulated {
+	if sim != nil {
 		upstream = " (the built-in local simulator, NOT the real model)"
 	}
 	opts := []proxy.Option{proxy.AllowAnyone(), proxy.Logger(slog.New(slog.NewTextHandler(a.stderr, nil)))}
@@ -281,13 +295,14 @@ func (a *app) proxy(args []string) int {
 	if err != nil {
 		return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--cors", Message: err.Error()}}})
 	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return a.fail(err)
-	}
 	ln = limitListener(ln, proxyConns)
 	mux := http.NewServeMux()
 	mux.Handle(proxyPath, h)
+	if sim != nil {
+		for _, p := range queuetest.MediaPaths() {
+			mux.Handle(p, sim)
+		}
+	}
 	srv := newServer(mux)
 	fmt.Fprintf(a.stderr, "fluxi2i proxy: serving fal's proxyUrl protocol at http://%s%s, in front of %s%s\n", ln.Addr(), proxyPath, c.BaseURL(), upstream)
 	if loopback {
@@ -295,7 +310,8 @@ func (a *app) proxy(args []string) int {
 	} else {
 		fmt.Fprintln(a.stderr, "fluxi2i proxy: --allow-anyone: anyone who can reach this address may run the model on this key")
 	}
-	return a.serve(srv, ln)
+	fmt.Fprintf(a.stderr, "fluxi2i proxy: health at http://%s/healthz, metrics at http://%s/metrics\n", ln.Addr(), ln.Addr())
+	return a.serve(srv, ln, func() []serve.Metric { return proxyMetrics(h, c) })
 }
 
 // stringList is a repeatable string flag.
@@ -304,21 +320,24 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
-// serve runs srv on ln until the context ends.
-func (a *app) serve(srv *http.Server, ln net.Listener) int {
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case <-a.ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-		<-errc
-		return exitOK
-	case err := <-errc:
+// serve runs srv on ln until the context ends (SIGINT, SIGTERM), with
+// GET /healthz and GET /metrics (from metrics): then /healthz turns 503
+// for a second while the listener still answers, requests in flight get
+// serveGrace to finish, the streams left are cut, and it exits 0.
+func (a *app) serve(srv *http.Server, ln net.Listener, metrics func() []serve.Metric) int {
+	s := serve.New(srv, metrics)
+	s.Drain, s.Grace = serveDrain, serveGrace
+	if err := s.Serve(a.ctx, ln); err != nil {
 		return a.fail(err)
 	}
+	return exitOK
 }
+
+// The graceful stop's times (tests shorten them).
+var (
+	serveDrain = time.Second
+	serveGrace = 5 * time.Second
+)
 
 // newServer serves h with the limits that make it safe to expose:
 // slow or idle connections are dropped (headers within 10 s, a request
@@ -362,17 +381,24 @@ func endedWithout(st *wrapper.Status) string {
 }
 
 func (a *app) simulate(args []string) int {
-	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--webhooks]")
+	fs := a.bareFlags("simulate", "[--addr HOST:PORT] [--api-key KEY] [--fetch-images] [--max-memory MIB] [--public-url URL] [--webhooks]")
 	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
 	fetch := fs.Bool("fetch-images", false, "download http(s) image_url inputs (public addresses only); default: render a picture derived from the URL, offline")
 	key := fs.String("api-key", "", "accept only this key (Bearer or Key scheme); default: any key")
 	queue := fs.Duration("queue-time", 600*time.Millisecond, "how long each job stays IN_QUEUE")
 	runFor := fs.Duration("run-time", 1500*time.Millisecond, "how long each job stays IN_PROGRESS")
 	hooks := fs.Bool("webhooks", false, "deliver webhooks (fal_webhook, submit --webhook) as fal does, signed with a fresh key served at "+queuetest.JWKSPath+"; off by default: it POSTs to whatever URL a client names")
+	public := fs.String("public-url", "", "the URL clients reach the simulator at, for the job and image URLs it hands out (default: http:// and its listen address; never a request's Host)")
+	budget := fs.Int64("max-memory", simulator.DefaultMaxBytes>>20, "memory budget in MiB: what the simulator holds at once of inputs, renders and outputs (a client may hold a quarter); past it submits get 429")
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}
-	opts := append(simulator.Options(simulator.Config{FetchImages: *fetch}), queuetest.QueueTime(*queue), queuetest.RunTime(*runFor))
+	if *budget < 16 {
+		return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--max-memory", Message: fmt.Sprintf("%d MiB: give at least 16", *budget)}}})
+	}
+	maxBytes := *budget << 20
+	limitMemory(maxBytes)
+	opts := append(simulator.Options(simulator.Config{FetchImages: *fetch, MaxBytes: maxBytes}), queuetest.QueueTime(*queue), queuetest.RunTime(*runFor))
 	if *key != "" {
 		opts = append(opts, queuetest.WithAPIKey(*key))
 	}
@@ -381,15 +407,42 @@ func (a *app) simulate(args []string) int {
 		signer.HTTPClient = &http.Client{Transport: keepAliveTransport(), Timeout: queuetest.WebhookAttemptTimeout}
 		opts = append(opts, queuetest.Webhooks(signer))
 	}
+	if *public != "" {
+		if u, err := url.Parse(*public); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return a.fail(&wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--public-url", Message: fmt.Sprintf("%q: give an http(s) origin, such as https://sim.example:8443", *public)}}})
+		}
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return a.fail(err)
 	}
-	srv := newServer(queuetest.New(opts...))
+	if *public == "" {
+		*public = "http://" + ln.Addr().String()
+		if ta, ok := ln.Addr().(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+			*public = "http://" + net.JoinHostPort("localhost", strconv.Itoa(ta.Port))
+			fmt.Fprintf(a.stderr, "fluxi2i simulate: listening on every address: the image URLs it hands out name %s; give --public-url for other machines\n", *public)
+		}
+	}
+	opts = append(opts, queuetest.PublicURL(*public))
+	q := queuetest.New(opts...)
+	defer q.Close()
+	srv := newServer(loopbackHosts(ln, q))
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: serving the local simulator (NOT the real model) at http://%s\n", ln.Addr())
+	fmt.Fprintf(a.stderr, "fluxi2i simulate: memory budget %d MiB (a client may hold a quarter of it, and of the %d jobs held)\n", *budget, simulator.MaxJobs)
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: point clients at it, e.g. fluxi2i run --base-url http://%s ...\n", ln.Addr())
 	if *hooks {
 		fmt.Fprintf(a.stderr, "fluxi2i simulate: --webhooks: job outcomes are POSTed to any fal_webhook URL a client names, signed for user %s; verify them with the key set at http://%s%s\n", webhooktest.DefaultUserID, ln.Addr(), queuetest.JWKSPath)
 	}
-	return a.serve(srv, ln)
+	fmt.Fprintf(a.stderr, "fluxi2i simulate: health at http://%s/healthz, metrics at http://%s/metrics\n", ln.Addr(), ln.Addr())
+	return a.serve(srv, ln, func() []serve.Metric { return simulatorMetrics(q) })
+}
+
+// limitMemory sets the Go runtime's soft memory limit (unless GOMEMLIMIT
+// says otherwise) to simulator.MemoryLimit: the budget bounds live bytes,
+// the limit keeps garbage from piling up over them.
+func limitMemory(budget int64) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(simulator.MemoryLimit(budget))
 }

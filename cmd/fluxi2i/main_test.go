@@ -33,6 +33,7 @@ func init() {
 	// 5 s, not ten minutes: longer than the simulator's jobs take to end
 	// (a shorter window than that pays twice, as the library says).
 	settleWindow = 5 * time.Second
+	serveDrain, serveGrace = 100*time.Millisecond, time.Second
 	simOptions = func() []queuetest.Option {
 		return append(simulator.Options(simulator.Config{}), queuetest.QueueTime(30*time.Millisecond), queuetest.RunTime(60*time.Millisecond))
 	}
@@ -67,6 +68,7 @@ func cli(t *testing.T, ctx context.Context, env map[string]string, args ...strin
 func simServer(t *testing.T, opts ...queuetest.Option) (*queuetest.Server, string) {
 	q := queuetest.New(append(append(simOptions(), queuetest.WithContract(spectest.Contract())), opts...)...)
 	srv := httptest.NewServer(q)
+	t.Cleanup(q.Close)
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { assert.Empty(t, q.Violations(), "the CLI's traffic broke the spec") })
 	return q, srv.URL

@@ -45,10 +45,20 @@ func failingNote(f failing, now time.Time) string {
 	return fmt.Sprintf("retrying: %s since %s (%d s)", printable(what), since.Local().Format("15:04:05"), int(now.Sub(since).Seconds()))
 }
 
+// What one job may print of the log lines the server sends: a hostile or
+// broken server can send endless logs, and the terminal is the user's.
+const (
+	maxLogLines    = 200      // lines a job
+	maxLogBytes    = 64 << 10 // bytes a job, all lines together
+	maxLogLineSize = 2 << 10  // bytes a line; longer ones are cut
+)
+
 // progress shows a job's progress on stderr: on a terminal one status line
 // redrawn in place, with log lines printed above it; otherwise plain lines.
-// While requests keep failing it says so: on a terminal every second, on
-// the status line; otherwise a line every progressEvery.
+// It prints at most maxLogLines log lines and maxLogBytes of them a job,
+// says once when it starts dropping lines and, at the end, how many it
+// dropped. While requests keep failing it says so: on a terminal every
+// second, on the status line; otherwise a line every progressEvery.
 type progress struct {
 	w       io.Writer
 	tty     bool
@@ -60,6 +70,10 @@ type progress struct {
 	state string // the last status, for the failing note
 	done  chan struct{}
 	wg    sync.WaitGroup
+
+	logLines, logBytes int
+	dropped            int64
+	lastState          string // the state last printed on a plain line
 }
 
 func newProgress(w io.Writer, f failing) *progress {
@@ -117,16 +131,40 @@ func (p *progress) clearLocked() {
 func (p *progress) line(s string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.lineLocked(s)
+}
+
+func (p *progress) lineLocked(s string) {
 	p.clearLocked()
 	fmt.Fprintln(p.w, s)
+}
+
+// logLine prints one log line of the job within its caps (p.mu held, or
+// p not shared).
+func (p *progress) logLine(msg string) {
+	if p.dropped > 0 {
+		p.dropped++
+		return
+	}
+	if len(msg) > maxLogLineSize {
+		msg = strings.ToValidUTF8(msg[:maxLogLineSize], "") + " [cut]"
+	}
+	text := "  | " + printable(strings.TrimRight(msg, "\n"))
+	if p.logLines >= maxLogLines || p.logBytes+len(text) > maxLogBytes {
+		p.dropped = 1
+		p.lineLocked(fmt.Sprintf("fluxi2i: this job sent more log lines than are shown (%d lines, %d KiB): dropping the rest", maxLogLines, maxLogBytes>>10))
+		return
+	}
+	p.logLines++
+	p.logBytes += len(text)
+	p.lineLocked(text)
 }
 
 func (p *progress) update(s wrapper.Status) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range s.NewLogs {
-		p.clearLocked()
-		fmt.Fprintln(p.w, "  | "+printable(strings.TrimRight(l.Message, "\n")))
+		p.logLine(l.Message)
 	}
 	state := printable(s.Status)
 	if s.QueuePosition != nil && s.Status == wrapper.StatusInQueue {
@@ -140,14 +178,23 @@ func (p *progress) update(s wrapper.Status) {
 		p.shown = true
 		return
 	}
-	fmt.Fprintln(p.w, text)
+	if state != p.lastState { // plain lines: once a state, not once an event
+		p.lastState = state
+		fmt.Fprintln(p.w, text)
+	}
 }
 
-// finish stops the ticker and clears the status line.
+// finish stops the ticker, clears the status line and says how many log
+// lines were dropped.
 func (p *progress) finish() {
-	close(p.done)
-	p.wg.Wait()
+	if p.done != nil {
+		close(p.done)
+		p.wg.Wait()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.clearLocked()
+	if p.dropped > 0 {
+		fmt.Fprintf(p.w, "fluxi2i: %d log lines dropped\n", p.dropped)
+	}
 }

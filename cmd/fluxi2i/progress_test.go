@@ -2,118 +2,85 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
-	"testing/synctest"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/fluxi2i/fluxi2i/gen"
-	"github.com/fluxi2i/fluxi2i/wrapper"
-	"github.com/fluxi2i/fluxi2i/wrapper/batch"
-	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
-	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
 )
 
-// fakeFailing is a failing source the test sets.
-type fakeFailing struct {
-	mu    sync.Mutex
-	since time.Time
-	what  string
-}
-
-func (f *fakeFailing) set(since time.Time, what string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.since, f.what = since, what
-}
-
-func (f *fakeFailing) get() (time.Time, string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.since, f.what
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
-}
-
-// The batch's plain progress line says when requests keep failing, what
-// fails and since when, and drops the ETA meanwhile; a short failure is
-// not worth a word; a success brings the ETA back. The bar's description
-// does the same.
-func TestBatchProgressSaysWhenTheServerIsGone(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var stderr syncBuffer
-		a := &app{stderr: &stderr}
-		var f fakeFailing
-		p := newBatchProgress(a, 12, f.get)
-		p.update(batch.Progress{Total: 12, Done: 4, InFlight: 4})
-		time.Sleep(progressEvery + time.Millisecond)
-		assert.Contains(t, lastLine(stderr.String()), "4/12 done, 4 in flight")
-		assert.Contains(t, lastLine(stderr.String()), "ETA")
-
-		since := time.Now().Add(-time.Millisecond) // at the last tick
-		f.set(since, "connection refused")
-		time.Sleep(progressEvery) // 5 s of failures at the next tick: said
-		assert.Contains(t, lastLine(stderr.String()), "retrying: connection refused since "+since.Local().Format("15:04:05")+" (5 s)")
-		time.Sleep(7 * progressEvery)
-		line := lastLine(stderr.String())
-		assert.Contains(t, line, "4/12 done, 4 in flight, 0 failed, 0 skipped, retrying: connection refused since "+since.Local().Format("15:04:05")+" (40 s)")
-		assert.NotContains(t, line, "ETA", "no ETA as if all were well")
-		bar := (&batchProgress{start: p.start, failing: f.get, last: batch.Progress{Total: 12, Done: 4, InFlight: 4}}).barText(time.Now())
-		assert.Equal(t, "batch: 4 in flight, 0 failed, retrying: connection refused since "+since.Local().Format("15:04:05")+" (40 s)", bar)
-
-		f.set(time.Now(), "HTTP 503") // failing anew: just under 5 s at the next tick
-		time.Sleep(progressEvery)
-		assert.Contains(t, lastLine(stderr.String()), "ETA", "a failure shorter than failingAfter is not reported")
-
-		f.set(time.Time{}, "") // a request succeeded
-		time.Sleep(progressEvery)
-		assert.Contains(t, lastLine(stderr.String()), "ETA")
-		bar = (&batchProgress{start: p.start, failing: f.get, last: batch.Progress{Total: 12, Done: 4, InFlight: 4}}).barText(time.Now())
-		assert.Contains(t, bar, "ETA")
-		p.finish()
-	})
-}
-
-// run's progress, silent between status changes, says when requests keep
-// failing.
-func TestRunProgressSaysWhenTheServerIsGone(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var stderr syncBuffer
-		var f fakeFailing
-		p := newProgress(&stderr, f.get)
-		p.update(wrapper.Status{QueueStatus: gen.QueueStatus{Status: wrapper.StatusInQueue}})
-		time.Sleep(3 * progressEvery)
-		assert.Equal(t, 1, strings.Count(stderr.String(), "\n"), "nothing new while all is well")
-		since := time.Now()
-		f.set(since, "timeout")
-		time.Sleep(2*progressEvery + time.Millisecond)
-		assert.Equal(t, "retrying: timeout since "+since.Local().Format("15:04:05")+" (10 s)", lastLine(stderr.String()))
-		p.finish()
-	})
-}
-
-// End to end: the server goes away in the middle of a batch; the plain
-// progress says so.
-func TestBatchSaysWhenTheServerGoesAway(t *testing.T) {
-	savedAfter, savedEvery := failingAfter, progressEvery
-	failingAfter, progressEvery = 300*time.Millisecond, 100*time.Millisecond
-	t.Cleanup(func() { failingAfter, progressEvery = savedAfter, savedEvery })
-	q := queuetest.New(append(simOptions(), queuetest.WithContract(spectest.Contract()), queuetest.QueueTime(5*time.Second))...)
-	srv := httptest.NewServer(q)
-	time.AfterFunc(300*time.Millisecond, srv.Close)
+// hostileQueue queues a job whose status, polled or streamed, never ends
+// and carries an endless supply of log lines.
+func hostileQueue(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	var sent atomic.Int64
+	logs := func(n int) []map[string]any {
+		out := make([]map[string]any, n)
+		for i := range out {
+			k := sent.Add(1)
+			out[i] = map[string]any{"message": fmt.Sprintf("line %d %s", k, strings.Repeat("x", 100)), "level": "INFO"}
+		}
+		return out
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == http.MethodPost:
+			w.Header().Set("X-Fal-Request-Id", "r1")
+			json.NewEncoder(w).Encode(map[string]any{"status": "IN_QUEUE", "request_id": "r1", "queue_position": 0})
+		case strings.HasSuffix(r.URL.Path, "/status/stream"):
+			w.Header().Set("Content-Type", "text/event-stream")
+			fl := w.(http.Flusher)
+			for r.Context().Err() == nil {
+				b, _ := json.Marshal(map[string]any{"status": "IN_PROGRESS", "request_id": "r1", "logs": logs(50)})
+				if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
+					return
+				}
+				fl.Flush()
+			}
+		case strings.HasSuffix(r.URL.Path, "/status"):
+			w.WriteHeader(http.StatusAccepted)
+			json.NewEncoder(w).Encode(map[string]any{"status": "IN_PROGRESS", "request_id": "r1", "logs": logs(int(sent.Load()) + 500)})
+		case r.Method == http.MethodPut:
+			w.WriteHeader(http.StatusAccepted)
+			json.NewEncoder(w).Encode(map[string]any{"status": "CANCELLATION_REQUESTED"})
+		default:
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(map[string]any{"detail": "Request is still in progress"})
+		}
+	}))
 	t.Cleanup(srv.Close)
-	r := cli(t, context.Background(), nil, "batch", "--base-url", srv.URL, "--api-key", "k", "--images", imagesDir(t, 2), "--prompt", "p",
-		"--out", filepath.Join(t.TempDir(), "out"), "--timeout", "1500ms")
-	require.Equal(t, 4, r.code, r.stderr)
-	assert.Regexp(t, `in flight, 0 failed, 0 skipped, retrying: [a-z0-9 ]+ since \d\d:\d\d:\d\d \(\d+ s\)\n`, r.stderr)
-	assert.Empty(t, q.Violations())
+	return srv, &sent
+}
+
+// A status stream of endless log events prints at most what a job may
+// print, says so once, and counts what it dropped.
+func TestRunCapsTheLogLinesOfAJob(t *testing.T) {
+	srv, sent := hostileQueue(t)
+	r := cli(t, context.Background(), nil, "run", "--base-url", srv.URL, "--api-key", "k", "--image", sample, "--prompt", "p", "--timeout", "2s", "--out", t.TempDir())
+	assert.NotEqual(t, 0, r.code)
+	require.Greater(t, sent.Load(), int64(10*maxLogLines), "the server did send endless logs")
+	shown := strings.Count(r.stderr, "  | line ")
+	assert.LessOrEqual(t, shown, maxLogLines)
+	assert.Greater(t, shown, 0)
+	assert.Less(t, len(r.stderr), maxLogBytes+8<<10, "what reached the terminal")
+	assert.Equal(t, 1, strings.Count(r.stderr, "dropping the rest"), "said once")
+	assert.Regexp(t, `fluxi2i: \d+ log lines dropped`, r.stderr)
+}
+
+// Within the caps every line is shown, and a line too long is cut.
+func TestProgressShowsLogsWithinTheCaps(t *testing.T) {
+	var b strings.Builder
+	p := &progress{w: &b}
+	p.logLine("hello")
+	p.logLine(strings.Repeat("y", 10*maxLogLineSize))
+	p.finish()
+	assert.Contains(t, b.String(), "  | hello\n")
+	assert.Contains(t, b.String(), "[cut]")
+	assert.Less(t, b.Len(), maxLogLineSize+100)
+	assert.NotContains(t, b.String(), "dropped")
 }

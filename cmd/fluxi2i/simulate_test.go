@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -137,4 +138,116 @@ func TestSimulateDeliversWebhooksWhenTold(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, 404, resp.StatusCode, "off by default")
+}
+
+// startSimulate runs `fluxi2i simulate` with args on a loopback port and
+// returns its address; the command stops with the test.
+func startSimulate(t *testing.T, args ...string) string {
+	t.Setenv("GOMEMLIMIT", "off") // the test process keeps its own memory limit
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- Main(ctx, append([]string{"simulate", "--addr", "127.0.0.1:0"}, args...), nil, &out, &errb)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	re := regexp.MustCompile(`at http://(127\.0\.0\.1:\d+)`)
+	for range 200 {
+		if m := re.FindStringSubmatch(errb.String()); m != nil {
+			return m[1]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("simulate did not start: %s", errb.String())
+	return ""
+}
+
+// Bound to loopback, `fluxi2i simulate` answers only a loopback Host or
+// localhost: a page whose DNS name was rebound to 127.0.0.1 gets 403 and
+// no job is queued.
+func TestSimulateRefusesARebindingHost(t *testing.T) {
+	addr := startSimulate(t)
+	_, port, _ := net.SplitHostPort(addr)
+	submit := func(host string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/fal-ai/flux-1/dev/image-to-image", strings.NewReader(`{"image_url":"https://example.com/input.jpg","prompt":"p"}`))
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Key k")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	for _, h := range []string{"evil.example:" + port, "evil.example", "127.0.0.1.evil.example:" + port, "10.0.0.1:" + port, "0.0.0.0:" + port} {
+		code, body := submit(h)
+		assert.Equal(t, http.StatusForbidden, code, h)
+		assert.Contains(t, body, `"detail"`, "fal's error shape")
+		assert.NotContains(t, body, "request_id")
+	}
+	for _, h := range []string{addr, "localhost:" + port, "localhost", "[::1]:" + port} {
+		code, body := submit(h)
+		assert.Equal(t, http.StatusOK, code, h)
+		assert.Contains(t, body, `"request_id"`)
+	}
+}
+
+// `fluxi2i simulate` builds job and image URLs from its public URL (by
+// default its own listen address), never from a request's Host, and its
+// files answer CORS.
+func TestSimulateBuildsURLsFromItsPublicURL(t *testing.T) {
+	do := func(addr, host, method, path, body string) (*http.Response, string) {
+		var r io.Reader
+		if body != "" {
+			r = strings.NewReader(body)
+		}
+		req, _ := http.NewRequest(method, "http://"+addr+path, r)
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Key k")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	imageURL := func(addr, host string) string {
+		_, b := do(addr, host, http.MethodPost, "/fal-ai/flux-1/dev/image-to-image", `{"image_url":"https://example.com/input.jpg","prompt":"p"}`)
+		var q struct {
+			RequestID string `json:"request_id"`
+			StatusURL string `json:"status_url"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(b), &q), b)
+		for range 100 {
+			resp, b := do(addr, host, http.MethodGet, "/fal-ai/flux-1/requests/"+q.RequestID, "")
+			if resp.StatusCode == http.StatusOK {
+				var out struct {
+					Images []struct {
+						URL string `json:"url"`
+					} `json:"images"`
+				}
+				require.NoError(t, json.Unmarshal([]byte(b), &out))
+				require.NotEmpty(t, out.Images)
+				return out.Images[0].URL
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatal("the job did not complete")
+		return ""
+	}
+	addr := startSimulate(t, "--queue-time", "10ms", "--run-time", "10ms")
+	_, port, _ := net.SplitHostPort(addr)
+	u := imageURL(addr, "localhost:"+port)
+	assert.True(t, strings.HasPrefix(u, "http://"+addr+"/files/"), "the listen address, not the Host: %s", u)
+	resp, _ := do(addr, addr, http.MethodGet, strings.TrimPrefix(u, "http://"+addr), "")
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, "*", resp.Header.Get("Access-Control-Allow-Origin"))
+
+	addr = startSimulate(t, "--queue-time", "10ms", "--run-time", "10ms", "--public-url", "https://sim.example")
+	u = imageURL(addr, addr)
+	assert.True(t, strings.HasPrefix(u, "https://sim.example/files/"), u)
+
+	r := cli(t, context.Background(), nil, "simulate", "--addr", "127.0.0.1:0", "--public-url", "ftp://x")
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "--public-url")
 }

@@ -20,15 +20,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"runtime"
-	"syscall"
 	"time"
 
 	_ "golang.org/x/image/webp" // webp input: the standard library has no decoder
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/media"
+	"github.com/fluxi2i/fluxi2i/internal/netguard"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 )
 
@@ -54,12 +53,27 @@ const (
 // MaxBodyBytes caps a submit body: a 24 MiB image as a data URI.
 const MaxBodyBytes = 32 << 20
 
+// DefaultMaxBytes is the simulator's default memory budget (256 MiB):
+// what it holds at once of submit bodies being read, inputs kept for the
+// request history, decoded images and renders under way, output images
+// and encoded sync_mode results. One client may hold a quarter of it,
+// and a quarter of the MaxJobs. See queuetest.MaxBytes.
+const DefaultMaxBytes = 256 << 20
+
+// MemoryLimit is the Go runtime's soft memory limit that suits a budget
+// (`fluxi2i simulate` sets it): the budget, a quarter of it again for the
+// collector's garbage, and 32 MiB for the runtime, connections and
+// buffers.
+func MemoryLimit(budget int64) int64 { return budget + budget/4 + 32<<20 }
+
 // Config is how the simulator treats its inputs.
 type Config struct {
+	// MaxBytes is the memory budget (default DefaultMaxBytes).
+	MaxBytes int64
+
 	// FetchImages lets the simulator download an http(s) image_url, from
-	// public addresses only (no loopback, private, link-local, shared or
-	// unspecified address, checked on every connection, redirects
-	// included), within FetchTimeout and MaxFetchBytes. Off (the default),
+	// public addresses only (netguard.PublicAddr, checked on every
+	// connection after DNS resolution, redirects included), within FetchTimeout and MaxFetchBytes. Off (the default),
 	// it opens no connection for an image_url: it renders a deterministic
 	// picture derived from the URL instead.
 	FetchImages bool
@@ -67,9 +81,17 @@ type Config struct {
 
 // Options returns the queuetest options of the simulator: its model,
 // queue and run times short enough to watch, and the limits that make it
-// safe to expose (body cap, retention, job cap).
+// safe to expose (body cap, retention, job cap, memory budget; a client's
+// share of each is a quarter).
 func Options(cfg Config) []queuetest.Option {
+	budget := cfg.MaxBytes
+	if budget <= 0 {
+		budget = DefaultMaxBytes
+	}
 	return []queuetest.Option{
+		queuetest.MaxBytes(budget),
+		queuetest.MaxBytesPerClient(budget / 4),
+		queuetest.MaxJobsPerClient(MaxJobs / 4),
 		queuetest.WithModel(NewModel(cfg)),
 		queuetest.QueueTime(600 * time.Millisecond),
 		queuetest.RunTime(1500 * time.Millisecond),
@@ -98,12 +120,43 @@ func NewModel(cfg Config) queuetest.Model {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		src, err := loadImage(ctx, fetch, in.ImageURL)
+		n := 1
+		if in.NumImages != nil {
+			n = *in.NumImages
+		}
+		src, release, err := loadImage(ctx, fetch, in.ImageURL, n)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
 			return nil, &queuetest.ModelError{StatusCode: 422, Field: "image_url", Detail: err.Error()}
 		}
+		defer release() // the outputs are then the job's, counted by the server
 		return render(ctx, src, in)
 	}
+}
+
+// renderBytes is what rendering n images of w x h from a decoded image of
+// the color model m holds at most: the decoded image, one transformed
+// image and the n encoded outputs (bounded by the raw pixels).
+func renderBytes(m color.Model, w, h, n int) int64 {
+	px := int64(w) * int64(h)
+	per := int64(8)
+	switch m {
+	case color.GrayModel, color.AlphaModel:
+		per = 1
+	case color.Gray16Model, color.Alpha16Model:
+		per = 2
+	case color.YCbCrModel, color.NYCbCrAModel:
+		per = 4
+	case color.RGBAModel, color.NRGBAModel, color.CMYKModel:
+		per = 4
+	default:
+		if _, ok := m.(color.Palette); ok {
+			per = 1
+		}
+	}
+	return px*per + px*4 + int64(n)*(px*4+64<<10)
 }
 
 func render(ctx context.Context, src image.Image, in gen.Input) ([]queuetest.Image, error) {
@@ -121,12 +174,13 @@ func render(ctx context.Context, src image.Image, in gen.Input) ([]queuetest.Ima
 	}
 	png := in.OutputFormat != nil && *in.OutputFormat == gen.InputOutputFormatPng
 	out := make([]queuetest.Image, 0, n)
+	var buf bytes.Buffer
 	for i := range n {
 		img, err := Transform(ctx, src, in.Prompt, seed+int64(i), strength)
 		if err != nil {
 			return nil, err
 		}
-		var buf bytes.Buffer
+		buf.Reset()
 		typ := "image/jpeg"
 		if png {
 			typ = "image/png"
@@ -138,7 +192,8 @@ func render(ctx context.Context, src image.Image, in gen.Input) ([]queuetest.Ima
 			return nil, err
 		}
 		b := img.Bounds()
-		out = append(out, queuetest.Image{ContentType: typ, Data: buf.Bytes(), Width: b.Dx(), Height: b.Dy()})
+		// Exactly its bytes: the buffer is reused for the next image.
+		out = append(out, queuetest.Image{ContentType: typ, Data: bytes.Clone(buf.Bytes()), Width: b.Dx(), Height: b.Dy()})
 	}
 	return out, nil
 }
@@ -149,58 +204,89 @@ func encodePNG(w io.Writer, img image.Image) error {
 }
 
 // loadImage decodes a data URI; an http(s) URL is fetched with fetch, or,
-// with fetch nil, rendered offline from the URL.
-func loadImage(ctx context.Context, fetch *http.Client, u string) (image.Image, error) {
-	var r io.Reader
+// with fetch nil, rendered offline from the URL. What it decodes, and what
+// rendering n images from it takes, is reserved in the server's memory
+// budget first (queuetest.Reserve); release gives it back.
+func loadImage(ctx context.Context, fetch *http.Client, u string, n int) (img image.Image, release func(), err error) {
+	var open func() io.Reader
+	release = func() {}
+	fail := func(err error) (image.Image, func(), error) {
+		release()
+		return nil, nil, err
+	}
 	switch {
 	case media.IsDataURI(u):
 		d, err := media.ParseDataURI(u)
 		if err != nil {
-			return nil, fmt.Errorf("image_url: %v", err)
+			return fail(fmt.Errorf("image_url: %v", err))
 		}
-		r = d.Reader()
+		open = d.Reader // decoded as it is read, twice: no copy of the file
 	case fetch == nil:
-		return Picture(u), nil
+		const size = 512
+		if release, err = queuetest.Reserve(ctx, renderBytes(color.RGBAModel, size, size, n)); err != nil {
+			return nil, nil, err
+		}
+		return Picture(u), release, nil
 	default:
-		ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
-		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if release, err = queuetest.Reserve(ctx, MaxFetchBytes); err != nil {
+			return nil, nil, err
+		}
+		data, err := fetchImage(ctx, fetch, u)
 		if err != nil {
-			return nil, errors.New("image_url is not a URL the simulator can fetch")
+			return fail(err)
 		}
-		resp, err := fetch.Do(req)
-		if err != nil {
-			// Say nothing of what answered where: no read-back.
-			return nil, errors.New("could not download the image (the simulator fetches from public addresses only)")
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("could not download the image: HTTP %d", resp.StatusCode)
-		}
-		r = io.LimitReader(resp.Body, MaxFetchBytes)
+		open = func() io.Reader { return bytes.NewReader(data) }
 	}
-	data, err := io.ReadAll(r)
+	cfg, format, err := image.DecodeConfig(open())
+	if err != nil {
+		head := make([]byte, 32)
+		k, _ := io.ReadFull(open(), head)
+		if _, ok := media.Sniff(head[:k]); ok && bytes.Contains(head[:k], []byte("ftypavi")) {
+			return fail(fmt.Errorf("the local simulator cannot decode avif images (the real model can)"))
+		}
+		return fail(fmt.Errorf("could not decode the image: %v", err))
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > MaxPixels || cfg.Width > 1<<15 || cfg.Height > 1<<15 {
+		return fail(fmt.Errorf("image of %dx%d is too large for the simulator (at most %d pixels)", cfg.Width, cfg.Height, MaxPixels))
+	}
+	work, err := queuetest.Reserve(ctx, renderBytes(cfg.ColorModel, cfg.Width, cfg.Height, n))
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail(ctx.Err())
+		}
+		return fail(fmt.Errorf("%v: use a smaller image or fewer images, or give the simulator more memory (--max-memory)", err))
+	}
+	fetched := release
+	release = func() { work(); fetched() }
+	img, _, err = image.Decode(open())
+	if err != nil {
+		return fail(fmt.Errorf("could not decode the %s image: %v", format, err))
+	}
+	return img, release, nil
+}
+
+// fetchImage downloads u (at most MaxFetchBytes) with fetch.
+func fetchImage(ctx context.Context, fetch *http.Client, u string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, errors.New("image_url is not a URL the simulator can fetch")
+	}
+	resp, err := fetch.Do(req)
+	if err != nil {
+		// Say nothing of what answered where: no read-back.
+		return nil, errors.New("could not download the image (the simulator fetches from public addresses only)")
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("could not download the image: HTTP %d", resp.StatusCode)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxFetchBytes))
 	if err != nil {
 		return nil, fmt.Errorf("could not read the image")
 	}
-	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
-	if err != nil {
-		if _, ok := media.Sniff(data); ok && bytes.Contains(data[:min(len(data), 32)], []byte("ftypavi")) {
-			return nil, fmt.Errorf("the local simulator cannot decode avif images (the real model can)")
-		}
-		return nil, fmt.Errorf("could not decode the image: %v", err)
-	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > MaxPixels || cfg.Width > 1<<15 || cfg.Height > 1<<15 {
-		return nil, fmt.Errorf("image of %dx%d is too large for the simulator (at most %d pixels)", cfg.Width, cfg.Height, MaxPixels)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	img, _, err := image.Decode(bytes.NewReader(data))
-	if err != nil {
-		return nil, fmt.Errorf("could not decode the %s image: %v", format, err)
-	}
-	return img, nil
+	return data, nil
 }
 
 // Picture is the image the simulator renders for an http(s) image_url when
@@ -235,13 +321,7 @@ func Picture(u string) image.Image {
 // publicClient fetches from public addresses only: every connection, the
 // ones redirects make included, is checked after DNS resolution.
 func publicClient() *http.Client {
-	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
-		ap, err := netip.ParseAddrPort(address)
-		if err != nil || !PublicAddr(ap.Addr()) {
-			return errNotPublic
-		}
-		return nil
-	}}
+	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: netguard.Control}
 	return &http.Client{
 		Timeout: FetchTimeout,
 		Transport: &http.Transport{
@@ -260,34 +340,6 @@ func publicClient() *http.Client {
 			return nil
 		},
 	}
-}
-
-var errNotPublic = errors.New("not a public address")
-
-// notPublic are ranges IsGlobalUnicast lets through that are not the
-// public internet.
-var notPublic = []netip.Prefix{
-	netip.MustParsePrefix("100.64.0.0/10"),  // shared address space (carrier NAT)
-	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
-	netip.MustParsePrefix("64:ff9b::/96"),   // NAT64: could reach anything
-	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
-	netip.MustParsePrefix("2002::/16"),      // 6to4: could embed a private IPv4
-}
-
-// PublicAddr reports an address on the public internet: not loopback,
-// private, link-local, multicast, unspecified or one of the special ranges.
-func PublicAddr(a netip.Addr) bool {
-	a = a.Unmap()
-	if !a.IsValid() || !a.IsGlobalUnicast() || a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() {
-		return false
-	}
-	for _, p := range notPublic {
-		if p.Contains(a) {
-			return false
-		}
-	}
-	return true
 }
 
 // Transform is the simulator's "model": a colour grade and a ripple whose

@@ -3,13 +3,6 @@
 // wrapper/proxy, tests/e2e/server) and cross-origin (the page on another
 // loopback port, `fluxi2i proxy --cors`), and asserts every case.
 //
-// A few cases need work other branches are landing (CORS headers exposed
-// by the proxy, CORS on the simulator's files, fal storage through the
-// proxy and in the simulator). Each such case probes its prerequisite
-// first: while it is missing the case must fail in exactly the expected
-// way and is reported XFAIL with the reason; once it is there the case
-// must pass. Anything else is a failure.
-//
 // Env: SAME (the same-origin server), STATIC (the page alone), PROXY
 // (`fluxi2i proxy --cors STATIC`), OUT (where the screenshot goes).
 import puppeteer from "puppeteer-core";
@@ -19,65 +12,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const { SAME, STATIC, PROXY, OUT } = process.env;
-const submitTarget = "https://queue.fal.run/fal-ai/flux-1/dev/image-to-image";
-const initiateTarget = "https://rest.fal.ai/storage/upload/initiate?storage_type=fal-cdn-v3";
 const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-let passed = 0, failed = 0, xfailed = 0;
+let passed = 0, failed = 0;
 const report = (status, name, detail = "") => console.log(`${status} ${name}${detail ? ": " + detail : ""}`);
-
-// --- Probes of the prerequisites other branches are adding. ---
-
-// Does a cross-origin answer of the proxy expose the headers fal's client reads?
-async function exposesRequestID(proxyURL, origin) {
-  const r = await fetch(proxyURL, {
-    method: "POST",
-    headers: { origin, "content-type": "application/json", "x-fal-target-url": submitTarget },
-    body: JSON.stringify({ image_url: "https://example.com/a.png", prompt: "probe" }),
-  });
-  await r.arrayBuffer();
-  const exposed = (r.headers.get("access-control-expose-headers") ?? "").toLowerCase();
-  return exposed.split(",").map((s) => s.trim()).includes("x-fal-request-id");
-}
-
-// Does the simulator answer CORS on its result files?
-async function filesAllowCORS(url, origin) {
-  const r = await fetch(url, { headers: { origin } });
-  await r.arrayBuffer();
-  const allowed = r.headers.get("access-control-allow-origin");
-  return allowed === "*" || allowed === origin;
-}
-
-// Does the proxy forward fal storage's initiate call (and the upstream implement it)?
-async function storageThroughProxy(proxyURL, origin) {
-  const r = await fetch(proxyURL, {
-    method: "POST",
-    headers: { origin, "content-type": "application/json", "x-fal-target-url": initiateTarget },
-    body: JSON.stringify({ content_type: "image/png", file_name: "probe.png" }),
-  });
-  const body = await r.text();
-  return { ok: r.ok, status: r.status, body: body.slice(0, 200) };
-}
 
 // --- The cases. ---
 
-// check runs one case: fn asserts on the page's result. xfail, when set,
-// names the missing prerequisite and asserts the way the case must fail
-// while it is missing.
-async function check(name, fn, xfail) {
+// check runs one case: fn asserts on the page's result.
+async function check(name, fn) {
   try {
-    if (xfail) {
-      try {
-        await xfail.assertFails();
-      } catch (e) {
-        failed++;
-        report("FAIL", name, `expected to fail because ${xfail.reason}, but it failed otherwise: ${e.message}`);
-        return;
-      }
-      xfailed++;
-      report("XFAIL", name, xfail.reason);
-      return;
-    }
     await fn();
     passed++;
     report("PASS", name);
@@ -95,12 +39,7 @@ async function runSetup(browser, setup) {
   await page.waitForFunction(() => window.e2eReady === true, { timeout: 10000 });
   await page.evaluate((u) => window.e2e.configure(u), setup.proxyUrl);
   const call = (fn) => page.evaluate((f) => window.e2e[f](), fn);
-  const origin = new URL(setup.page).origin;
-  const proxyURL = new URL(setup.proxyUrl, setup.page).href;
   const tag = (n) => `${setup.name}: ${n}`;
-  const crossOrigin = setup.name === "cross-origin";
-  const exposed = !crossOrigin || (await exposesRequestID(proxyURL, origin));
-  const exposeReason = "the proxy's CORS answers do not list x-fal-request-id in Access-Control-Expose-Headers yet (being added to wrapper/proxy)";
 
   // Polling and streaming complete with the request id.
   for (const mode of ["polling", "streaming"]) {
@@ -115,13 +54,6 @@ async function runSetup(browser, setup) {
       const r = await run();
       completes(r);
       assert.match(r.requestId, uuid, "result.requestId");
-    }, exposed ? null : {
-      reason: exposeReason,
-      assertFails: async () => {
-        const r = await run();
-        completes(r); // everything but the id works
-        assert.equal(r.requestId, "", "the browser hides x-fal-request-id");
-      },
     });
   }
 
@@ -132,28 +64,19 @@ async function runSetup(browser, setup) {
     assert.ok(r.images[0].startsWith("data:image/jpeg;base64,"), r.images[0]);
     assert.ok(r.drawn, r.drawError);
     assert.ok(r.drawn.litPixels > 0, "drawn and read back");
-    if (exposed) assert.match(r.requestId, uuid);
+    assert.match(r.requestId, uuid);
   });
 
-  // The result image, fetch()ed and drawn to a canvas.
-  {
+  // The result image, fetch()ed and drawn to a canvas (CORS on the files).
+  await check(tag("the result image loads with fetch() and draws to a canvas"), async () => {
     const r = await call("fetchCanvas");
-    const cors = r.failed || !r.images ? true : await filesAllowCORS(r.images[0], origin);
-    await check(tag("the result image loads with fetch() and draws to a canvas"), async () => {
-      assert.ok(!r.failed, JSON.stringify(r));
-      assert.ok(r.drawn, r.drawError);
-      assert.equal(r.drawn.width, 64, "at the input's size");
-      assert.equal(r.drawn.height, 48);
-      assert.ok(r.drawn.litPixels > 0);
-      assert.ok(r.drawn.dataURL > 100, "the canvas is not tainted");
-    }, cors ? null : {
-      reason: "the simulator's /files answers carry no Access-Control-Allow-Origin yet (being added to the simulator)",
-      assertFails: async () => {
-        assert.ok(!r.failed, JSON.stringify(r));
-        assert.match(r.drawError ?? "", /Failed to fetch/, "the browser blocks the read");
-      },
-    });
-  }
+    assert.ok(!r.failed, JSON.stringify(r));
+    assert.ok(r.drawn, r.drawError);
+    assert.equal(r.drawn.width, 64, "at the input's size");
+    assert.equal(r.drawn.height, 48);
+    assert.ok(r.drawn.litPixels > 0);
+    assert.ok(r.drawn.dataURL > 100, "the canvas is not tainted");
+  });
 
   // Refusals the page can read.
   await check(tag("another model is refused 403, readably"), async () => {
@@ -174,23 +97,14 @@ async function runSetup(browser, setup) {
     assert.match(JSON.stringify(r.body), /webhook/i);
   });
 
-  // A Blob input: fal's client uploads it to fal storage through the proxy.
-  {
-    const probe = await storageThroughProxy(proxyURL, origin);
-    await check(tag("a Blob input is uploaded and runs"), async () => {
-      const r = await call("blobInput");
-      assert.ok(!r.failed, JSON.stringify(r));
-      assert.equal(r.images.length, 1);
-      if (exposed) assert.match(r.requestId, uuid);
-    }, probe.ok ? null : {
-      reason: `fal storage does not pass the proxy yet (initiate answered ${probe.status}; storage in the proxy and the simulator is being built)`,
-      assertFails: async () => {
-        const r = await call("blobInput");
-        assert.equal(r.failed, true, "the upload is refused");
-        assert.equal(r.status, probe.status, `refused as the probe was: ${JSON.stringify(r)}`);
-      },
-    });
-  }
+  // A Blob input: fal's client uploads it to fal storage through the proxy
+  // (the initiate) and to the upload URL directly (the bytes).
+  await check(tag("a Blob input is uploaded and runs"), async () => {
+    const r = await call("blobInput");
+    assert.ok(!r.failed, JSON.stringify(r));
+    assert.equal(r.images.length, 1);
+    assert.match(r.requestId, uuid);
+  });
 
   await check(tag("the result image loads in an <img>"), async () => {
     const r = await call("imgTag");
@@ -227,6 +141,5 @@ try {
   await browser.close();
   rmSync(profile, { recursive: true, force: true });
 }
-if (xfailed > 0) console.log(`(${xfailed} expected failures, listed XFAIL above: they wait for work on other branches)`);
-console.log(`e2e: ${passed} passed, ${failed} failed, ${xfailed} skipped`);
+console.log(`e2e: ${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);

@@ -1,7 +1,9 @@
 package queuetest
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -110,7 +112,31 @@ type exchange struct {
 	w     http.ResponseWriter
 	r     *http.Request
 	check func(code int, header http.Header, body []byte) error // nil without a Contract
+
+	client   string // clientOf(r)
+	reserved int64  // budget bytes the request holds (a submit's body); given back when it is served
 }
+
+// done gives back what the request still holds of the budget.
+func (x *exchange) done() {
+	x.s.budget.release(x.client, x.reserved)
+	x.reserved = 0
+}
+
+// tooMany is fal's 429 for a cap of the server, with Retry-After.
+func (s *Server) tooMany(detail string, retryAfter time.Duration) answer {
+	s.stats.refused.Add(1)
+	a := platformError(http.StatusTooManyRequests, detail)
+	a.header.Set("Retry-After", strconv.Itoa(int(max(retryAfter, time.Second).Seconds())))
+	return a
+}
+
+// jobRetry is the Retry-After of a refusal that waits for jobs to expire.
+func (s *Server) jobRetry() time.Duration { return max(s.cfg.retention/10, time.Second) }
+
+// bytesRetry is the Retry-After of a refusal for bytes: renders end and
+// results are fetched within seconds.
+const bytesRetry = 5 * time.Second
 
 // reply checks the answer against the contract, when there is one (a
 // violation is recorded: the fake must not teach clients wrong habits),
@@ -152,24 +178,60 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) (*exchange
 	case OpStorage:
 		s.stats.storage.Add(1)
 	}
-	x := &exchange{s: s, w: w, r: r}
+	x := &exchange{s: s, w: w, r: r, client: clientOf(r)}
 	if !s.authorized(r) {
 		s.stats.unauthorized.Add(1)
 		x.reply(platformError(http.StatusUnauthorized, "Invalid or missing credentials"))
 		return nil, nil
 	}
+	tooBig := func() {
+		x.done()
+		x.reply(platformError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", s.cfg.maxBody)))
+	}
+	if r.ContentLength > s.cfg.maxBody {
+		tooBig()
+		return nil, nil
+	}
+	if op == OpSubmit {
+		if a, ok := s.admitSubmit(x); !ok {
+			x.reply(a)
+			return nil, nil
+		}
+	}
 	var body []byte
-	if r.Body != nil {
-		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.maxBody))
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			x.reply(platformError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", s.cfg.maxBody)))
+	if r.Body != nil && r.Body != http.NoBody {
+		var b []byte
+		var err error
+		lr := http.MaxBytesReader(w, r.Body, s.cfg.maxBody)
+		if r.ContentLength >= 0 {
+			// Read into exactly its size: no buffer doubling, no garbage.
+			b = make([]byte, r.ContentLength)
+			_, err = io.ReadFull(lr, b)
+		} else if op == OpSubmit {
+			var refusal *answer
+			if b, refusal, err = s.readReserved(x, lr); refusal != nil {
+				x.done()
+				x.reply(*refusal)
+				return nil, nil
+			}
+		} else {
+			b, err = io.ReadAll(lr)
+		}
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			tooBig()
 			return nil, nil
 		}
 		if err != nil {
+			x.done()
 			return nil, nil
 		}
 		body = b
+		if op == OpSubmit {
+			// Now that the size is known: the body and one decoded copy.
+			s.budget.release(x.client, x.reserved-2*int64(len(body)))
+			x.reserved = 2 * int64(len(body))
+		}
 	}
 	if s.cfg.contract != nil {
 		check, err := s.cfg.contract.Request(r, body)
@@ -181,10 +243,83 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) (*exchange
 			} else {
 				x.reply(platformError(http.StatusBadRequest, err.Error()))
 			}
+			x.done()
 			return nil, nil
 		}
 	}
 	return x, body
+}
+
+// neverFits is the 413 of a body that no state of the server could hold.
+func (s *Server) neverFits(size int64) answer {
+	return platformError(http.StatusRequestEntityTooLarge, fmt.Sprintf("a body of %d MiB needs %d MiB here, more than a client may ever hold (%d MiB of a %d MiB memory budget): send a smaller image",
+		mib(size), mib(2*size), mib(s.budget.room()), mib(s.cfg.maxBytes)))
+}
+
+// readChunk is the step in which a body of unknown length is read.
+const readChunk = 256 << 10
+
+// readReserved reads a submit body of unknown length, reserving twice
+// its buffer as it grows; past the room of the budget it returns the
+// refusal to answer.
+func (s *Server) readReserved(x *exchange, r io.Reader) (b []byte, refusal *answer, err error) {
+	var buf bytes.Buffer
+	chunk := make([]byte, readChunk)
+	for {
+		n, err := r.Read(chunk)
+		// Past the body cap the reader fails: never reserve beyond it.
+		if want := min(2*int64(buf.Len()+n), 2*s.cfg.maxBody); want > x.reserved {
+			if s.budget.never(want) {
+				a := s.neverFits(want / 2)
+				return nil, &a, nil
+			}
+			if !s.budget.admit(x.client, want-x.reserved) {
+				a := s.tooMany(fmt.Sprintf("the server's memory budget (%d MiB, %d MiB a client) has no room for this body now: try again shortly",
+					mib(s.cfg.maxBytes), mib(s.cfg.maxBytesPerClient)), bytesRetry)
+				return nil, &a, nil
+			}
+			x.reserved = want
+		}
+		buf.Write(chunk[:n])
+		if err == io.EOF {
+			return buf.Bytes(), nil, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+// admitSubmit applies the caps before a submit's body is read: the jobs
+// held (MaxJobs, a client's share), then the bytes: the body and one
+// decoded copy of it are reserved, by its Content-Length or, without one,
+// by the body cap.
+func (s *Server) admitSubmit(x *exchange) (answer, bool) {
+	s.mu.Lock()
+	s.evict(time.Now())
+	n := len(s.jobs)
+	s.mu.Unlock()
+	if s.cfg.maxJobs > 0 && n >= s.cfg.maxJobs {
+		return s.tooMany(fmt.Sprintf("the server holds %d jobs, its limit: try again when some have expired", s.cfg.maxJobs), s.jobRetry()), false
+	}
+	if c := s.cfg.maxJobsPerClient; c > 0 && s.budget.jobsOf(x.client) >= c {
+		return s.tooMany(fmt.Sprintf("this client holds %d jobs, its share of the server: try again when some have expired", c), s.jobRetry()), false
+	}
+	size := int64(readChunk) // a body of unknown length reserves as it grows (readReserved)
+	if x.r.ContentLength >= 0 {
+		size = x.r.ContentLength
+	}
+	// The body, and room for one copy of its image: the model's (or the
+	// decoded input's, with X-Fal-Store-IO: 0).
+	if s.budget.never(2 * size) {
+		return s.neverFits(size), false
+	}
+	if !s.budget.admit(x.client, 2*size) {
+		return s.tooMany(fmt.Sprintf("the server's memory budget (%d MiB, %d MiB a client) has no room for a body of %d MiB now: try again shortly",
+			mib(s.cfg.maxBytes), mib(s.cfg.maxBytesPerClient), mib(size)), bytesRetry), false
+	}
+	x.reserved = 2 * size
+	return answer{}, true
 }
 
 func (s *Server) authorized(r *http.Request) bool {
@@ -219,17 +354,18 @@ func validationAnswer(body []byte, reason error) answer {
 }
 
 // api wraps one JSON operation with admission and faults.
-func (s *Server) api(op Op, act func(r *http.Request, body []byte) answer) http.HandlerFunc {
+func (s *Server) api(op Op, act func(x *exchange, body []byte) answer) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		x, body := s.admit(w, r, op)
 		if x == nil {
 			return
 		}
+		defer x.done()
 		f := s.popFault(op)
 		if x.answered(f) {
 			return
 		}
-		a := act(r, body)
+		a := act(x, body)
 		if f != nil && f.noID {
 			a.header.Del("X-Fal-Request-Id")
 		}
@@ -335,6 +471,9 @@ func (s *Server) origin(r *http.Request) string {
 		}
 		return "https://" + PipeForeignHost + s.cfg.basePath
 	}
+	if s.cfg.publicURL != "" {
+		return s.cfg.publicURL + s.cfg.basePath
+	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -354,29 +493,72 @@ func (s *Server) urls(r *http.Request, id string) (status, result, cancel string
 	return build(gen.NewGetStatusRequest(origin, id, nil)), build(gen.NewGetResultRequest(origin, id)), build(gen.NewCancelRequest(origin, id))
 }
 
-func (s *Server) submit(r *http.Request, body []byte) answer {
+// inputSansImage decodes a submit body without copying its image_url
+// (the outer field hides the embedded one): the body keeps it.
+type inputSansImage struct {
+	gen.Input
+	ImageURL presence `json:"image_url"`
+}
+
+// presence records that a JSON string value was there and not empty.
+type presence bool
+
+func (p *presence) UnmarshalJSON(b []byte) error {
+	*p = presence(string(b) != `""` && string(b) != "null")
+	return nil
+}
+
+func (s *Server) submit(x *exchange, body []byte) answer {
+	r := x.r
+	store := r.Header.Get("X-Fal-Store-IO") != "0"
 	var in gen.Input
-	if err := json.Unmarshal(body, &in); err != nil {
+	var err error
+	var hasImage presence
+	if store {
+		var v inputSansImage
+		err = json.Unmarshal(body, &v)
+		in, hasImage = v.Input, v.ImageURL
+	} else {
+		err = json.Unmarshal(body, &in)
+	}
+	if err != nil {
 		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": err.Error()})
 	}
 	now := time.Now()
 	ctx, cancelJob := context.WithCancel(context.Background())
-	j := &job{id: newID(), fileKey: newKey(), in: in, submitted: now, ctx: ctx, stop: cancelJob}
-	if r.Header.Get("X-Fal-Store-IO") != "0" {
+	j := &job{id: newID(), fileKey: newKey(), client: x.client, in: in, submitted: now, ctx: ctx, stop: cancelJob, done: make(chan struct{})}
+	// One copy of the input is held: the body as received, for the history,
+	// or, with X-Fal-Store-IO: 0, the decoded input alone. Until the model
+	// has run, the job also holds room for the copy of image_url it reads
+	// from the body.
+	if store {
 		j.raw = body
+		j.held = int64(len(body))
+		if hasImage {
+			j.urlInRaw = true
+			j.held *= 2
+		}
+	} else {
+		j.held = int64(len(in.ImageURL) + len(in.Prompt))
 	}
 	s.mu.Lock()
-	s.evict(now)
 	if s.cfg.maxJobs > 0 && len(s.jobs) >= s.cfg.maxJobs {
 		s.mu.Unlock()
 		cancelJob()
-		a := platformError(http.StatusTooManyRequests, fmt.Sprintf("the server holds %d jobs, its limit: try again when some have expired", s.cfg.maxJobs))
-		a.header.Set("Retry-After", strconv.Itoa(int(max(s.cfg.retention/10, time.Second).Seconds())))
-		return a
+		return s.tooMany(fmt.Sprintf("the server holds %d jobs, its limit: try again when some have expired", s.cfg.maxJobs), s.jobRetry())
 	}
+	if !s.budget.addJob(x.client, s.cfg.maxJobsPerClient) {
+		s.mu.Unlock()
+		cancelJob()
+		return s.tooMany(fmt.Sprintf("this client holds %d jobs, its share of the server: try again when some have expired", s.cfg.maxJobsPerClient), s.jobRetry())
+	}
+	// The job takes over its share of the request's reservation.
+	x.reserved -= j.held
 	s.jobs[j.id] = j
 	s.files[j.fileKey] = j
+	s.renders.Add(1)
 	s.mu.Unlock()
+	go s.render(j)
 	s.stats.jobs.Add(1)
 	s.scheduleWebhook(r, j)
 	ph := s.phaseOf(j, now)
@@ -418,7 +600,8 @@ func (s *Server) statusBody(r *http.Request, j *job, ph phase, withLogs bool, fr
 	return q
 }
 
-func (s *Server) status(r *http.Request, _ []byte) answer {
+func (s *Server) status(x *exchange, _ []byte) answer {
+	r := x.r
 	j := s.lookup(r)
 	if j == nil {
 		return platformError(http.StatusNotFound, "Request not found")
@@ -431,7 +614,8 @@ func (s *Server) status(r *http.Request, _ []byte) answer {
 	return jsonAnswer(code, s.statusBody(r, j, ph, r.URL.Query().Get("logs") == "1", 0))
 }
 
-func (s *Server) result(r *http.Request, _ []byte) answer {
+func (s *Server) result(x *exchange, _ []byte) answer {
+	r := x.r
 	now := time.Now()
 	s.mu.Lock()
 	j := s.jobs[r.PathValue("request_id")]
@@ -448,6 +632,14 @@ func (s *Server) result(r *http.Request, _ []byte) answer {
 	}
 	if ph.cancelled {
 		return platformError(499, "Request was cancelled")
+	}
+	if isSync(j) {
+		// Encoded once, kept, and served as is to every caller.
+		j.syncMu.Lock()
+		defer j.syncMu.Unlock()
+		if j.syncBody != nil {
+			return s.resultAnswer(j, j.syncBody)
+		}
 	}
 	images, err := s.output(r.Context(), j)
 	var me *ModelError
@@ -467,22 +659,89 @@ func (s *Server) result(r *http.Request, _ []byte) answer {
 	out := gen.Output{Images: []gen.Image{}, Timings: map[string]float64{"inference": s.cfg.runTime.Seconds()}, Seed: seedOf(j), Prompt: j.in.Prompt, HasNsfwConcepts: []bool{}}
 	for i, im := range images {
 		url := s.mediaBase(r) + "/files/" + j.fileKey + "/" + strconv.Itoa(i) + "." + media.Extension(im.ContentType)
-		if j.in.SyncMode != nil && *j.in.SyncMode {
-			url = media.EncodeDataURI(im.ContentType, im.Data)
+		if isSync(j) {
+			url = syncPlaceholder(j, i)
 		}
 		out.Images = append(out.Images, gen.Image{URL: url, ContentType: ptr(im.ContentType), Width: ptr(im.Width), Height: ptr(im.Height), FileSize: ptr(int64(len(im.Data)))})
 		out.HasNsfwConcepts = append(out.HasNsfwConcepts, false)
 	}
-	a := jsonAnswer(http.StatusOK, out)
+	b, err := json.Marshal(out)
+	if err != nil {
+		panic(err)
+	}
+	if isSync(j) {
+		if b, err = s.encodeSync(j, b, images); err != nil {
+			return s.tooMany(err.Error(), bytesRetry)
+		}
+	}
+	return s.resultAnswer(j, b)
+}
+
+// resultAnswer is the 200 of a result call with body b.
+func (s *Server) resultAnswer(j *job, b []byte) answer {
+	a := answer{code: http.StatusOK, header: http.Header{"Content-Type": {"application/json"}}, body: b}
 	a.header.Set("X-Fal-Request-Id", j.id) // fal's clients read the id from here
 	// What the job was billed: one unit per image, as a per-image model is.
-	a.header.Set("X-Fal-Billable-Units", strconv.Itoa(len(images)))
+	a.header.Set("X-Fal-Billable-Units", strconv.Itoa(j.units))
 	return a
 }
 
-// mediaBase is where result images are served: the foreign origin when
-// there is one (as fal serves media from another host), else the server.
+func isSync(j *job) bool { return j.in.SyncMode != nil && *j.in.SyncMode }
+
+// syncPlaceholder stands for image i's data URI in a sync result while
+// it is encoded: unguessable, so no prompt can contain it.
+func syncPlaceholder(j *job, i int) string {
+	return "queuetest-sync-" + j.fileKey + "-" + strconv.Itoa(i)
+}
+
+// dataURIPrefix is the start of im's data URI as it stands inside a JSON
+// string (escaped: the type comes from the model).
+func dataURIPrefix(im Image) string {
+	b, _ := json.Marshal("data:" + im.ContentType + ";base64,")
+	return string(b[1 : len(b)-1])
+}
+
+// encodeSync makes the sync_mode result of j from the answer with
+// placeholders: each image's data URI written straight into a buffer of
+// the final size, reserved in the budget first; it is kept on j (j.syncMu
+// held) and j's outputs, delivered only inline, are given back.
+func (s *Server) encodeSync(j *job, withPlaceholders []byte, images []Image) ([]byte, error) {
+	size := int64(len(withPlaceholders))
+	for i, im := range images {
+		size += int64(len(dataURIPrefix(im))+base64.StdEncoding.EncodedLen(len(im.Data))) - int64(len(syncPlaceholder(j, i)))
+	}
+	if !s.hold(j, size) {
+		return nil, fmt.Errorf("the server's memory budget has no room for this sync_mode result (%d MiB) now: try again shortly", mib(size))
+	}
+	out := make([]byte, 0, size)
+	rest := withPlaceholders
+	for i, im := range images {
+		k := bytes.Index(rest, []byte(syncPlaceholder(j, i)))
+		out = append(out, rest[:k]...)
+		out = append(out, dataURIPrefix(im)...)
+		n := len(out)
+		out = out[:n+base64.StdEncoding.EncodedLen(len(im.Data))]
+		base64.StdEncoding.Encode(out[n:], im.Data)
+		rest = rest[k+len(syncPlaceholder(j, i)):]
+	}
+	out = append(out, rest...)
+	var outputs int64
+	for _, im := range images {
+		outputs += int64(len(im.Data))
+	}
+	j.syncBody = out
+	j.dropImages()
+	s.hold(j, -outputs)
+	return out, nil
+}
+
+// mediaBase is where result images are served: the PublicURL when there
+// is one, else the foreign origin when there is one (as fal serves media
+// from another host), else the request's Host.
 func (s *Server) mediaBase(r *http.Request) string {
+	if s.cfg.publicURL != "" {
+		return s.cfg.publicURL
+	}
 	if s.ForeignURL != "" {
 		return s.ForeignURL
 	}
@@ -493,7 +752,8 @@ func (s *Server) mediaBase(r *http.Request) string {
 	return scheme + "://" + r.Host
 }
 
-func (s *Server) cancel(r *http.Request, _ []byte) answer {
+func (s *Server) cancel(x *exchange, _ []byte) answer {
+	r := x.r
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := s.jobs[r.PathValue("request_id")]
@@ -513,7 +773,12 @@ func (s *Server) cancel(r *http.Request, _ []byte) answer {
 // file serves a result image of a completed job; like fal's CDN, no
 // credential is needed (or wanted), so the URL carries an unguessable key,
 // not the request id, and a cancelled or unfinished job has none.
+//
+// Like a CDN's, the files answer CORS to any origin (their URLs are the
+// secret, no credential is involved), so a page can fetch() them and read
+// them back from a canvas.
 func (s *Server) file(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
 	s.mu.Lock()
 	j := s.files[r.PathValue("key")]
 	s.mu.Unlock()
@@ -523,8 +788,8 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if ph := s.phaseOf(j, time.Now()); ph.status != wrapper.StatusCompleted || ph.cancelled {
-		http.NotFound(w, r)
+	if ph := s.phaseOf(j, time.Now()); ph.status != wrapper.StatusCompleted || ph.cancelled || isSync(j) {
+		http.NotFound(w, r) // a sync_mode job's images are delivered inline only
 		return
 	}
 	images, err := s.output(r.Context(), j)

@@ -2,6 +2,7 @@ package queuetest
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"path"
 	"slices"
@@ -50,10 +51,10 @@ func endpointID() string {
 // ended, newest first, filtered as the query asks, with json_input as
 // received (expand=payloads) unless the submit said X-Fal-Store-IO: 0.
 func (o operations) ListRequestsByEndpoint(w http.ResponseWriter, r *http.Request, params gen.ListRequestsByEndpointParams) {
-	o.s.api(OpHistory, func(*http.Request, []byte) answer { return o.s.history(params) })(w, r)
+	o.s.api(OpHistory, func(x *exchange, _ []byte) answer { return o.s.history(x, params) })(w, r)
 }
 
-func (s *Server) history(p gen.ListRequestsByEndpointParams) answer {
+func (s *Server) history(x *exchange, p gen.ListRequestsByEndpointParams) answer {
 	if s.cfg.noHistory {
 		return platformError(http.StatusNotFound, "Not Found")
 	}
@@ -108,6 +109,18 @@ func (s *Server) history(p gen.ListRequestsByEndpointParams) answer {
 	}
 	to := min(from+limit, len(all))
 	payloads := p.Expand != nil && *p.Expand == gen.ListRequestsByEndpointParamsExpandPayloads
+	if payloads {
+		// The answer copies the inputs it lists: reserved (twice, for the
+		// encoder's buffer) until it is written.
+		var n int64
+		for _, e := range all[from:to] {
+			n += 2 * int64(len(e.j.raw))
+		}
+		if !s.budget.admit(x.client, n) {
+			return s.tooMany(fmt.Sprintf("the server's memory budget has no room for these payloads (%d MiB) now: ask for fewer (limit) or try again shortly", mib(n)), bytesRetry)
+		}
+		x.reserved += n
+	}
 	for _, e := range all[from:to] {
 		it := gen.RequestHistoryItem{
 			RequestID:  e.j.id,
@@ -143,13 +156,17 @@ func historyStatus(code int) gen.ListRequestsByEndpointParamsStatus {
 }
 
 // historyCode is the status code the job ended with, as far as the server
-// knows (the model runs when the result is first asked for). s.mu is held.
+// knows (a model error counts once the model has run).
 func historyCode(j *job) int {
+	err, _ := j.outcome()
 	switch {
 	case !j.cancelledAt.IsZero():
 		return 499
-	case j.failed.Load() != 0:
-		return int(j.failed.Load())
+	case err != nil:
+		if me, ok := err.(*ModelError); ok && me.StatusCode != 0 {
+			return me.StatusCode
+		}
+		return http.StatusUnprocessableEntity
 	}
 	return http.StatusOK
 }

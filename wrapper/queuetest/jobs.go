@@ -3,15 +3,14 @@ package queuetest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"image"
 	"image/color"
 	"image/jpeg"
 	"image/png"
-	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
@@ -78,19 +77,44 @@ func PlaceholderModel(_ context.Context, _ string, in gen.Input) ([]Image, error
 type job struct {
 	id          string
 	fileKey     string // the unguessable part of its image URLs
+	client      string // who submitted it (clientOf)
 	in          gen.Input
 	raw         []byte // the body as received, for the history; nil with X-Fal-Store-IO: 0
+	urlInRaw    bool   // in.ImageURL was dropped: it is read from raw (one copy held, not two)
 	submitted   time.Time
 	cancelledAt time.Time // zero unless cancelled before it completed
 	resultAt    time.Time // first result request
+	held        int64     // bytes counted against the budget for it; s.mu
 
 	ctx  context.Context // ends when the job is cancelled or evicted
 	stop context.CancelFunc
 
-	once   sync.Once
-	images []Image
+	done   chan struct{} // closed when the model has run: images, units, err set
+	images []Image       // nil for a sync_mode job once its result is encoded
+	units  int           // images made: what the job is billed
 	err    error
-	failed atomic.Int32 // the model's error status, once it ran and failed (for the history)
+
+	syncMu   sync.Mutex
+	syncBody []byte // the encoded sync_mode result, made once
+}
+
+// outcome is the model's error for j, once it has run.
+func (j *job) outcome() (err error, ok bool) {
+	select {
+	case <-j.done:
+		return j.err, true
+	default:
+		return nil, false
+	}
+}
+
+// imageURLOf reads image_url from a submit body.
+func imageURLOf(raw []byte) string {
+	var v struct {
+		ImageURL string `json:"image_url"`
+	}
+	json.Unmarshal(raw, &v)
+	return v.ImageURL
 }
 
 // endedAt is when j stopped changing: cancelled, or completed; zero while
@@ -113,11 +137,35 @@ func (s *Server) evict(now time.Time) {
 	}
 	for id, j := range s.jobs {
 		if end := s.endedAt(j, now); !end.IsZero() && now.Sub(end) > s.cfg.retention {
-			j.stop()
+			s.forget(j)
 			delete(s.jobs, id)
-			delete(s.files, j.fileKey)
 		}
 	}
+}
+
+// forget stops j and gives back what it held. s.mu is held.
+func (s *Server) forget(j *job) {
+	j.stop()
+	delete(s.files, j.fileKey)
+	s.budget.release(j.client, j.held)
+	j.held = 0
+	s.budget.dropJob(j.client)
+}
+
+// hold counts n more bytes (or fewer, n < 0) for j, when they fit.
+func (s *Server) hold(j *job, n int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, live := s.jobs[j.id]; !live {
+		return false // evicted meanwhile: nothing to hold for
+	}
+	if n < 0 {
+		s.budget.release(j.client, -n)
+	} else if !s.budget.take(j.client, n) {
+		return false
+	}
+	j.held += n
+	return true
 }
 
 // phase is a job's state at one instant.
@@ -193,24 +241,64 @@ func (s *Server) logEntries(j *job, from, to int) []gen.LogEntry {
 	return out
 }
 
-// output runs the model once per job.
-func (s *Server) output(ctx context.Context, j *job) ([]Image, error) {
-	j.once.Do(func() {
-		// Like the real server, pick the seed when the input has none, so
-		// the seed the result reports reproduces the images.
-		in := s.resolveUpload(j.in)
-		seed := seedOf(j)
-		in.Seed = &seed
-		j.images, j.err = s.cfg.model(j.ctx, j.id, in)
-		if j.err != nil {
-			code := http.StatusUnprocessableEntity
-			if me, ok := j.err.(*ModelError); ok && me.StatusCode != 0 {
-				code = me.StatusCode
-			}
-			j.failed.Store(int32(code))
+// render runs the model for j, once, from its submit on; its outputs are
+// counted against the budget as j's. The model finds the budget in its
+// context (Reserve).
+func (s *Server) render(j *job) {
+	defer s.renders.Done()
+	defer close(j.done)
+	s.mu.Lock()
+	in := j.in
+	s.mu.Unlock()
+	ctx := context.WithValue(j.ctx, budgetKey{}, s.budget)
+	if j.urlInRaw {
+		// A second copy of image_url while the model reads it, in the room
+		// the job holds for it since its submit.
+		in.ImageURL = imageURLOf(j.raw)
+	}
+	n := len(in.ImageURL)
+	// An uploaded file, read as fal's runner would (its bytes reserved).
+	in, release := s.resolveUpload(ctx, in)
+	// Like the real server, pick the seed when the input has none, so the
+	// seed the result reports reproduces the images.
+	seed := seedOf(j)
+	in.Seed = &seed
+	images, err := s.cfg.model(ctx, j.id, in)
+	release()
+	in.ImageURL = ""
+	if j.urlInRaw {
+		s.hold(j, -int64(len(j.raw))) // the model's copy is gone
+	} else {
+		// The only copy of image_url: no longer needed.
+		s.mu.Lock()
+		j.in.ImageURL = ""
+		s.mu.Unlock()
+		s.hold(j, -int64(n))
+	}
+	if err == nil {
+		var n int64
+		for _, im := range images {
+			n += int64(len(im.Data))
 		}
-	})
-	return j.images, j.err
+		if !s.hold(j, n) {
+			images, err = nil, fmt.Errorf("%w for the outputs (%d MiB)", ErrNoRoom, mib(n))
+		}
+	}
+	j.images, j.units, j.err = images, len(images), err
+}
+
+// dropImages forgets the outputs of a sync_mode job, whose result holds
+// them encoded (j.syncMu held).
+func (j *job) dropImages() { j.images = nil }
+
+// output waits for the model's outputs of j.
+func (s *Server) output(ctx context.Context, j *job) ([]Image, error) {
+	select {
+	case <-j.done:
+		return j.images, j.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // seedOf is the input's seed, or one derived from the request id: large

@@ -5,11 +5,13 @@
 // It speaks the protocol of the real queue (submit, status, status stream,
 // result, cancel) with its status codes and bodies, on the routes gen
 // generates from the project's OpenAPI spec; it checks the credential
-// before reading a body and caps bodies (413); given a Contract (package
-// spectest gives the spec's), it checks every request and every answer
-// against it (a violation is answered 422 or 400 and counted); it runs
-// jobs through IN_QUEUE and IN_PROGRESS on
-// configurable times, and misbehaves on request: scripted status codes with
+// before reading a body and caps bodies (413); on request it bounds what
+// it holds (MaxBytes, MaxJobs, and a client's share of each: 429 with
+// Retry-After) and forgets finished jobs on a timer (Retention); given a
+// Contract (package spectest gives the spec's), it checks every request
+// and every answer against it (a violation is answered 422 or 400 and
+// counted); it runs jobs through IN_QUEUE and IN_PROGRESS on configurable
+// times, and misbehaves on request: scripted status codes with
 // Retry-After, dropped connections, truncated or garbled bodies, slow
 // answers, broken streams, and job URLs on a foreign origin whose traffic
 // (and any credential sent there) it counts. With Webhooks it delivers
@@ -66,10 +68,13 @@ type Server struct {
 	uploadFiles map[string]*upload // by file key
 	uploadBytes int64
 
-	stats counters
+	stats  counters
+	budget *budget
 
 	hooks webhookRunner // webhook deliveries (webhooks.go)
 
+	renders   sync.WaitGroup // the model's runs, and the eviction timer
+	stopEvict chan struct{}
 	client    *http.Client
 	closers   []func()
 	closeOnce sync.Once
@@ -79,6 +84,7 @@ type counters struct {
 	submits, jobs, status, stream, result, cancel, cancelled atomic.Int64
 	foreignRequests, foreignAuthorized, unauthorized         atomic.Int64
 	violations, faults, files, history, storage              atomic.Int64
+	refused                                                  atomic.Int64
 }
 
 // Stats counts what a Server received.
@@ -100,6 +106,13 @@ type Stats struct {
 	Violations        int64 // requests that broke the spec
 	FaultsInjected    int64 // faults consumed
 	FileDownloads     int64 // result images served
+	// BytesHeld is what the server holds now against MaxBytes (bodies
+	// being read, inputs kept, the model's reservations, outputs, encoded
+	// sync results); PeakBytesHeld the most it ever held at once.
+	BytesHeld, PeakBytesHeld int64
+	// Refused counts requests answered 429 for a cap of the server:
+	// MaxJobs, MaxBytes or a client's share of them.
+	Refused int64
 }
 
 type config struct {
@@ -119,6 +132,10 @@ type config struct {
 	noStorage          bool
 	maxUploads         int64
 	webhooks           *webhooktest.Signer
+	maxBytes           int64
+	maxJobsPerClient   int
+	maxBytesPerClient  int64
+	publicURL          string
 }
 
 // FaultHeader marks an answer that the server breaks on purpose
@@ -180,6 +197,13 @@ func WithBasePath(p string) Option {
 	return func(c *config) { c.basePath = "/" + strings.Trim(p, "/") }
 }
 
+// PublicURL builds the job URLs and result image URLs the server hands
+// out on u (scheme://host[:port], how clients reach it), never on a
+// request's Host header, which a client or a proxy in front chooses. By
+// default a Server from New builds them on each request's Host; NewServer
+// and NewPipeServer on their own URLs.
+func PublicURL(u string) Option { return func(c *config) { c.publicURL = strings.TrimRight(u, "/") } }
+
 // ForeignURLs starts the server handing out job URLs on the foreign origin
 // (see SetForeignURLs).
 func ForeignURLs() Option { return func(c *config) { c.foreign = true } }
@@ -195,6 +219,12 @@ func newServer(opts []Option) *Server {
 	if cfg.model == nil {
 		cfg.model = PlaceholderModel
 	}
+	if cfg.maxJobsPerClient == 0 {
+		cfg.maxJobsPerClient = (cfg.maxJobs + 3) / 4
+	}
+	if cfg.maxBytesPerClient == 0 {
+		cfg.maxBytesPerClient = cfg.maxBytes / 4
+	}
 	s := &Server{
 		cfg:         cfg,
 		jobs:        map[string]*job{},
@@ -203,14 +233,39 @@ func newServer(opts []Option) *Server {
 		uploadFiles: map[string]*upload{},
 		faults:      map[Op][]Fault{},
 		faultCounts: map[string]int64{},
+		budget:      newBudget(cfg.maxBytes, cfg.maxBytesPerClient),
+		stopEvict:   make(chan struct{}),
 	}
 	s.foreign.Store(cfg.foreign)
 	s.mux = s.routes()
+	if cfg.retention > 0 {
+		s.renders.Add(1)
+		go s.evictLoop(min(max(cfg.retention/10, time.Second), time.Minute))
+	}
 	return s
 }
 
+// evictLoop forgets expired jobs every period until Close, so memory is
+// given back even when no request comes.
+func (s *Server) evictLoop(period time.Duration) {
+	defer s.renders.Done()
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopEvict:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			s.evict(now)
+			s.mu.Unlock()
+		}
+	}
+}
+
 // New returns an unstarted Server: mount it (it is an http.Handler) where
-// you like. Job URLs are built from each request's Host.
+// you like. Job and image URLs are built on its PublicURL or, without one,
+// on each request's Host.
 func New(opts ...Option) *Server {
 	s := newServer(opts)
 	s.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
@@ -269,10 +324,13 @@ func NewPipeServer(opts ...Option) *Server {
 // don't replace it: for a pipe server it is the only way in.
 func (s *Server) Client() *http.Client { return s.client }
 
-// Close stops the server and closes the idle connections of Client().
+// Close stops the server, its eviction timer and the model's runs, and
+// closes the idle connections of Client(). A Server from New must be
+// closed too when it has a Retention.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.hooks.close()
+		close(s.stopEvict)
 		s.mu.Lock()
 		for _, j := range s.jobs {
 			j.stop()
@@ -281,6 +339,7 @@ func (s *Server) Close() {
 		for _, c := range s.closers {
 			c()
 		}
+		s.renders.Wait()
 	})
 }
 
@@ -329,7 +388,7 @@ func (s *Server) FaultCounts() map[string]int64 {
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
 	c := &s.stats
-	return Stats{
+	st := Stats{
 		Submits: c.submits.Load(), Jobs: c.jobs.Load(),
 		StatusCalls: c.status.Load(), StreamCalls: c.stream.Load(),
 		ResultCalls: c.result.Load(), CancelCalls: c.cancel.Load(), HistoryCalls: c.history.Load(), StorageCalls: c.storage.Load(),
@@ -340,7 +399,12 @@ func (s *Server) Stats() Stats {
 		Violations:        c.violations.Load(),
 		FaultsInjected:    c.faults.Load(),
 		FileDownloads:     c.files.Load(),
+		Refused:           c.refused.Load(),
 	}
+	s.budget.mu.Lock()
+	st.BytesHeld, st.PeakBytesHeld = s.budget.held, s.budget.peak
+	s.budget.mu.Unlock()
+	return st
 }
 
 // Violations returns a description of every request that broke the spec.
@@ -381,6 +445,7 @@ func newID() string {
 }
 
 // Job reports a job's input and whether it was cancelled, for assertions.
+// With X-Fal-Store-IO: 0 its image_url is gone once the model has read it.
 func (s *Server) Job(id string) (in gen.Input, cancelled, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -388,7 +453,11 @@ func (s *Server) Job(id string) (in gen.Input, cancelled, ok bool) {
 	if !ok {
 		return gen.Input{}, false, false
 	}
-	return j.in, !j.cancelledAt.IsZero(), true
+	in = j.in
+	if j.urlInRaw {
+		in.ImageURL = imageURLOf(j.raw) // kept once, in the body as received
+	}
+	return in, !j.cancelledAt.IsZero(), true
 }
 
 // Detection reports when a job completed (by the server's clock) and when

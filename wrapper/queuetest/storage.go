@@ -2,6 +2,7 @@ package queuetest
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -23,8 +24,9 @@ import (
 // bytes are PUT to upload_url with no key (or in parts, then completed);
 // the file is served at file_url, and a job whose image_url is one of
 // those URLs reads the uploaded bytes. Uploads count against the server's
-// byte budget (MaxUploadBytes) and each is capped at the body cap; they
-// expire with the retention time.
+// budgets (MaxUploadBytes for uploads alone, and MaxBytes with everything
+// else the server holds) and each is capped at the body cap; they expire
+// with the retention time.
 
 // MaxUploadBytes bounds the bytes of all uploads held at once (default 256
 // MiB); past it an initiate or a PUT gets 429 with Retry-After.
@@ -52,11 +54,11 @@ type upload struct {
 }
 
 func (o operations) InitiateUpload(w http.ResponseWriter, r *http.Request, p gen.InitiateUploadParams) {
-	o.s.api(OpStorage, func(r *http.Request, body []byte) answer { return o.s.initiate(r, body, false) })(w, r)
+	o.s.api(OpStorage, func(x *exchange, body []byte) answer { return o.s.initiate(x.r, body, false) })(w, r)
 }
 
 func (o operations) InitiateMultipartUpload(w http.ResponseWriter, r *http.Request, p gen.InitiateMultipartUploadParams) {
-	o.s.api(OpStorage, func(r *http.Request, body []byte) answer { return o.s.initiate(r, body, true) })(w, r)
+	o.s.api(OpStorage, func(x *exchange, body []byte) answer { return o.s.initiate(x.r, body, true) })(w, r)
 }
 
 func (o operations) PutUpload(w http.ResponseWriter, r *http.Request, token gen.UploadToken) {
@@ -90,6 +92,18 @@ func cors(w http.ResponseWriter) {
 	h.Set("Access-Control-Allow-Methods", "GET, PUT, POST, OPTIONS")
 	h.Set("Access-Control-Allow-Headers", "Content-Type")
 	h.Set("Access-Control-Max-Age", "600")
+}
+
+// MediaPaths are the path prefixes below which a Server serves what a
+// browser fetches or sends itself: result images, uploads and uploaded
+// files. A front that gives the server its own origin as PublicURL
+// (fluxi2i proxy, for the built-in simulator) mounts the server there.
+func MediaPaths() []string {
+	put, err := gen.NewPutUploadRequestWithBody("http://h", "t", "", nil)
+	if err != nil {
+		panic(err)
+	}
+	return []string{"/files/", fileRoute, path.Dir(put.URL.Path) + "/"}
 }
 
 // storageRoutes registers the preflight of uploads and the uploaded
@@ -170,9 +184,13 @@ func (s *Server) storageFull() answer {
 	return a
 }
 
-// root is the origin of the request, without the base path: storage, like
-// the history, is not below it.
+// root is where the storage's URLs point, without the base path (storage,
+// like the history, is not below it): the PublicURL, or the request's
+// origin without one.
 func (s *Server) root(r *http.Request) string {
+	if s.cfg.publicURL != "" {
+		return s.cfg.publicURL
+	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -191,7 +209,7 @@ func (s *Server) putUpload(r *http.Request, token string, part int, body []byte)
 		return platformError(http.StatusBadRequest, "this upload does not take that PUT")
 	case u.size+int64(len(body)) > s.cfg.maxBody:
 		return platformError(http.StatusRequestEntityTooLarge, fmt.Sprintf("a file is at most %d bytes", s.cfg.maxBody))
-	case s.uploadBytes+int64(len(body)) > s.maxUploads():
+	case s.uploadBytes+int64(len(body)) > s.maxUploads(), !s.budget.take("", int64(len(body))):
 		return s.storageFull()
 	}
 	s.uploadBytes += int64(len(body))
@@ -206,6 +224,7 @@ func (s *Server) putUpload(r *http.Request, token string, part int, body []byte)
 	if old, ok := u.parts[part]; ok {
 		s.uploadBytes -= int64(len(old))
 		u.size -= int64(len(old))
+		s.budget.release("", int64(len(old)))
 	}
 	u.parts[part] = body
 	return jsonAnswer(http.StatusOK, gen.UploadPart{PartNumber: part, Etag: strconv.Itoa(part) + "-" + strconv.Itoa(len(body))})
@@ -250,6 +269,7 @@ func (s *Server) evictUploads(now time.Time) {
 			delete(s.uploads, token)
 			delete(s.uploadFiles, u.key)
 			s.uploadBytes -= u.size
+			s.budget.release("", u.size)
 		}
 	}
 }
@@ -275,11 +295,13 @@ func (s *Server) uploadedFile(w http.ResponseWriter, r *http.Request) {
 
 // resolveUpload gives the model an input whose image_url names one of
 // this server's uploads as a data URI of the uploaded bytes, as fal's
-// runner would read the file.
-func (s *Server) resolveUpload(in gen.Input) gen.Input {
+// runner would read the file; the data URI's bytes are reserved in the
+// budget (ctx is the model's) until release is called.
+func (s *Server) resolveUpload(ctx context.Context, in gen.Input) (gen.Input, func()) {
+	none := func() {}
 	u, err := url.Parse(in.ImageURL)
 	if err != nil || !strings.HasPrefix(u.Path, fileRoute) {
-		return in
+		return in, none
 	}
 	key, name, _ := strings.Cut(strings.TrimPrefix(u.Path, fileRoute), "/")
 	s.mu.Lock()
@@ -291,16 +313,21 @@ func (s *Server) resolveUpload(in gen.Input) gen.Input {
 	}
 	s.mu.Unlock()
 	if data == nil {
-		return in
+		return in, none
+	}
+	size := len("data:;base64,") + len(ctype) + base64.StdEncoding.EncodedLen(len(data))
+	release, err := Reserve(ctx, int64(size))
+	if err != nil {
+		return in, none // no room: the model reads the URL as it is
 	}
 	var b strings.Builder
-	b.Grow(len("data:;base64,") + len(ctype) + base64.StdEncoding.EncodedLen(len(data)))
+	b.Grow(size)
 	b.WriteString("data:" + ctype + ";base64,")
 	enc := base64.NewEncoder(base64.StdEncoding, &b)
 	enc.Write(data)
 	enc.Close()
 	in.ImageURL = b.String()
-	return in
+	return in, release
 }
 
 // admitOpen is admit for a call that needs no key.

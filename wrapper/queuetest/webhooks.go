@@ -162,7 +162,7 @@ func (s *Server) webhookBody(ctx context.Context, j *job, host string, secure bo
 		req.TLS = nonNilTLS
 	}
 	req.SetPathValue("request_id", j.id)
-	a := s.result(req, nil)
+	a := s.result(&exchange{s: s, r: req}, nil)
 	p := struct {
 		RequestID        string          `json:"request_id"`
 		GatewayRequestID string          `json:"gateway_request_id"`
