@@ -85,6 +85,7 @@ type lostSubmit struct {
 	body        func() (io.ReadCloser, error)
 	size        int64
 	first, last time.Time // the first ambiguous attempt's start, the last one's end
+	deadline    time.Time // when to stop looking; zero: the settle window after last
 	digest      []byte    // of the canonical body, once computed
 
 	since     time.Time     // the next poll asks for jobs that ended since (server time)
@@ -96,10 +97,10 @@ type lostSubmit struct {
 }
 
 // Settle looks in the request history for a job submitted with in (and
-// the submit options given, as to Submit) at or after sent, for example a
-// job a crashed process journaled before its submit's answer came. It
-// waits until the settle window after sent has passed (at once when it
-// has). It returns the job (Queued.FromHistory is set), or an error
+// the submit options given, as to Submit) at or after sent (less a minute
+// for the clocks), for example a job a crashed process journaled before
+// its submit's answer came. It waits until the settle window after sent
+// has passed (it looks once when it has). It returns the job (Queued.FromHistory is set), or an error
 // matching ErrNotInHistory (no such job: submitting is safe) or
 // ErrHistoryUnavailable (it cannot tell).
 func (c *Client) Settle(ctx context.Context, in gen.Input, sent time.Time, opts ...Option) (*Queued, error) {
@@ -112,7 +113,10 @@ func (c *Client) Settle(ctx context.Context, in gen.Input, sent time.Time, opts 
 		return nil, err
 	}
 	ctx, end := c.startJob(ctx, JobStart{Call: "settle", Input: &in})
-	q, err := c.settle(ctx, s, &lostSubmit{body: body, size: size, first: sent, last: sent})
+	// The job may have been sent at any time from the intent until the
+	// process ended: any sent_at since then matches; the window runs from
+	// the intent.
+	q, err := c.settle(ctx, s, &lostSubmit{body: body, size: size, first: sent, last: time.Now(), deadline: sent.Add(s.settleWindow())})
 	if q != nil {
 		end(q.RequestID, nil, nil)
 	} else {
@@ -136,7 +140,10 @@ func (c *Client) historyDown(s *settings) string {
 // has passed or ctx ends. Each poll asks for what ended since the previous
 // one (less the skew), so a long window does not re-read the history.
 func (c *Client) settle(ctx context.Context, s *settings, ls *lostSubmit) (*Queued, error) {
-	deadline := ls.last.Add(s.settleWindow())
+	deadline := ls.deadline
+	if deadline.IsZero() {
+		deadline = ls.last.Add(s.settleWindow())
+	}
 	c.known.keepFor(2 * (s.settleWindow() + settleSkew))
 	delay := time.Second
 	unsettled := func(err error) (*Queued, error) {

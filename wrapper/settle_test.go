@@ -167,6 +167,7 @@ func TestSettleFindsAJobByItsInput(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, c := setup(t, nil)
 		sent := time.Now()
+		time.Sleep(2 * time.Minute) // the crashed process's submit retried a while after its intent
 		other, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(srv.Client()), wrapper.WithEnvironment(nil))
 		require.NoError(t, err)
 		q, err := other.Submit(context.Background(), input()) // the crashed process's

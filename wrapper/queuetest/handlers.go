@@ -764,7 +764,7 @@ func (s *Server) cancel(x *exchange, _ []byte) answer {
 	if s.phaseOf(j, now).status == wrapper.StatusCompleted {
 		return jsonAnswer(http.StatusBadRequest, gen.CancelStatus{Status: "ALREADY_COMPLETED"})
 	}
-	j.cancelledAt = now
+	j.cancelled.Store(now.UnixNano())
 	j.stop() // no more work for it
 	s.stats.cancelled.Add(1)
 	return jsonAnswer(http.StatusAccepted, gen.CancelStatus{Status: "CANCELLATION_REQUESTED"})

@@ -160,7 +160,7 @@ func historyStatus(code int) gen.ListRequestsByEndpointParamsStatus {
 func historyCode(j *job) int {
 	err, _ := j.outcome()
 	switch {
-	case !j.cancelledAt.IsZero():
+	case j.cancelled.Load() != 0:
 		return 499
 	case err != nil:
 		if me, ok := err.(*ModelError); ok && me.StatusCode != 0 {

@@ -11,6 +11,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
@@ -75,16 +76,16 @@ func PlaceholderModel(_ context.Context, _ string, in gen.Input) ([]Image, error
 }
 
 type job struct {
-	id          string
-	fileKey     string // the unguessable part of its image URLs
-	client      string // who submitted it (clientOf)
-	in          gen.Input
-	raw         []byte // the body as received, for the history; nil with X-Fal-Store-IO: 0
-	urlInRaw    bool   // in.ImageURL was dropped: it is read from raw (one copy held, not two)
-	submitted   time.Time
-	cancelledAt time.Time // zero unless cancelled before it completed
-	resultAt    time.Time // first result request
-	held        int64     // bytes counted against the budget for it; s.mu
+	id        string
+	fileKey   string // the unguessable part of its image URLs
+	client    string // who submitted it (clientOf)
+	in        gen.Input
+	raw       []byte // the body as received, for the history; nil with X-Fal-Store-IO: 0
+	urlInRaw  bool   // in.ImageURL was dropped: it is read from raw (one copy held, not two)
+	submitted time.Time
+	cancelled atomic.Int64 // unix nanoseconds of a cancel before it completed; 0: none (read without the lock by phaseOf)
+	resultAt  time.Time    // first result request
+	held      int64        // bytes counted against the budget for it; s.mu
 
 	ctx  context.Context // ends when the job is cancelled or evicted
 	stop context.CancelFunc
@@ -117,11 +118,19 @@ func imageURLOf(raw []byte) string {
 	return v.ImageURL
 }
 
+// cancelledAt is when j was cancelled (zero: never).
+func (j *job) cancelledAt() time.Time {
+	if n := j.cancelled.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
 // endedAt is when j stopped changing: cancelled, or completed; zero while
 // it runs.
 func (s *Server) endedAt(j *job, now time.Time) time.Time {
-	if !j.cancelledAt.IsZero() {
-		return j.cancelledAt
+	if j.cancelled.Load() != 0 {
+		return j.cancelledAt()
 	}
 	if end := j.submitted.Add(s.cfg.queueTime + s.cfg.runTime); !end.After(now) {
 		return end
@@ -181,8 +190,8 @@ func (s *Server) phaseOf(j *job, now time.Time) phase {
 	qt, rt := s.cfg.queueTime, s.cfg.runTime
 	qEnd := j.submitted.Add(qt)
 	rEnd := qEnd.Add(rt)
-	if !j.cancelledAt.IsZero() && !j.cancelledAt.After(now) {
-		return phase{status: wrapper.StatusCompleted, logs: s.logsAt(j, j.cancelledAt), cancelled: true}
+	if j.cancelled.Load() != 0 && !j.cancelledAt().After(now) {
+		return phase{status: wrapper.StatusCompleted, logs: s.logsAt(j, j.cancelledAt()), cancelled: true}
 	}
 	switch {
 	case now.Before(qEnd):

@@ -457,7 +457,7 @@ func (s *Server) Job(id string) (in gen.Input, cancelled, ok bool) {
 	if j.urlInRaw {
 		in.ImageURL = imageURLOf(j.raw) // kept once, in the body as received
 	}
-	return in, !j.cancelledAt.IsZero(), true
+	return in, j.cancelled.Load() != 0, true
 }
 
 // Detection reports when a job completed (by the server's clock) and when
@@ -467,7 +467,7 @@ func (s *Server) Detection(id string) (completed, resultRequested time.Time, ok 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j, found := s.jobs[id]
-	if !found || !j.cancelledAt.IsZero() || j.resultAt.IsZero() {
+	if !found || j.cancelled.Load() != 0 || j.resultAt.IsZero() {
 		return time.Time{}, time.Time{}, false
 	}
 	return j.submitted.Add(s.cfg.queueTime + s.cfg.runTime), j.resultAt, true

@@ -143,7 +143,7 @@ func (s *Server) scheduleWebhook(r *http.Request, j *job) {
 			return
 		}
 		s.mu.Lock()
-		cancelled := !j.cancelledAt.IsZero()
+		cancelled := j.cancelled.Load() != 0
 		s.mu.Unlock()
 		if cancelled {
 			return
