@@ -198,9 +198,13 @@ type Config struct {
 	SettleWindow time.Duration
 }
 
-// Progress is the batch's state at one moment.
+// Progress is the batch's state at one moment, for a progress display or
+// a service's metrics (package github.com/fluxi2i/fluxi2i/otel exports
+// it): jobs done, failed (or of unknown outcome), skipped (done before),
+// in flight, and what this run was billed so far.
 type Progress struct {
 	Total, Done, Failed, Skipped, InFlight int
+	BillableUnits                          float64
 }
 
 // Run runs jobs with c. Every job is checked (input, IDs, image files)
@@ -383,6 +387,7 @@ func (r *runner) finish(o Outcome) {
 		s.EarlierBillableUnits += o.BillableUnits
 	} else {
 		s.BillableUnits += o.BillableUnits
+		r.progress.BillableUnits += o.BillableUnits
 	}
 	if !o.Skipped {
 		r.progress.InFlight--

@@ -676,3 +676,25 @@ func TestTwinInputsAreNotSettledThroughTheHistory(t *testing.T) {
 		assert.Len(t, ids, 2, "each job its own request")
 	})
 }
+
+// OnProgress reports done, failed, in flight and this run's billable
+// units as they change, so that a service can export them.
+func TestProgressReportsWhatABatchDid(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, c := setup(t, nil)
+		var seen []batch.Progress
+		sum, err := batch.Run(context.Background(), c, jobs(3), batch.Config{Dir: t.TempDir(), OnProgress: func(p batch.Progress) { seen = append(seen, p) }})
+		require.NoError(t, err)
+		require.NotEmpty(t, seen)
+		last := seen[len(seen)-1]
+		assert.Equal(t, 3, last.Done)
+		assert.Zero(t, last.InFlight)
+		assert.Equal(t, sum.BillableUnits, last.BillableUnits)
+		assert.EqualValues(t, 3, last.BillableUnits, "one unit an image")
+		maxInFlight := 0
+		for _, p := range seen {
+			maxInFlight = max(maxInFlight, p.InFlight)
+		}
+		assert.Positive(t, maxInFlight)
+	})
+}
