@@ -78,7 +78,11 @@ func TestBatchScale(t *testing.T) {
 	assert.Equal(t, n, sum.Skipped)
 	t.Logf("%d jobs: journal %.0f bytes per job, peak live heap %.1f MB above the start, resume %v", n, perJob, heapMB, resume)
 	assert.Less(t, perJob, 600.0, "three short records per job (the intent with the input's digests and its time)")
-	assert.Less(t, heapMB, 4+float64(n)/1000, "flat: a few KB of bookkeeping per job at most, no image kept")
+	// About 1.5 KB a job, the fake server's share included: the client
+	// remembers each request id it learned (so that the request history
+	// never hands one to a lost submit) and the fake keeps each input for
+	// its history.
+	assert.Less(t, heapMB, 4+1.5*float64(n)/1000, "flat: a few KB of bookkeeping per job at most, no image kept")
 	assert.Less(t, resume, time.Second)
 }
 
