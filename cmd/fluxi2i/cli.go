@@ -19,7 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/fluxi2i/fluxi2i/gen"
-	"github.com/fluxi2i/fluxi2i/internal/simulator"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 )

@@ -42,7 +42,7 @@ func bigBody(imageBytes int) []byte {
 
 // A flood of concurrent big submits from many clients (the 31 MiB flood
 // at a tenth of its scale, budget included, for the race detector's sake;
-// internal/simulator floods at full scale): the bytes held never exceed
+// wrapper/queuetest/simulator floods at full scale): the bytes held never exceed
 // the budget, the submits past it are answered 429 with
 // Retry-After in fal's error shape, before their bodies are read; the
 // timer gives the bytes back when the jobs expire, with no request.

@@ -4,6 +4,14 @@
 // deterministically from the prompt, seed and strength, at the input's
 // size, in the requested format, so that every part of a client (upload,
 // queue, progress, download, decoding) can be exercised offline.
+//
+// It is a fake, built on queuetest (which serves the queue, the request
+// history and the storage), not part of the client: another module runs
+// it for its own local development or tests with
+//
+//	srv := queuetest.NewServer(simulator.Options(simulator.Config{})...)
+//	defer srv.Close()
+//	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL)) // a loopback base URL needs no key
 package simulator
 
 import (
