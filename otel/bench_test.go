@@ -25,9 +25,22 @@ func cpuTime() time.Duration {
 // queue over loopback, without and with the instrumentation (the SDK with
 // every span sampled and exported to a no-op exporter, metrics kept by a
 // manual reader), in the same run: cpu-ms/job is the process's CPU per
-// job, server included (the same in both).
+// job, server included (the same in both). "instant" jobs are done when
+// submitted (the fixed cost of a job); "queued" ones pass through the
+// queue's positions and run with log lines, as the simulator's do.
 func BenchmarkJob(b *testing.B) {
-	srv := queuetest.NewServer(queuetest.QueueTime(0), queuetest.RunTime(0), queuetest.LogLines(0))
+	b.Run("instant", func(b *testing.B) {
+		benchJobs(b, 1, queuetest.QueueTime(0), queuetest.RunTime(0), queuetest.LogLines(0))
+	})
+	// A job as the simulator runs one, scaled down: queued with its
+	// positions, running with log lines; 32 at once.
+	b.Run("queued", func(b *testing.B) {
+		benchJobs(b, 32, queuetest.QueueTime(30*time.Millisecond), queuetest.RunTime(60*time.Millisecond), queuetest.LogLines(3))
+	})
+}
+
+func benchJobs(b *testing.B, parallel int, opts ...queuetest.Option) {
+	srv := queuetest.NewServer(opts...)
 	defer srv.Close()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(tracetest.NewNoopExporter()))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
@@ -45,11 +58,15 @@ func BenchmarkJob(b *testing.B) {
 			b.ReportAllocs()
 			cpu := cpuTime()
 			b.ResetTimer()
-			for range b.N {
-				if _, err := c.Run(ctx, input()); err != nil {
-					b.Fatal(err)
+			b.SetParallelism(parallel)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := c.Run(ctx, input()); err != nil {
+						b.Error(err)
+						return
+					}
 				}
-			}
+			})
 			b.StopTimer()
 			b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/job")
 		})

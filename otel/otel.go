@@ -50,6 +50,7 @@
 package fluxi2iotel
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
@@ -57,6 +58,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -177,6 +179,8 @@ type observer struct {
 	prop   propagation.TextMapPropagator
 	model  string
 	legacy bool
+	sets   sync.Map // string key -> metric.MeasurementOption: attribute sets made once
+	hosts  sync.Map // base URL -> hostPortOf
 
 	inference, queueTime, runTime, httpDuration metric.Float64Histogram
 	units                                       metric.Float64Counter
@@ -184,9 +188,30 @@ type observer struct {
 	inFlight                                    metric.Int64UpDownCounter
 }
 
+type hostPortOf struct {
+	host string
+	port int
+}
+
+// attrSet returns the metric option of attrs, made once for key: a
+// metric's attribute set is sorted and hashed when made, so the few that
+// recur are kept.
+func (o *observer) attrSet(key string, attrs ...attribute.KeyValue) metric.MeasurementOption {
+	if v, ok := o.sets.Load(key); ok {
+		return v.(metric.MeasurementOption)
+	}
+	opt := metric.WithAttributeSet(attribute.NewSet(attrs...))
+	o.sets.Store(key, opt)
+	return opt
+}
+
 // job is a job's state, kept in its context by StartJob.
 type job struct {
-	call      string // "run", "submit", "wait", "settle"
+	call      string                   // "run", "submit", "wait", "settle"
+	key       string                   // of set, for the attribute sets made from it
+	set       metric.MeasurementOption // the metrics' attributes, as a set
+	idSet     bool                     // gen_ai.response.id is on the span
+	id        string                   // the request id, once queued
 	span      trace.Span
 	start     time.Time
 	common    []attribute.KeyValue // the metrics' attributes
@@ -222,7 +247,13 @@ func (o *observer) StartJob(ctx context.Context, js wrapper.JobStart) context.Co
 	if js.Call == "wait" || js.Call == "settle" {
 		opName = OperationFetch
 	}
-	host, port := hostPort(js.BaseURL)
+	hp, ok := o.hosts.Load(js.BaseURL)
+	if !ok {
+		h, p := hostPort(js.BaseURL)
+		hp = hostPortOf{h, p}
+		o.hosts.Store(js.BaseURL, hp)
+	}
+	host, port := hp.(hostPortOf).host, hp.(hostPortOf).port
 	common := []attribute.KeyValue{
 		attribute.String("gen_ai.operation.name", opName),
 		attribute.String("gen_ai.provider.name", ProviderName),
@@ -247,7 +278,9 @@ func (o *observer) StartJob(ctx context.Context, js wrapper.JobStart) context.Co
 	}
 	ctx, span := o.tracer.Start(ctx, opName+" "+o.model, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	o.inFlight.Add(ctx, 1)
-	return context.WithValue(ctx, jobKey{}, &job{span: span, start: time.Now(), common: common[:4], call: js.Call})
+	key := opName + "|" + js.BaseURL
+	return context.WithValue(ctx, jobKey{}, &job{span: span, start: time.Now(), common: common[:4], call: js.Call,
+		key: key, set: o.attrSet(key, common[:4]...), idSet: js.RequestID != ""})
 }
 
 func (o *observer) JobEvent(ctx context.Context, ev wrapper.JobEvent) {
@@ -262,7 +295,7 @@ func (o *observer) JobEvent(ctx context.Context, ev wrapper.JobEvent) {
 	switch ev.Kind {
 	case wrapper.EventQueued:
 		j.queued = now
-		j.span.SetAttributes(attribute.String("gen_ai.response.id", ev.RequestID))
+		j.id = ev.RequestID // set on the span at its end, with the rest: one write
 		j.span.AddEvent("fluxi2i.queued", trace.WithAttributes(attribute.String("gen_ai.response.id", ev.RequestID)))
 	case wrapper.EventStatus:
 		attrs := []attribute.KeyValue{attribute.String("fluxi2i.status", ev.Status)}
@@ -289,7 +322,7 @@ func (o *observer) JobEvent(ctx context.Context, ev wrapper.JobEvent) {
 		op := attribute.String("fluxi2i.operation", ev.Op)
 		j.span.AddEvent("fluxi2i.retry", trace.WithAttributes(op, attribute.Int("fluxi2i.attempt", ev.Attempt),
 			attribute.Float64("fluxi2i.retry.delay", ev.Delay.Seconds()), reason))
-		o.retries.Add(ctx, 1, metric.WithAttributes(append(j.common[:len(j.common):len(j.common)], op, reason)...))
+		o.retries.Add(ctx, 1, o.attrSet(j.key+"|retry|"+ev.Op+"|"+ev.Reason, append(j.common[:len(j.common):len(j.common)], op, reason)...))
 	case wrapper.EventHistory:
 		attrs := []attribute.KeyValue{attribute.Bool("fluxi2i.history.found", ev.Found)}
 		if ev.Found {
@@ -305,28 +338,34 @@ func (o *observer) EndJob(ctx context.Context, end wrapper.JobEnd) {
 		return
 	}
 	now := time.Now()
-	attrs := j.common[:len(j.common):len(j.common)]
-	if end.RequestID != "" {
-		j.span.SetAttributes(attribute.String("gen_ai.response.id", end.RequestID))
+	var spanAttrs []attribute.KeyValue
+	if id := cmp.Or(end.RequestID, j.id); id != "" && !j.idSet {
+		spanAttrs = append(spanAttrs, attribute.String("gen_ai.response.id", id))
 	}
 	if end.BillableUnits > 0 {
-		j.span.SetAttributes(attribute.Float64("fluxi2i.billable_units", end.BillableUnits))
-		o.units.Add(ctx, end.BillableUnits, metric.WithAttributes(attrs...))
+		spanAttrs = append(spanAttrs, attribute.Float64("fluxi2i.billable_units", end.BillableUnits))
 	}
+	set := j.set
 	if end.Err != nil {
 		et := errorType(end.Err)
-		attrs = append(attrs, attribute.String("error.type", et))
-		j.span.SetAttributes(attribute.String("error.type", et))
+		spanAttrs = append(spanAttrs, attribute.String("error.type", et))
 		j.span.SetStatus(codes.Error, end.Err.Error())
+		set = o.attrSet(j.key+"|error|"+et, append(j.common[:len(j.common):len(j.common)], attribute.String("error.type", et))...)
+	}
+	if len(spanAttrs) > 0 {
+		j.span.SetAttributes(spanAttrs...)
+	}
+	if end.BillableUnits > 0 {
+		o.units.Add(ctx, end.BillableUnits, set)
 	}
 	if j.call != "submit" { // a submit alone is not a whole job
-		o.inference.Record(ctx, now.Sub(j.start).Seconds(), metric.WithAttributes(attrs...))
+		o.inference.Record(ctx, now.Sub(j.start).Seconds(), set)
 	}
 	if !j.queued.IsZero() && !j.running.IsZero() {
-		o.queueTime.Record(ctx, j.running.Sub(j.queued).Seconds(), metric.WithAttributes(j.common...))
+		o.queueTime.Record(ctx, j.running.Sub(j.queued).Seconds(), j.set)
 	}
 	if !j.running.IsZero() && !j.completed.IsZero() {
-		o.runTime.Record(ctx, j.completed.Sub(j.running).Seconds(), metric.WithAttributes(j.common...))
+		o.runTime.Record(ctx, j.completed.Sub(j.running).Seconds(), j.set)
 	}
 	o.inFlight.Add(ctx, -1)
 	j.span.End()
@@ -336,24 +375,36 @@ func (o *observer) EndJob(ctx context.Context, end wrapper.JobEnd) {
 type attempt struct {
 	span  trace.Span
 	start time.Time
+	key   string // method, host and port, for the metric's attribute sets
 	attrs []attribute.KeyValue
 }
 
 type attemptKey struct{}
 
 func (o *observer) StartRequest(ctx context.Context, req *http.Request, info wrapper.RequestInfo) context.Context {
-	host, port := hostPort(req.URL.String())
-	u := *req.URL
-	if u.RawQuery != "" {
-		u.RawQuery = "REDACTED" // a webhook URL may carry a token
+	host := req.URL.Hostname()
+	port, _ := strconv.Atoi(req.URL.Port())
+	if port == 0 {
+		port = 80
+		if req.URL.Scheme == "https" {
+			port = 443
+		}
 	}
-	u.User = nil
+	full := req.URL.String()
+	if req.URL.RawQuery != "" || req.URL.User != nil {
+		u := *req.URL
+		if u.RawQuery != "" {
+			u.RawQuery = "REDACTED" // a webhook URL may carry a token
+		}
+		u.User = nil
+		full = u.String()
+	}
 	common := []attribute.KeyValue{
 		attribute.String("http.request.method", req.Method),
 		attribute.String("server.address", host),
 		attribute.Int("server.port", port),
 	}
-	attrs := append(common[:len(common):len(common)], attribute.String("url.full", u.String()), attribute.String("fluxi2i.operation", info.Op))
+	attrs := append(common[:len(common):len(common)], attribute.String("url.full", full), attribute.String("fluxi2i.operation", info.Op))
 	if info.Resend > 0 {
 		attrs = append(attrs, attribute.Int("http.request.resend_count", info.Resend))
 	}
@@ -361,18 +412,13 @@ func (o *observer) StartRequest(ctx context.Context, req *http.Request, info wra
 	if info.Op != "download" { // an image's host is a CDN's, not the API's: no trace context there
 		o.prop.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	}
-	return context.WithValue(ctx, attemptKey{}, &attempt{span: span, start: time.Now(), attrs: common})
+	return context.WithValue(ctx, attemptKey{}, &attempt{span: span, start: time.Now(), key: req.Method + "|" + req.URL.Host, attrs: common})
 }
 
 func (o *observer) EndRequest(ctx context.Context, end wrapper.RequestEnd) {
 	a, _ := ctx.Value(attemptKey{}).(*attempt)
 	if a == nil {
 		return
-	}
-	attrs := a.attrs
-	if end.StatusCode != 0 {
-		attrs = append(attrs, attribute.Int("http.response.status_code", end.StatusCode))
-		a.span.SetAttributes(attribute.Int("http.response.status_code", end.StatusCode))
 	}
 	var et string
 	switch {
@@ -381,12 +427,23 @@ func (o *observer) EndRequest(ctx context.Context, end wrapper.RequestEnd) {
 	case end.Err != nil:
 		et = errorType(end.Err)
 	}
+	attrs := a.attrs
+	var extra [2]attribute.KeyValue
+	n := 0
+	if end.StatusCode != 0 {
+		extra[n] = attribute.Int("http.response.status_code", end.StatusCode)
+		n++
+	}
 	if et != "" {
-		attrs = append(attrs, attribute.String("error.type", et))
-		a.span.SetAttributes(attribute.String("error.type", et))
+		extra[n] = attribute.String("error.type", et)
+		n++
 		a.span.SetStatus(codes.Error, et)
 	}
-	o.httpDuration.Record(ctx, time.Since(a.start).Seconds(), metric.WithAttributes(attrs...))
+	if n > 0 {
+		a.span.SetAttributes(extra[:n]...)
+	}
+	set := o.attrSet(a.key+"|"+strconv.Itoa(end.StatusCode)+"|"+et, append(attrs[:len(attrs):len(attrs)], extra[:n]...)...)
+	o.httpDuration.Record(ctx, time.Since(a.start).Seconds(), set)
 	a.span.End()
 }
 
