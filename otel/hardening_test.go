@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -98,4 +99,72 @@ func TestErrorTypeIsLowCardinality(t *testing.T) {
 		}
 	}
 	assert.True(t, found)
+}
+
+// A download after the job's call is a child of that job's span, and
+// carries no traceparent to the image's host.
+func TestDownloadsAreTheJobsChildren(t *testing.T) {
+	f := setup(t, nil)
+	res, err := f.c.Run(context.Background(), input())
+	require.NoError(t, err)
+	before := len(f.headers.seen)
+	_, err = f.c.SaveImages(context.Background(), &res.Output, t.TempDir(), res.RequestID)
+	require.NoError(t, err)
+	job, children := jobSpan(t, f, spanName)
+	downloads := 0
+	for _, s := range children {
+		if attrs(s)["fluxi2i.operation"].AsString() == "download" {
+			downloads++
+			assert.Equal(t, job.SpanContext().TraceID(), s.SpanContext().TraceID())
+		}
+	}
+	assert.Equal(t, 1, downloads, "the download is the job's child")
+	f.headers.mu.Lock()
+	defer f.headers.mu.Unlock()
+	require.Greater(t, len(f.headers.seen), before)
+	for _, tp := range f.headers.seen[before:] {
+		assert.Empty(t, tp, "no trace context to an image's host")
+	}
+}
+
+// A lost submit's history lookup is a child span and an event of the job.
+func TestTheHistoryLookupIsTraced(t *testing.T) {
+	f := setup(t, nil)
+	f.srv.Inject(queuetest.OpSubmit, queuetest.DropAfter())
+	_, err := f.c.Run(context.Background(), input())
+	require.NoError(t, err)
+	job, children := jobSpan(t, f, spanName)
+	history := 0
+	for _, s := range children {
+		if attrs(s)["fluxi2i.operation"].AsString() == "history" {
+			history++
+		}
+	}
+	assert.Positive(t, history)
+	ev := events(job, "fluxi2i.history")
+	require.Len(t, ev, 1)
+	found := false
+	for _, kv := range ev[0].Attributes {
+		if kv.Key == "fluxi2i.history.found" {
+			found = kv.Value.AsBool()
+		}
+	}
+	assert.True(t, found)
+}
+
+// Status events carry the queue position while queued.
+func TestStatusEventsCarryTheQueuePosition(t *testing.T) {
+	f := setup(t, []queuetest.Option{queuetest.QueueTime(150 * time.Millisecond)})
+	_, err := f.c.Run(context.Background(), input())
+	require.NoError(t, err)
+	job, _ := jobSpan(t, f, spanName)
+	positions := 0
+	for _, e := range events(job, "fluxi2i.status") {
+		for _, kv := range e.Attributes {
+			if kv.Key == "fluxi2i.queue_position" {
+				positions++
+			}
+		}
+	}
+	assert.GreaterOrEqual(t, positions, 2, "each queue position change is an event")
 }

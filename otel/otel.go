@@ -24,7 +24,10 @@
 // looked up in the request history, fluxi2i.history.found).
 //
 // Each HTTP attempt (submit, status, stream, result, cancel, history,
-// download) is a CLIENT child span named by its method, following the
+// download) is a CLIENT child span named by its method (a download that
+// follows its job's call, SaveImages or OpenImage, is a child of the span
+// of the job whose result named the image, unless the caller's context
+// carries a span of its own), following the
 // HTTP client conventions: http.request.method, url.full (query
 // redacted), server.address, server.port, http.response.status_code,
 // http.request.resend_count on retries, error.type; plus
@@ -181,11 +184,46 @@ type observer struct {
 	legacy bool
 	sets   sync.Map // string key -> metric.MeasurementOption: attribute sets made once
 	hosts  sync.Map // base URL -> hostPortOf
+	images recent   // a result's image URLs -> its job's span, for the downloads that follow
 
 	inference, queueTime, runTime, httpDuration metric.Float64Histogram
 	units                                       metric.Float64Counter
 	retries                                     metric.Int64Counter
 	inFlight                                    metric.Int64UpDownCounter
+}
+
+// recent remembers the job span of the last results' image URLs, so that
+// a download started after its job's call ended (SaveImages, OpenImage)
+// is still that job's child span. It holds at most recentImages URLs.
+type recent struct {
+	mu    sync.Mutex
+	m     map[string]trace.SpanContext
+	order []string // insertion order, for eviction
+}
+
+const recentImages = 4096
+
+func (r *recent) put(url string, sc trace.SpanContext) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[string]trace.SpanContext{}
+	}
+	if _, ok := r.m[url]; !ok {
+		if len(r.order) >= recentImages {
+			delete(r.m, r.order[0])
+			r.order = r.order[1:]
+		}
+		r.order = append(r.order, url)
+	}
+	r.m[url] = sc
+}
+
+func (r *recent) get(url string) (trace.SpanContext, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sc, ok := r.m[url]
+	return sc, ok
 }
 
 type hostPortOf struct {
@@ -367,6 +405,13 @@ func (o *observer) EndJob(ctx context.Context, end wrapper.JobEnd) {
 	if !j.running.IsZero() && !j.completed.IsZero() {
 		o.runTime.Record(ctx, j.completed.Sub(j.running).Seconds(), j.set)
 	}
+	if end.Result != nil {
+		for _, im := range end.Result.Images {
+			if strings.HasPrefix(im.URL, "http") {
+				o.images.put(im.URL, j.span.SpanContext())
+			}
+		}
+	}
 	o.inFlight.Add(ctx, -1)
 	j.span.End()
 }
@@ -407,6 +452,11 @@ func (o *observer) StartRequest(ctx context.Context, req *http.Request, info wra
 	attrs := append(common[:len(common):len(common)], attribute.String("url.full", full), attribute.String("fluxi2i.operation", info.Op))
 	if info.Resend > 0 {
 		attrs = append(attrs, attribute.Int("http.request.resend_count", info.Resend))
+	}
+	if info.Op == "download" && !trace.SpanContextFromContext(ctx).IsValid() {
+		if sc, ok := o.images.get(req.URL.String()); ok {
+			ctx = trace.ContextWithRemoteSpanContext(ctx, sc) // the job whose result named the image
+		}
 	}
 	ctx, span := o.tracer.Start(ctx, req.Method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	if info.Op != "download" { // an image's host is a CDN's, not the API's: no trace context there

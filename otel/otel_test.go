@@ -233,8 +233,18 @@ func TestAJobFailingWith422(t *testing.T) {
 	f := setup(t, []queuetest.Option{queuetest.WithModel(model)})
 	_, err := f.c.Run(context.Background(), input())
 	require.Error(t, err)
-	job, _ := jobSpan(t, f, spanName)
+	job, children := jobSpan(t, f, spanName)
 	assert.Equal(t, "422", attrs(job)["error.type"].AsString())
+	var result sdktrace.ReadOnlySpan
+	for _, s := range children {
+		if attrs(s)["fluxi2i.operation"].AsString() == "result" {
+			result = s
+		}
+	}
+	require.NotNil(t, result, "the result call is a child span")
+	assert.EqualValues(t, 422, attrs(result)["http.response.status_code"].AsInt64())
+	assert.Equal(t, codes.Error, result.Status().Code)
+	assert.NotEmpty(t, events(job, "fluxi2i.status"))
 	assert.Equal(t, codes.Error, job.Status().Code)
 	dur := metric(t, f, "gen_ai.client.inference.duration").(metricdata.Histogram[float64])
 	require.Len(t, dur.DataPoints, 1)
@@ -255,6 +265,10 @@ func TestAResumedWait(t *testing.T) {
 	assert.Equal(t, "fetch_response", attrs(wait)["gen_ai.operation.name"].AsString())
 	assert.Equal(t, q.RequestID, attrs(wait)["gen_ai.response.id"].AsString())
 	assert.NotEmpty(t, children)
+	dur := metric(t, f, "gen_ai.client.inference.duration").(metricdata.Histogram[float64])
+	require.Len(t, dur.DataPoints, 1, "the Wait, not the Submit")
+	op, _ := dur.DataPoints[0].Attributes.Value("gen_ai.operation.name")
+	assert.Equal(t, "fetch_response", op.AsString())
 }
 
 func TestAJobCancelledByItsContext(t *testing.T) {
@@ -273,6 +287,10 @@ func TestAJobCancelledByItsContext(t *testing.T) {
 	assert.Equal(t, 1, cancels, "the best-effort cancel is a child span")
 	inFlight := metric(t, f, "fluxi2i.jobs.in_flight").(metricdata.Sum[int64])
 	assert.Zero(t, inFlight.DataPoints[0].Value)
+	dur := metric(t, f, "gen_ai.client.inference.duration").(metricdata.Histogram[float64])
+	require.Len(t, dur.DataPoints, 1)
+	et, _ := dur.DataPoints[0].Attributes.Value("error.type")
+	assert.Equal(t, "cancelled", et.AsString())
 }
 
 // Without the opt-in, the deprecated gen_ai.system is set too.

@@ -55,6 +55,8 @@ type Client struct {
 	histDown    atomic.Pointer[string] // why the history cannot be used, once known for good
 	known       idSet                  // request ids this client learned: never claimed from the history
 	health      health                 // since when requests keep failing
+	warned      sync.Map               // warnKey -> struct{}: warned of retrying past the budget
+	warnedN     atomic.Int64           // entries of warned
 
 	stats struct {
 		submits, submitRetries, retries atomic.Int64

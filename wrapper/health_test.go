@@ -63,3 +63,26 @@ func TestStatsSayWhenTheServerIsGone(t *testing.T) {
 		assert.Equal(t, 1, strings.Count(logs.String(), "past the retry budget"), logs.String())
 	})
 }
+
+// A job polled through an outage warns once, not once a poll; a lost
+// submit's resubmits warn once.
+func TestRetryingPastTheBudgetWarnsOncePerJob(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logs syncBuffer
+		srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(time.Second), queuetest.RunTime(time.Second), queuetest.WithoutHistory()},
+			wrapper.WithStatusMode(wrapper.StatusPoll), wrapper.WithRetries(1),
+			wrapper.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+		srv.Inject(queuetest.OpSubmit, queuetest.DropAfter(), queuetest.Fail(503), queuetest.Fail(503), queuetest.Fail(503))
+		q, err := c.Submit(context.Background(), input())
+		require.NoError(t, err)
+		assert.Equal(t, 1, strings.Count(logs.String(), "submitting again after a lost answer"), logs.String())
+		// Every status poll's first attempts fail, two in a row: each poll
+		// goes past the budget of 1.
+		for range 30 {
+			srv.Inject(queuetest.OpStatus, queuetest.Fail(503), queuetest.Fail(503))
+		}
+		_, err = c.Wait(context.Background(), q.RequestID)
+		require.NoError(t, err)
+		assert.Equal(t, 1, strings.Count(logs.String(), "past the retry budget\" op=status"), logs.String())
+	})
+}

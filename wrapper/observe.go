@@ -74,7 +74,10 @@ type JobEvent struct {
 type JobEnd struct {
 	RequestID     string
 	BillableUnits float64 // what the server billed, for a result
-	Err           error   // nil on success
+	// Result is the job's result, when the call fetched it: its images'
+	// URLs let an observer tie the downloads that follow to the job.
+	Result *Result
+	Err    error // nil on success
 }
 
 // RequestInfo describes one HTTP attempt.
@@ -106,7 +109,7 @@ func (c *Client) startJob(ctx context.Context, js JobStart) (context.Context, fu
 	js.BaseURL = c.server
 	ctx = o.StartJob(ctx, js)
 	return ctx, func(id string, res *Result, err error) {
-		end := JobEnd{RequestID: id, Err: err}
+		end := JobEnd{RequestID: id, Result: res, Err: err}
 		if res != nil {
 			end.BillableUnits = res.BillableUnits
 		}

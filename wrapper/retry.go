@@ -170,7 +170,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 		return n, err
 	}
 	var prev outcome // the last plain 5xx of a finished job's result
-	repeats, plain, warned := 0, 0, false
+	repeats, plain, warned, resubmitWarned := 0, 0, false, false
 	for n := 1; ; n++ {
 		if err := ctx.Err(); err != nil {
 			return fail(n-1, err) // nothing more was sent
@@ -239,14 +239,12 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 				return fail(n, err) // the same answer in a row, or plain 5xx only, many times
 			}
 			if plain > s.retries && !warned {
-				warned = true
-				c.set.log.Warn("fluxi2i: still retrying past the retry budget", "op", o.name, "request_id", o.id, "attempts", n, "error", err)
+				warned = c.warnOnce(o, n, err)
 			}
 		case n > s.retries && !persist:
 			return fail(n, err)
 		case n > s.retries && !warned:
-			warned = true
-			c.set.log.Warn("fluxi2i: still retrying past the retry budget", "op", o.name, "request_id", o.id, "attempts", n, "error", err)
+			warned = c.warnOnce(o, n, err)
 		}
 		wait := retryDelay(out, min(n, 30), s.backoff, s.pollFirst, time.Now())
 		if out.status == http.StatusTooManyRequests {
@@ -260,13 +258,38 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 		c.stats.retries.Add(1)
 		if o.submit {
 			c.stats.submitRetries.Add(1)
-			if unknown {
+			if unknown && !resubmitWarned {
+				resubmitWarned = true
 				c.set.log.Warn("fluxi2i: submitting again after a lost answer; if the lost one had queued the job it may run twice",
 					"attempt", n+1, "error", err, "history", history)
 			}
 		}
 	}
 }
+
+// warnKey names a kind of call of a job, for warnOnce.
+type warnKey struct{ op, id string }
+
+// warnOnce logs, at warn level, that o keeps retrying past the budget:
+// once per job and kind of call (a job polled through an outage warns
+// once, not once a poll; a call without a job, once a call). The set of
+// warned jobs is forgotten past maxWarned entries. It reports true.
+func (c *Client) warnOnce(o op, n int, err error) bool {
+	if o.id != "" {
+		if _, seen := c.warned.LoadOrStore(warnKey{o.name, o.id}, struct{}{}); seen {
+			return true
+		}
+		if c.warnedN.Add(1) > maxWarned {
+			c.warned.Clear()
+			c.warnedN.Store(0)
+		}
+	}
+	c.set.log.Warn("fluxi2i: still retrying past the retry budget", "op", o.name, "request_id", o.id, "attempts", n, "error", err)
+	return true
+}
+
+// maxWarned bounds the jobs warnOnce remembers.
+const maxWarned = 10000
 
 // sameAnswer reports two error answers with the same status, error type
 // and detail (a trace id elsewhere in the body does not make them differ).
