@@ -43,11 +43,19 @@ func benchJobs(b *testing.B, parallel int, opts ...queuetest.Option) {
 	srv := queuetest.NewServer(opts...)
 	defer srv.Close()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(tracetest.NewNoopExporter()))
+	unsampled := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()), sdktrace.WithSyncer(tracetest.NewNoopExporter()))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	for name, extra := range map[string][]wrapper.Option{
-		"plain": nil,
-		"otel":  {fluxi2iotel.Option(fluxi2iotel.WithTracerProvider(tp), fluxi2iotel.WithMeterProvider(mp))},
+	for _, v := range []struct {
+		name  string
+		extra []wrapper.Option
+	}{
+		{"plain", nil},
+		{"otel", []wrapper.Option{fluxi2iotel.Option(fluxi2iotel.WithTracerProvider(tp), fluxi2iotel.WithMeterProvider(mp))}},
+		// Spans not sampled (the hook, the metrics and the trace context
+		// still at work): what a sampler that drops most traces costs.
+		{"otel-unsampled", []wrapper.Option{fluxi2iotel.Option(fluxi2iotel.WithTracerProvider(unsampled), fluxi2iotel.WithMeterProvider(mp))}},
 	} {
+		name, extra := v.name, v.extra
 		b.Run(name, func(b *testing.B) {
 			c, err := wrapper.New(append([]wrapper.Option{wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("t"),
 				wrapper.WithEnvironment(nil), wrapper.WithHTTPClient(srv.Client())}, extra...)...)

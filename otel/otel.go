@@ -62,6 +62,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -121,10 +122,11 @@ func Option(settings ...Setting) wrapper.Option {
 func NewObserver(settings ...Setting) wrapper.Observer {
 	cfg := newConfig(settings)
 	o := &observer{
-		tracer: cfg.tp.Tracer(ScopeName),
-		prop:   cfg.prop,
-		model:  model(),
-		legacy: !strings.Contains(cfg.env("OTEL_SEMCONV_STABILITY_OPT_IN"), "gen_ai_latest_experimental"),
+		httpSets: map[httpKey]metric.MeasurementOption{},
+		tracer:   cfg.tp.Tracer(ScopeName),
+		prop:     cfg.prop,
+		model:    model(),
+		legacy:   !strings.Contains(cfg.env("OTEL_SEMCONV_STABILITY_OPT_IN"), "gen_ai_latest_experimental"),
 	}
 	m := cfg.mp.Meter(ScopeName)
 	sec := metric.WithUnit("s")
@@ -183,8 +185,12 @@ type observer struct {
 	model  string
 	legacy bool
 	sets   sync.Map // string key -> metric.MeasurementOption: attribute sets made once
+	setsN  atomic.Int64
 	hosts  sync.Map // base URL -> hostPortOf
 	images recent   // a result's image URLs -> its job's span, for the downloads that follow
+
+	mu       sync.Mutex
+	httpSets map[httpKey]metric.MeasurementOption
 
 	inference, queueTime, runTime, httpDuration metric.Float64Histogram
 	units                                       metric.Float64Counter
@@ -231,6 +237,9 @@ type hostPortOf struct {
 	port int
 }
 
+// maxSets bounds the attribute sets kept for reuse.
+const maxSets = 1024
+
 // attrSet returns the metric option of attrs, made once for key: a
 // metric's attribute set is sorted and hashed when made, so the few that
 // recur are kept.
@@ -239,7 +248,9 @@ func (o *observer) attrSet(key string, attrs ...attribute.KeyValue) metric.Measu
 		return v.(metric.MeasurementOption)
 	}
 	opt := metric.WithAttributeSet(attribute.NewSet(attrs...))
-	o.sets.Store(key, opt)
+	if o.setsN.Add(1) <= maxSets {
+		o.sets.Store(key, opt)
+	}
 	return opt
 }
 
@@ -418,10 +429,16 @@ func (o *observer) EndJob(ctx context.Context, end wrapper.JobEnd) {
 
 // attempt is an HTTP attempt's state, kept in its context.
 type attempt struct {
-	span  trace.Span
-	start time.Time
-	key   string // method, host and port, for the metric's attribute sets
-	attrs []attribute.KeyValue
+	span         trace.Span
+	start        time.Time
+	method, host string // for the metric's attribute sets
+	attrs        []attribute.KeyValue
+}
+
+// httpKey names an attribute set of http.client.request.duration.
+type httpKey struct {
+	method, host, errorType string
+	status                  int
 }
 
 type attemptKey struct{}
@@ -462,7 +479,7 @@ func (o *observer) StartRequest(ctx context.Context, req *http.Request, info wra
 	if info.Op != "download" { // an image's host is a CDN's, not the API's: no trace context there
 		o.prop.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	}
-	return context.WithValue(ctx, attemptKey{}, &attempt{span: span, start: time.Now(), key: req.Method + "|" + req.URL.Host, attrs: common})
+	return context.WithValue(ctx, attemptKey{}, &attempt{span: span, start: time.Now(), method: req.Method, host: req.URL.Host, attrs: common})
 }
 
 func (o *observer) EndRequest(ctx context.Context, end wrapper.RequestEnd) {
@@ -492,7 +509,16 @@ func (o *observer) EndRequest(ctx context.Context, end wrapper.RequestEnd) {
 	if n > 0 {
 		a.span.SetAttributes(extra[:n]...)
 	}
-	set := o.attrSet(a.key+"|"+strconv.Itoa(end.StatusCode)+"|"+et, append(attrs[:len(attrs):len(attrs)], extra[:n]...)...)
+	k := httpKey{a.method, a.host, et, end.StatusCode}
+	o.mu.Lock()
+	set, ok := o.httpSets[k]
+	if !ok {
+		set = metric.WithAttributeSet(attribute.NewSet(append(attrs[:len(attrs):len(attrs)], extra[:n]...)...))
+		if len(o.httpSets) < maxSets {
+			o.httpSets[k] = set
+		}
+	}
+	o.mu.Unlock()
 	o.httpDuration.Record(ctx, time.Since(a.start).Seconds(), set)
 	a.span.End()
 }
