@@ -331,7 +331,12 @@ func (h *Handler) settle(o op, id string, code int, status string) {
 	ended := false
 	switch o {
 	case opStatus, opStream:
-		ended = code == http.StatusNotFound || status == wrapper.StatusCompleted
+		// COMPLETED frees the slot; the record stays until the result is
+		// fetched (another user's cycles cannot make the proxy forget it).
+		if code >= 200 && code < 300 && status == wrapper.StatusCompleted && id != "" {
+			h.jobs.complete(id)
+		}
+		ended = code == http.StatusNotFound
 	case opResult:
 		// A final answer: the output, or the model's error. Not one that
 		// says "still in progress" (400), a refusal of the key, a timeout,
@@ -507,7 +512,7 @@ const maxEventLine = 1 << 20
 // relayEvents passes a status stream through as it arrives, one event at
 // a time: each event's data has its job URLs made public, comments
 // (keepalives) pass at once, an event carrying a secret cuts the stream,
-// and an event saying COMPLETED ends the job.
+// and an event saying COMPLETED frees the job's slot.
 func (h *Handler) relayEvents(w http.ResponseWriter, r *http.Request, src io.Reader, id string, secrets [][]byte) {
 	rc := http.NewResponseController(w)
 	lines := newLineReader(src)
