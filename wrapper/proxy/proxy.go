@@ -66,7 +66,9 @@
 // Cache-Control: no-store; job URLs (status_url, response_url, cancel_url,
 // in JSON answers and stream events) are rewritten to fal's public ones
 // (https://queue.fal.run/fal-ai/flux-1/requests/ID...), never the
-// upstream's; an answer that carries the server's credential is a 502 (or,
+// upstream's (a submit or status answer is held whole to be rewritten, up
+// to 8 MiB: a longer one is a 502, logged); an answer that carries the
+// server's credential is a 502 (or,
 // once under way, is cut off), logged without the key.
 //
 // Each forwarded request is logged with slog (method, operation, request
