@@ -158,7 +158,7 @@ func (a *app) idCommand(fs *flag.FlagSet, args []string) (string, *wrapper.Clien
 
 func (a *app) status(args []string) int {
 	fs := a.flags("status", "REQUEST_ID [--logs]")
-	logs := fs.Bool("logs", false, "include the job's log lines")
+	logs := fs.Bool("logs", false, fmt.Sprintf("include the job's log lines (at most %d, %d KiB; a line cut at %d bytes)", maxLogLines, maxLogBytes>>10, maxLogLineSize))
 	id, c, code := a.idCommand(fs, args)
 	if c == nil {
 		return code
@@ -182,9 +182,12 @@ func (a *app) status(args []string) int {
 	}
 	fmt.Fprintln(a.stdout, line)
 	if st.Logs != nil {
+		// A hostile or broken server may send endless logs: run's caps.
+		p := logsOnly(a.stdout, a.stderr, "  ")
 		for _, l := range *st.Logs {
-			fmt.Fprintln(a.stdout, "  "+printable(l.Message))
+			p.logLine(l.Message)
 		}
+		p.finish()
 	}
 	return exitOK
 }
