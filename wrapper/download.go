@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"net/url"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"weak"
@@ -287,14 +289,28 @@ func (b *limitedBody) Close() error { return b.c.Close() }
 // only over https to a public address (netguard.PublicAddr), or to the
 // configured base URL's own host when that host is loopback or private (a
 // local simulator, queuetest), by any scheme; a loopback base's own host
-// is the machine itself, by any loopback name or address. The rule is checked on the
-// URL (scheme, a literal address) of every hop, redirects included, and
-// on the address every connection is made to, after DNS resolution: with
-// the default transport before connecting, with a caller's own dialer as
-// soon as it has connected and before a byte is sent. A connection that
-// is not to an IP address (the caller's transport dialing a pipe or a
-// socket of its own) is the caller's choice and is not judged; nor is the
-// target behind a proxy the caller configured (its literal address is).
+// is the machine itself, by any loopback name or address. The rule is
+// checked on the URL (scheme, a literal address) of every hop, redirects
+// included, whatever the transport, and on the address every connection
+// is made to, after DNS resolution:
+//
+//   - an *http.Transport (the default one, or the caller's, cloned):
+//     without a dialer of its own (DialContext, or the deprecated Dial)
+//     it gets one that checks the address before connecting; with one,
+//     each connection it makes (DialContext, DialTLSContext, or the
+//     deprecated Dial and DialTLS) is checked as soon as it has connected,
+//     before a byte is sent;
+//   - another http.RoundTripper decides how it connects: the connection it
+//     reports through net/http/httptrace (GotConn, which http.Transport
+//     and the wrappers around one report) is checked before the request
+//     is written, and closed when refused. One that reports no connection
+//     has only the URL rule; one behind a proxy reports the proxy's
+//     address, judged by the rule like any other.
+//
+// A connection that is not to an IP address (the caller's transport
+// dialing a pipe or a socket of its own) is the caller's choice and is not
+// judged; nor is the target behind a proxy an *http.Transport's Proxy
+// chose (its literal address is).
 
 // downloadRefused is a download the rule refuses: permanent, not retried.
 type downloadRefused struct{ host, why string }
@@ -336,9 +352,15 @@ func guardDownloads(hc *http.Client, base *url.URL) *http.Client {
 		rt = http.DefaultTransport
 	}
 	if tr, ok := rt.(*http.Transport); ok {
-		ours := rt == http.DefaultTransport // its dialer is replaced, so addresses are checked before connecting
+		// Without a dialer of the caller's, ours checks addresses before
+		// connecting (the default transport's dialer is a plain one).
+		ours := rt == http.DefaultTransport || (tr.DialContext == nil && tr.Dial == nil)
 		g.Transport = &byScheme{plain: guardTransport(tr, baseHost, false, ours), tls: guardTransport(tr, baseHost, true, ours)}
-	} // another RoundTripper decides where it connects: the URL rule still holds
+	} else {
+		// Another RoundTripper decides where it connects: the connection
+		// it reports is checked, and the URL rule holds.
+		g.Transport = &traceGuard{next: rt, baseHost: baseHost}
+	}
 	next := hc.CheckRedirect
 	g.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 		if err := checkDownloadURL(req.URL, baseHost); err != nil {
@@ -403,8 +425,9 @@ func (b *byScheme) CloseIdleConnections() {
 }
 
 // guardTransport is a clone of tr whose connections follow the rule for
-// tls or plain requests. With ours, tr's dialer is the default one and is
-// replaced by one that checks the address before connecting.
+// tls or plain requests. With ours, tr's dialer is the default one (or
+// none) and is replaced by one that checks the address before connecting;
+// otherwise each of tr's dialers is wrapped to check what it connected to.
 func guardTransport(tr *http.Transport, baseHost string, tls, ours bool) *http.Transport {
 	t := tr.Clone()
 	var proxies sync.Map // host:port of the proxies the caller's Proxy chose
@@ -470,9 +493,64 @@ func guardTransport(tr *http.Transport, baseHost string, tls, ours bool) *http.T
 			}}
 			return d.DialContext(ctx, network, addr)
 		}
+		t.Dial = nil
 	} else {
+		if t.DialContext == nil && t.Dial != nil {
+			dial := t.Dial
+			t.DialContext = func(_ context.Context, network, addr string) (net.Conn, error) { return dial(network, addr) }
+			t.Dial = nil
+		}
 		t.DialContext = guard(t.DialContext)
-		t.DialTLSContext = guard(t.DialTLSContext)
 	}
+	if t.DialTLSContext == nil && t.DialTLS != nil {
+		dial := t.DialTLS
+		t.DialTLSContext = func(_ context.Context, network, addr string) (net.Conn, error) { return dial(network, addr) }
+		t.DialTLS = nil
+	}
+	t.DialTLSContext = guard(t.DialTLSContext)
 	return t
+}
+
+// traceGuard applies the rule to the connections a RoundTripper that is
+// not an *http.Transport reports through httptrace: one to an address the
+// rule refuses is closed when it is reported, before the request is
+// written, and the request fails with the refusal.
+type traceGuard struct {
+	next     http.RoundTripper
+	baseHost string
+}
+
+func (g *traceGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	var refused atomic.Pointer[downloadRefused]
+	tls := strings.EqualFold(req.URL.Scheme, "https")
+	host := req.URL.Hostname()
+	ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		if info.Conn == nil {
+			return
+		}
+		ta, ok := info.Conn.RemoteAddr().(*net.TCPAddr)
+		if !ok {
+			return // not an IP connection: the caller's choice
+		}
+		if a, ok := netip.AddrFromSlice(ta.IP); ok && !allowedAddr(host, g.baseHost, a, tls) {
+			refused.CompareAndSwap(nil, &downloadRefused{req.URL.Host, "not an address images come from"})
+			info.Conn.Close()
+		}
+	}})
+	resp, err := g.next.RoundTrip(req.WithContext(ctx))
+	if r := refused.Load(); r != nil {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		return nil, r
+	}
+	return resp, err
+}
+
+// CloseIdleConnections closes the RoundTripper's idle connections, if it
+// has any.
+func (g *traceGuard) CloseIdleConnections() {
+	if c, ok := g.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }

@@ -2,6 +2,7 @@ package wrapper_test
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -171,4 +172,61 @@ func TestDownloadTypeMismatchIsNotRetried(t *testing.T) {
 	_, err = c.SaveImages(context.Background(), out, t.TempDir(), "r1")
 	assert.ErrorIs(t, err, wrapper.ErrNotAnImage)
 	assert.EqualValues(t, 3, hits.Load())
+}
+
+// roundTripper is a RoundTripper that is not an *http.Transport.
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A caller's plain *http.Transport (no dialer of its own) gets the guarded
+// dialer too: loopback that is not the base host is refused before
+// connecting, over http and https. A RoundTripper that is not an
+// *http.Transport has the address of its connection checked when it
+// reports it (httptrace), before the request is written.
+func TestDownloadGuardHoldsForACallersTransport(t *testing.T) {
+	srv, hits := imageServer(t, false)
+	tlsSrv, tlsHits := imageServer(t, true)
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	_, tlsPort, _ := net.SplitHostPort(tlsSrv.Listener.Addr().String())
+	insecure := &tls.Config{InsecureSkipVerify: true}
+	for name, tr := range map[string]*http.Transport{
+		"plain":       {},
+		"tls config":  {TLSClientConfig: insecure},
+		"with proxy":  {Proxy: http.ProxyFromEnvironment, TLSClientConfig: insecure},
+		"old dial":    {Dial: (&net.Dialer{}).Dial, TLSClientConfig: insecure},
+		"old dialTLS": {DialTLS: func(network, addr string) (net.Conn, error) { return tls.Dial(network, addr, insecure) }},
+	} {
+		c := downloadClient(t, "https://api.example", wrapper.WithHTTPClient(&http.Client{Transport: tr}), wrapper.WithRetries(3))
+		for _, u := range []string{
+			"http://localhost:" + port + "/a.jpg",
+			"https://localhost:" + tlsPort + "/a.jpg",
+			srv.URL + "/a.jpg",
+		} {
+			err := open(c, u)
+			require.Error(t, err, "%s: %s", name, u)
+			assert.Contains(t, err.Error(), "refusing to download", "%s: %s", name, u)
+		}
+	}
+	assert.Zero(t, hits.Load(), "no request reached the loopback server")
+	assert.Zero(t, tlsHits.Load())
+
+	// Another RoundTripper: its connection's address, once reported.
+	inner := &http.Transport{TLSClientConfig: insecure, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, tlsSrv.Listener.Addr().String()) // whatever the name, loopback
+	}}
+	t.Cleanup(inner.CloseIdleConnections)
+	var trips atomic.Int32
+	rt := roundTripper(func(r *http.Request) (*http.Response, error) { trips.Add(1); return inner.RoundTrip(r) })
+	c := downloadClient(t, "https://api.example", wrapper.WithHTTPClient(&http.Client{Transport: rt}), wrapper.WithRetries(3))
+	err := open(c, "https://images.example/a.jpg")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "refusing to download")
+	assert.EqualValues(t, 1, trips.Load(), "not retried")
+	assert.Zero(t, tlsHits.Load(), "no request was written")
+	err = open(c, "http://127.0.0.1:"+port+"/a.jpg")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "refusing to download", "the URL's literal address, before any connection")
+	assert.EqualValues(t, 1, trips.Load())
 }

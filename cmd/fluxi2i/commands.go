@@ -17,10 +17,10 @@ import (
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/serve"
-	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/proxy"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper/webhooktest"
 )
 
@@ -158,7 +158,7 @@ func (a *app) idCommand(fs *flag.FlagSet, args []string) (string, *wrapper.Clien
 
 func (a *app) status(args []string) int {
 	fs := a.flags("status", "REQUEST_ID [--logs]")
-	logs := fs.Bool("logs", false, "include the job's log lines")
+	logs := fs.Bool("logs", false, fmt.Sprintf("include the job's log lines (at most %d, %d KiB; a line cut at %d bytes)", maxLogLines, maxLogBytes>>10, maxLogLineSize))
 	id, c, code := a.idCommand(fs, args)
 	if c == nil {
 		return code
@@ -182,9 +182,12 @@ func (a *app) status(args []string) int {
 	}
 	fmt.Fprintln(a.stdout, line)
 	if st.Logs != nil {
+		// A hostile or broken server may send endless logs: run's caps.
+		p := logsOnly(a.stdout, a.stderr, "  ")
 		for _, l := range *st.Logs {
-			fmt.Fprintln(a.stdout, "  "+printable(l.Message))
+			p.logLine(l.Message)
 		}
+		p.finish()
 	}
 	return exitOK
 }
@@ -283,7 +286,8 @@ func (a *app) proxy(args []string) int {
 	if sim != nil {
 		upstream = " (the built-in local simulator, NOT the real model)"
 	}
-	opts := []proxy.Option{proxy.AllowAnyone(), proxy.Logger(slog.New(slog.NewTextHandler(a.stderr, nil)))}
+	log := slog.New(slog.NewTextHandler(a.stderr, nil))
+	opts := []proxy.Option{proxy.AllowAnyone(), proxy.Logger(log)}
 	if loopback {
 		// A page whose name is rebound to 127.0.0.1 must not reach it.
 		opts = append(opts, proxy.LoopbackOnly())
@@ -303,6 +307,7 @@ func (a *app) proxy(args []string) int {
 			mux.Handle(p, sim)
 		}
 	}
+	mux.Handle("/", notFoundLogged(log, "fluxi2i proxy", "not found: fal's proxyUrl protocol is served at "+proxyPath))
 	srv := newServer(mux)
 	fmt.Fprintf(a.stderr, "fluxi2i proxy: serving fal's proxyUrl protocol at http://%s%s, in front of %s%s\n", ln.Addr(), proxyPath, c.BaseURL(), upstream)
 	if loopback {
@@ -311,7 +316,7 @@ func (a *app) proxy(args []string) int {
 		fmt.Fprintln(a.stderr, "fluxi2i proxy: --allow-anyone: anyone who can reach this address may run the model on this key")
 	}
 	fmt.Fprintf(a.stderr, "fluxi2i proxy: health at http://%s/healthz, metrics at http://%s/metrics\n", ln.Addr(), ln.Addr())
-	return a.serve(srv, ln, func() []serve.Metric { return proxyMetrics(h, c) })
+	return a.serve(srv, ln, func() []serve.Metric { return proxyMetrics(h, c) }, log, "fluxi2i proxy")
 }
 
 // stringList is a repeatable string flag.
@@ -323,9 +328,12 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 // serve runs srv on ln until the context ends (SIGINT, SIGTERM), with
 // GET /healthz and GET /metrics (from metrics): then /healthz turns 503
 // for a second while the listener still answers, requests in flight get
-// serveGrace to finish, the streams left are cut, and it exits 0.
-func (a *app) serve(srv *http.Server, ln net.Listener, metrics func() []serve.Metric) int {
+// serveGrace to finish, the streams left are cut, and it exits 0. Bound
+// to loopback, every path (/healthz and /metrics too) refuses a Host that
+// is not a loopback address or localhost, logged on log as who's.
+func (a *app) serve(srv *http.Server, ln net.Listener, metrics func() []serve.Metric, log *slog.Logger, who string) int {
 	s := serve.New(srv, metrics)
+	srv.Handler = loopbackHosts(ln, srv.Handler, log, who)
 	s.Drain, s.Grace = serveDrain, serveGrace
 	if err := s.Serve(a.ctx, ln); err != nil {
 		return a.fail(err)
@@ -426,7 +434,7 @@ func (a *app) simulate(args []string) int {
 	opts = append(opts, queuetest.PublicURL(*public))
 	q := queuetest.New(opts...)
 	defer q.Close()
-	srv := newServer(loopbackHosts(ln, q))
+	srv := newServer(q)
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: serving the local simulator (NOT the real model) at http://%s\n", ln.Addr())
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: memory budget %d MiB (a client may hold a quarter of it, and of the %d jobs held)\n", *budget, simulator.MaxJobs)
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: point clients at it, e.g. fluxi2i run --base-url http://%s ...\n", ln.Addr())
@@ -434,7 +442,7 @@ func (a *app) simulate(args []string) int {
 		fmt.Fprintf(a.stderr, "fluxi2i simulate: --webhooks: job outcomes are POSTed to any fal_webhook URL a client names, signed for user %s; verify them with the key set at http://%s%s\n", webhooktest.DefaultUserID, ln.Addr(), queuetest.JWKSPath)
 	}
 	fmt.Fprintf(a.stderr, "fluxi2i simulate: health at http://%s/healthz, metrics at http://%s/metrics\n", ln.Addr(), ln.Addr())
-	return a.serve(srv, ln, func() []serve.Metric { return simulatorMetrics(q) })
+	return a.serve(srv, ln, func() []serve.Metric { return simulatorMetrics(q) }, slog.New(slog.NewTextHandler(a.stderr, nil)), "fluxi2i simulate")
 }
 
 // limitMemory sets the Go runtime's soft memory limit (unless GOMEMLIMIT

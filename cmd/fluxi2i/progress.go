@@ -74,6 +74,27 @@ type progress struct {
 	logLines, logBytes int
 	dropped            int64
 	lastState          string // the state last printed on a plain line
+
+	// For `fluxi2i status --logs`: the log lines' indent (default "  | ")
+	// and where the notes about dropped lines go (default w).
+	indent string
+	notes  io.Writer
+}
+
+// logsOnly prints a job's log lines on w, indented by indent, within the
+// caps of a job's progress, its notes about dropped lines on notes: call
+// logLine for each, then finish.
+func logsOnly(w, notes io.Writer, indent string) *progress {
+	return &progress{w: w, notes: notes, indent: indent}
+}
+
+// note prints a note about the log lines on p.notes (p.w by default).
+func (p *progress) note(s string) {
+	if p.notes == nil {
+		p.lineLocked(s)
+		return
+	}
+	fmt.Fprintln(p.notes, s)
 }
 
 func newProgress(w io.Writer, f failing) *progress {
@@ -149,10 +170,14 @@ func (p *progress) logLine(msg string) {
 	if len(msg) > maxLogLineSize {
 		msg = strings.ToValidUTF8(msg[:maxLogLineSize], "") + " [cut]"
 	}
-	text := "  | " + printable(strings.TrimRight(msg, "\n"))
+	indent := p.indent
+	if indent == "" {
+		indent = "  | "
+	}
+	text := indent + printable(strings.TrimRight(msg, "\n"))
 	if p.logLines >= maxLogLines || p.logBytes+len(text) > maxLogBytes {
 		p.dropped = 1
-		p.lineLocked(fmt.Sprintf("fluxi2i: this job sent more log lines than are shown (%d lines, %d KiB): dropping the rest", maxLogLines, maxLogBytes>>10))
+		p.note(fmt.Sprintf("fluxi2i: this job sent more log lines than are shown (%d lines, %d KiB): dropping the rest", maxLogLines, maxLogBytes>>10))
 		return
 	}
 	p.logLines++
@@ -195,6 +220,6 @@ func (p *progress) finish() {
 	defer p.mu.Unlock()
 	p.clearLocked()
 	if p.dropped > 0 {
-		fmt.Fprintf(p.w, "fluxi2i: %d log lines dropped\n", p.dropped)
+		p.note(fmt.Sprintf("fluxi2i: %d log lines dropped", p.dropped))
 	}
 }

@@ -84,3 +84,36 @@ func TestProgressShowsLogsWithinTheCaps(t *testing.T) {
 	assert.Less(t, b.Len(), maxLogLineSize+100)
 	assert.NotContains(t, b.String(), "dropped")
 }
+
+// `fluxi2i status --logs` against a server answering a huge log list
+// prints the job's log lines within run's caps (lines, bytes, a line's
+// size), each shown line whole, and says on stderr how many it dropped.
+func TestStatusLogsAreCapped(t *testing.T) {
+	srv, sent := hostileQueue(t)
+	sent.Store(5000) // the status answer carries 5,500 lines, about 600 KiB
+	r := cli(t, context.Background(), nil, "status", "r1", "--logs", "--base-url", srv.URL, "--api-key", "k")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.True(t, strings.HasPrefix(r.stdout, "IN_PROGRESS\n"), r.stdout[:min(len(r.stdout), 100)])
+	shown := strings.Count(r.stdout, "  line ")
+	assert.Equal(t, maxLogLines, shown, "the first lines, up to the cap")
+	assert.Less(t, len(r.stdout), maxLogBytes+1<<10, "what reached the terminal")
+	assert.Contains(t, r.stdout, "  line 5001 ")
+	assert.NotContains(t, r.stdout, fmt.Sprintf("  line %d ", 5001+maxLogLines))
+	assert.Equal(t, 1, strings.Count(r.stderr, "dropping the rest"), "said once: %s", r.stderr)
+	assert.Contains(t, r.stderr, fmt.Sprintf("fluxi2i: %d log lines dropped", 5500-maxLogLines))
+
+	// A line too long is cut; a few short ones are all shown.
+	long := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		json.NewEncoder(w).Encode(map[string]any{"status": "IN_PROGRESS", "request_id": "r1", "logs": []map[string]any{
+			{"message": "hello", "level": "INFO"}, {"message": strings.Repeat("y", 10*maxLogLineSize), "level": "INFO"}}})
+	}))
+	t.Cleanup(long.Close)
+	r = cli(t, context.Background(), nil, "status", "r1", "--logs", "--base-url", long.URL, "--api-key", "k")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "  hello\n")
+	assert.Contains(t, r.stdout, "[cut]")
+	assert.Less(t, len(r.stdout), maxLogLineSize+100)
+	assert.NotContains(t, r.stderr, "dropped")
+}

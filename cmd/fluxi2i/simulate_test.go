@@ -143,6 +143,14 @@ func TestSimulateDeliversWebhooksWhenTold(t *testing.T) {
 // startSimulate runs `fluxi2i simulate` with args on a loopback port and
 // returns its address; the command stops with the test.
 func startSimulate(t *testing.T, args ...string) string {
+	t.Helper()
+	addr, _ := startSimulateLog(t, args...)
+	return addr
+}
+
+// startSimulateLog is startSimulate that also returns the command's stderr.
+func startSimulateLog(t *testing.T, args ...string) (string, *syncBuffer) {
+	t.Helper()
 	t.Setenv("GOMEMLIMIT", "off") // the test process keeps its own memory limit
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errb syncBuffer
@@ -154,12 +162,12 @@ func startSimulate(t *testing.T, args ...string) string {
 	re := regexp.MustCompile(`at http://(127\.0\.0\.1:\d+)`)
 	for range 200 {
 		if m := re.FindStringSubmatch(errb.String()); m != nil {
-			return m[1]
+			return m[1], &errb
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("simulate did not start: %s", errb.String())
-	return ""
+	return "", nil
 }
 
 // Bound to loopback, `fluxi2i simulate` answers only a loopback Host or

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,4 +246,53 @@ func TestEveryRefusalIsLogged(t *testing.T) {
 	assert.Contains(t, f.logs.String(), "status=422")
 	assert.Contains(t, f.logs.String(), "reason=input")
 	assert.Contains(t, f.logs.String(), "strength")
+}
+
+// A submit or status answer past 1 MiB (a status padded with logs) still
+// has its job URLs rewritten, up to the bound held for them (8 MiB);
+// past that it is refused with 502 in fal's error shape, and logged.
+func TestBigJobAnswersAreRewrittenOrRefused(t *testing.T) {
+	var pad atomic.Int64
+	f := startWith(t, upstream{mangle: func(resp *http.Response) {
+		if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || resp.StatusCode/100 != 2 {
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var m map[string]any
+		if json.Unmarshal(b, &m) == nil && m["status_url"] != nil {
+			line := strings.Repeat("x", 1000)
+			var logs []map[string]any
+			for range int(pad.Load() / 1000) {
+				logs = append(logs, map[string]any{"message": line, "level": "INFO", "source": "user", "timestamp": "2026-01-01T00:00:00Z"})
+			}
+			m["logs"] = logs
+			b, _ = json.Marshal(m)
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Del("Content-Length")
+	}}, proxy.AllowAnyone())
+	host := strings.TrimPrefix(f.up.URL, "http://")
+	pad.Store(2 << 20)
+	resp, b := f.send(t, http.MethodPost, submitTarget, input)
+	require.Equal(t, 200, resp.StatusCode, "%.200s", b)
+	require.Greater(t, len(b), 2<<20)
+	id := requestID(t, string(b))
+	assert.NotContains(t, string(b), host)
+	assertPublicURLs(t, b, id)
+
+	resp, b = f.send(t, http.MethodGet, queue+"/requests/"+id+"/status?logs=1", "")
+	assert.Contains(t, []int{200, 202}, resp.StatusCode, "%.200s", b)
+	assert.Greater(t, len(b), 2<<20)
+	assert.Contains(t, string(b), `"status_url"`)
+	assert.NotContains(t, string(b), host, "a status answer past 1 MiB names fal's queue, not the upstream")
+	assertPublicURLs(t, b, id)
+
+	pad.Store(9 << 20)
+	resp, b = f.send(t, http.MethodGet, queue+"/requests/"+id+"/status?logs=1", "")
+	assert.Equal(t, 502, resp.StatusCode, "%.200s", b)
+	assert.Contains(t, string(b), `"detail"`)
+	assert.NotContains(t, string(b), host)
+	assert.Contains(t, f.logs.String(), "too long")
 }

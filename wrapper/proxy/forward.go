@@ -222,10 +222,15 @@ func upstreamHeader(k string) bool {
 	return !hopByHop[k] && !own && k != "Vary" && !strings.HasPrefix(k, "Access-Control-")
 }
 
-// heldAnswer is how much of a JSON answer is held to be checked and
-// rewritten before it is passed on; a longer one (a result with data URIs)
-// is checked as it streams through.
-const heldAnswer = 1 << 20
+// heldAnswer is how much of an answer is held to be checked before it is
+// passed on; a longer one (a result with data URIs) is checked as it
+// streams through. A submit or status answer, whose job URLs are
+// rewritten, is held whole up to heldJobAnswer (a status with many logs);
+// a longer one is refused (502), never passed on with the upstream's URLs.
+const (
+	heldAnswer    = 1 << 20
+	heldJobAnswer = 8 << 20
+)
 
 // forward sends req upstream and copies the answer back: its job URLs made
 // fal's public ones, an event stream passed through as it arrives, never
@@ -265,9 +270,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Requ
 	stream := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	var held []byte
 	whole := true
+	rewrite := o == opSubmit || o == opStatus // job URLs made public
 	if !stream {
-		held, err = io.ReadAll(io.LimitReader(resp.Body, heldAnswer))
-		whole = err == nil && len(held) < heldAnswer
+		limit := heldAnswer
+		if rewrite {
+			limit = heldJobAnswer
+		}
+		held, err = io.ReadAll(io.LimitReader(resp.Body, int64(limit)))
+		whole = err == nil && len(held) < limit
 		if leak == "" && containsAny(held, secrets) {
 			leak = "body"
 		}
@@ -284,6 +294,15 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Requ
 			"operation", opNames[o], "request_id", id, "where", leak, "upstream_status", code)
 		return
 	}
+	if rewrite && !stream && !whole {
+		why := "the queue's answer is longer than " + strconv.Itoa(heldJobAnswer) + " bytes, too long to rewrite its job URLs: not passed on"
+		if err != nil {
+			why = "the queue's answer was cut short: not passed on"
+		}
+		h.refuse(w, r, http.StatusBadGateway, "upstream", why,
+			"operation", opNames[o], "request_id", id, "upstream_status", code, "held_bytes", len(held), "read_error", errString(err))
+		return
+	}
 	for k, vs := range resp.Header {
 		if upstreamHeader(k) {
 			w.Header()[k] = vs
@@ -294,7 +313,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, req *http.Requ
 		h.relayEvents(w, r, resp.Body, id, secrets)
 	} else {
 		var st string
-		if whole && o != opResult && o != opCancel && o != opUpload {
+		if rewrite {
 			held, st = publicURLs(held, id)
 		}
 		h.settle(o, id, code, st)
@@ -331,7 +350,12 @@ func (h *Handler) settle(o op, id string, code int, status string) {
 	ended := false
 	switch o {
 	case opStatus, opStream:
-		ended = code == http.StatusNotFound || status == wrapper.StatusCompleted
+		// COMPLETED frees the slot; the record stays until the result is
+		// fetched (another user's cycles cannot make the proxy forget it).
+		if code >= 200 && code < 300 && status == wrapper.StatusCompleted && id != "" {
+			h.jobs.complete(id)
+		}
+		ended = code == http.StatusNotFound
 	case opResult:
 		// A final answer: the output, or the model's error. Not one that
 		// says "still in progress" (400), a refusal of the key, a timeout,
@@ -507,7 +531,7 @@ const maxEventLine = 1 << 20
 // relayEvents passes a status stream through as it arrives, one event at
 // a time: each event's data has its job URLs made public, comments
 // (keepalives) pass at once, an event carrying a secret cuts the stream,
-// and an event saying COMPLETED ends the job.
+// and an event saying COMPLETED frees the job's slot.
 func (h *Handler) relayEvents(w http.ResponseWriter, r *http.Request, src io.Reader, id string, secrets [][]byte) {
 	rc := http.NewResponseController(w)
 	lines := newLineReader(src)
@@ -640,4 +664,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(code)
 	w.Write(b)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

@@ -17,7 +17,10 @@ var (
 // jobStore remembers which user submitted which request id and counts each
 // user's jobs in flight. A job is live from the reservation of its slot,
 // taken before its submit is forwarded, until it ends: fetched with a final
-// answer, cancelled, seen COMPLETED, or older than ttl. Entries are bounded
+// answer, cancelled, said unknown (404) by the upstream, or older than
+// ttl. A job seen COMPLETED gives its user's slot back but stays live in
+// the store (its result not fetched yet, its owner's to fetch) until one
+// of those. Entries are bounded
 // globally (max) and per user (maxUser); room is made by forgetting ended
 // jobs, oldest first, never live ones: when only live jobs remain, a new
 // reservation is refused.
@@ -45,6 +48,7 @@ type account struct {
 type job struct {
 	id, user string // id "": a submit whose answer was lost, held until ttl
 	added    time.Time
+	free     bool          // its slot was given back (seen COMPLETED); still live
 	at       *list.Element // in store.live, or store.ended once ended
 	mine     *list.Element // in the account's ended, once ended
 }
@@ -132,7 +136,9 @@ func (s *jobStore) end(j *job) {
 	}
 	a := s.users[j.user]
 	s.live.Remove(j.at)
-	a.live--
+	if !j.free {
+		a.live--
+	}
 	if j.id == "" {
 		// Nobody can reach it: nothing to remember.
 		s.held--
@@ -181,5 +187,17 @@ func (s *jobStore) finish(id string) {
 	defer s.mu.Unlock()
 	if j, ok := s.byID[id]; ok {
 		s.end(j)
+	}
+}
+
+// complete gives the slot of the live job id back (it was seen COMPLETED)
+// and keeps its record live: not evictable until it ends (its result
+// fetched, cancelled, unknown to the upstream, or expired).
+func (s *jobStore) complete(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j, ok := s.byID[id]; ok && j.mine == nil && !j.free {
+		j.free = true
+		s.users[j.user].live--
 	}
 }

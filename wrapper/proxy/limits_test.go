@@ -301,3 +301,42 @@ func httptestServer(t *testing.T, h http.Handler) *httptest.Server {
 	t.Cleanup(srv.Close)
 	return srv
 }
+
+// A job another user saw COMPLETED but never fetched stays theirs: its
+// slot is free, its record is not evictable. bob polls COMPLETED; alice's
+// submit-then-cancel cycles through a store of 4 cannot make the proxy
+// forget it, and bob's result is his.
+func TestACompletedJobNotFetchedIsNotEvicted(t *testing.T) {
+	f := start(t, proxy.AllowAnyone(), byHeader, proxy.TrackedJobs(4), proxy.JobsPerUser(1))
+	a := f.try(http.MethodPost, submitTarget, input, "X-User", "bob")
+	require.Equal(t, 200, a.code, a.body)
+	bobs := requestID(t, a.body)
+	require.Eventually(t, func() bool {
+		a := f.try(http.MethodGet, queue+"/requests/"+bobs+"/status", "", "X-User", "bob")
+		return a.code == 200 && strings.Contains(a.body, `"COMPLETED"`)
+	}, 10*time.Second, 20*time.Millisecond)
+	// COMPLETED frees bob's slot (JobsPerUser 1): he may submit again.
+	a = f.try(http.MethodPost, submitTarget, input, "X-User", "bob")
+	require.Equal(t, 200, a.code, "COMPLETED frees the job's slot: %s", a.body)
+	a = f.try(http.MethodPut, queue+"/requests/"+requestID(t, a.body)+"/cancel", "", "X-User", "bob")
+	require.Contains(t, []int{202, 400}, a.code, a.body)
+	for range 10 {
+		a := f.try(http.MethodPost, submitTarget, input, "X-User", "alice")
+		require.Equal(t, 200, a.code, a.body)
+		a = f.try(http.MethodPut, queue+"/requests/"+requestID(t, a.body)+"/cancel", "", "X-User", "alice")
+		require.Contains(t, []int{202, 400}, a.code, a.body)
+	}
+	a = f.try(http.MethodGet, queue+"/requests/"+bobs, "", "X-User", "bob")
+	assert.Equal(t, 200, a.code, "bob's completed job is still his: %s", a.body)
+	assert.Contains(t, a.body, `"images"`)
+
+	// Fetched with a final answer, it is ended: evictable like any other.
+	for range 4 {
+		a := f.try(http.MethodPost, submitTarget, input, "X-User", "alice")
+		require.Equal(t, 200, a.code, a.body)
+		a = f.try(http.MethodPut, queue+"/requests/"+requestID(t, a.body)+"/cancel", "", "X-User", "alice")
+		require.Contains(t, []int{202, 400}, a.code, a.body)
+	}
+	a = f.try(http.MethodGet, queue+"/requests/"+bobs, "", "X-User", "bob")
+	assert.Equal(t, 403, a.code, "a fetched job may be forgotten: %s", a.body)
+}

@@ -42,8 +42,10 @@
 //     Retry-After;
 //   - request ids remembered: 100,000 in all (TrackedJobs) and 1,000 per
 //     user (TrackedJobsPerUser). Only ended jobs are forgotten to make room
-//     (oldest first), never a live one: when full of live jobs, a submit is
-//     429 with Retry-After;
+//     (oldest first), never a live one (a job seen COMPLETED stays live
+//     until its result is fetched with a final answer, it is cancelled,
+//     the upstream says 404, or the hour passed): when full of live jobs,
+//     a submit is 429 with Retry-After;
 //   - a submit body: 32 MiB (MaxBodyBytes, 413); all bodies in flight: 128
 //     MiB (BodyBudget), reserved before a body is read, 429 with
 //     Retry-After after a 5 s wait;
@@ -64,7 +66,9 @@
 // Cache-Control: no-store; job URLs (status_url, response_url, cancel_url,
 // in JSON answers and stream events) are rewritten to fal's public ones
 // (https://queue.fal.run/fal-ai/flux-1/requests/ID...), never the
-// upstream's; an answer that carries the server's credential is a 502 (or,
+// upstream's (a submit or status answer is held whole to be rewritten, up
+// to 8 MiB: a longer one is a 502, logged); an answer that carries the
+// server's credential is a 502 (or,
 // once under way, is cut off), logged without the key.
 //
 // Each forwarded request is logged with slog (method, operation, request
@@ -180,7 +184,8 @@ func UserOf(fn func(r *http.Request) string) Option {
 // cap). A submit takes its slot before it is forwarded, so concurrent
 // submits cannot overrun it; the slot is free again when the job ends (its
 // result fetched with a final answer, a cancel accepted or refused as too
-// late, a status saying COMPLETED, or an hour passed), or when the submit
+// late, a 404 from the upstream, or an hour passed) or is seen COMPLETED
+// (its record is kept, not evictable, until its result is fetched), or when the submit
 // definitely failed (a 4xx answer, or a request that never reached the
 // upstream). A submit whose answer was lost keeps its slot for the hour. A
 // submit past the cap is refused with 429.
