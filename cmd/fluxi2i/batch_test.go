@@ -19,9 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fluxi2i/fluxi2i/wrapper"
-	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper/batch"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
 )
 

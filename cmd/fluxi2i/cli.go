@@ -19,9 +19,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/fluxi2i/fluxi2i/gen"
-	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
 )
 
 // Exit codes.

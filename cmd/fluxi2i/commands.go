@@ -17,10 +17,10 @@ import (
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/serve"
-	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/proxy"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper/webhooktest"
 )
 

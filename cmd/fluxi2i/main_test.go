@@ -21,8 +21,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
 )
 
