@@ -477,7 +477,9 @@ func (a *app) batchSummary(sum batch.Summary, runErr error, total int, interrupt
 	if interrupted || runErr != nil || notStarted > 0 {
 		fmt.Fprintln(w, "fluxi2i: run the same command again to resume: finished jobs are skipped, jobs in flight are picked up by their request id")
 		if runErr != nil && !errors.Is(runErr, context.Canceled) && !errors.Is(runErr, context.DeadlineExceeded) {
-			fmt.Fprintln(w, "fluxi2i:", printable(runErr.Error()))
+			for _, l := range errorLines(runErr) {
+				fmt.Fprintln(w, "fluxi2i:", printable(strings.ReplaceAll(l, "fluxi2i: ", "")))
+			}
 			return exitFailure
 		}
 		return exitInterupt

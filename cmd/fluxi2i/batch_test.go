@@ -549,3 +549,32 @@ func TestRunRefusesAFIFOImageAtOnce(t *testing.T) {
 	assert.Contains(t, r.stderr, "--image: image file: "+fifo+" is a FIFO, not a regular file")
 	assert.Zero(t, q.Stats().Submits)
 }
+
+// Two changed jobs are two refusals, each on its own line of stderr
+// naming its job and the field, not one line joined by a literal \n.
+func TestBatchPrintsEachRefusalOnItsOwnLine(t *testing.T) {
+	q, base := simServer(t)
+	in, out := imagesDir(t, 2), filepath.Join(t.TempDir(), "out")
+	args := []string{"batch", "--base-url", base, "--api-key", "k", "--images", in, "--out", out}
+	r := cli(t, context.Background(), nil, append(args, "--prompt", "a wizard")...)
+	require.Equal(t, 0, r.code, r.stderr)
+	before := q.Stats()
+
+	r = cli(t, context.Background(), nil, append(args, "--prompt", "as a watercolour")...)
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Equal(t, before, q.Stats(), "nothing was sent")
+	assert.NotContains(t, r.stderr, `\n`)
+	var refusals []string
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if strings.Contains(l, "input changed") {
+			refusals = append(refusals, l)
+		}
+	}
+	require.Len(t, refusals, 2, r.stderr)
+	for i, l := range refusals {
+		assert.True(t, strings.HasPrefix(l, "fluxi2i: "), l)
+		assert.Contains(t, l, fmt.Sprintf(`job "cat%02d"`, i))
+		assert.Contains(t, l, "(prompt)")
+		assert.NotContains(t, l, fmt.Sprintf(`job "cat%02d"`, 1-i))
+	}
+}

@@ -537,26 +537,51 @@ func (a *app) fail(err error) int {
 	case errors.As(err, &apiErr):
 		code = exitAPI
 	}
-	msg := err.Error()
+	lines := errorLines(err)
 	if errors.As(err, &je) && code == exitInterupt {
 		what := "interrupted"
 		if errors.Is(err, context.DeadlineExceeded) {
 			what = "timed out"
 		}
 		if je.Cancelled {
-			msg = fmt.Sprintf("%s: request %s was cancelled on the server", what, je.RequestID)
+			lines = []string{fmt.Sprintf("%s: request %s was cancelled on the server", what, je.RequestID)}
 		} else {
-			msg = fmt.Sprintf("%s: request %s may still be running; resume with: fluxi2i wait %s", what, je.RequestID, je.RequestID)
+			lines = []string{fmt.Sprintf("%s: request %s may still be running; resume with: fluxi2i wait %s", what, je.RequestID, je.RequestID)}
 		}
 	}
-	// One prefix, whatever the layers below added; nothing from the wire
-	// reaches the terminal unescaped.
-	msg = printable(strings.ReplaceAll(msg, "fluxi2i: ", ""))
-	fmt.Fprintln(a.stderr, "fluxi2i:", msg)
+	// One line per error (errors.Join), each with one prefix, whatever the
+	// layers below added; nothing from the wire reaches the terminal
+	// unescaped (a newline inside one error's message among it).
+	for i, l := range lines {
+		lines[i] = printable(strings.ReplaceAll(l, "fluxi2i: ", ""))
+		fmt.Fprintln(a.stderr, "fluxi2i:", lines[i])
+	}
+	msg := strings.Join(lines, "\n")
 	if a.asJSON {
 		a.printJSON(map[string]any{"error": msg, "exit_code": code})
 	}
 	return code
+}
+
+// errorLines are err's messages, one for each error errors.Join joined
+// (at any depth), in order; any other error is one message, whatever it
+// holds.
+func errorLines(err error) []string {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []string{err.Error()}
+	}
+	var lines, parts []string
+	for _, e := range j.Unwrap() {
+		if e != nil {
+			lines = append(lines, errorLines(e)...)
+			parts = append(parts, e.Error())
+		}
+	}
+	if len(parts) == 0 || strings.Join(parts, "\n") != err.Error() {
+		return []string{err.Error()} // not a join: fmt.Errorf with several %w, say
+	}
+	return lines
 }
 
 func (a *app) printJSON(v any) {
