@@ -49,6 +49,7 @@ func (a *app) batch(args []string) int {
 	concurrency := fs.Int("concurrency", batch.DefaultConcurrency, "jobs in flight at once (fal accounts start at 2 running; more queue)")
 	atMostOnce := fs.Bool("at-most-once", false, "never submit a job twice: a job an earlier run may have submitted is reported, not sent again")
 	redo := fs.Bool("redo-changed", false, "make jobs whose input changed since --out's journal recorded them again, as new jobs (paid again); without it the batch refuses them and sends nothing")
+	a.startTimeoutFlag(fs)
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}

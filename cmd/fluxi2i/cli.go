@@ -178,6 +178,46 @@ type app struct {
 	baseURL, apiKey string
 	timeout         time.Duration
 	asJSON          bool
+	startTimeout    durationFlag // --start-timeout (run, submit, batch)
+}
+
+// durationFlag is a duration flag that knows whether it was given.
+type durationFlag struct {
+	d   time.Duration
+	set bool
+}
+
+func (f *durationFlag) String() string {
+	if f == nil || !f.set {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f *durationFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("not a duration such as 5m or 90s")
+	}
+	f.d, f.set = d, true
+	return nil
+}
+
+// startTimeoutFlag registers --start-timeout, for the commands that
+// submit (run, submit, batch).
+func (a *app) startTimeoutFlag(fs *flag.FlagSet) {
+	fs.Var(&a.startTimeout, "start-timeout", "how long a job may wait in the queue to start, a `DURATION` of more than 1s such as 5m "+
+		"(sent as X-Fal-Request-Timeout; past it the server ends the job unstarted with a 504, never retried). "+
+		"It also bounds how long a submit whose answer was lost is looked for in fal's request history: "+
+		"this plus 2 minutes (without it, 10 minutes)")
+}
+
+// clientOptions are the options the flags add to every client made.
+func (a *app) clientOptions() []wrapper.Option {
+	if a.startTimeout.set {
+		return []wrapper.Option{wrapper.WithStartTimeout(a.startTimeout.d)}
+	}
+	return nil
 }
 
 // flags returns a flag set with the configuration flags every subcommand
@@ -243,6 +283,7 @@ func (a *app) client() (*wrapper.Client, error) {
 		wrapper.WithUserAgent("fluxi2i-cli"),
 		wrapper.WithHTTPClient(httpClient),
 	}
+	opts = append(opts, a.clientOptions()...)
 	if a.baseURL != "" {
 		opts = append(opts, wrapper.WithBaseURL(a.baseURL))
 	}
@@ -329,7 +370,7 @@ func (a *app) localSimulator(opts ...queuetest.Option) (*wrapper.Client, *queuet
 	// Its one client is this process (and, behind `fluxi2i proxy`, the
 	// proxy's users, whom the proxy bounds): a client's share is the whole.
 	srv := queuetest.NewServer(append(append(simOptions(), queuetest.MaxJobsPerClient(simulator.MaxJobs), queuetest.MaxBytesPerClient(simulator.DefaultMaxBytes)), opts...)...)
-	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("local-simulator"), wrapper.WithHTTPClient(srv.Client()), wrapper.WithUserAgent("fluxi2i-cli"))
+	c, err := wrapper.New(append([]wrapper.Option{wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("local-simulator"), wrapper.WithHTTPClient(srv.Client()), wrapper.WithUserAgent("fluxi2i-cli")}, a.clientOptions()...)...)
 	if err != nil {
 		srv.Close()
 		return nil, nil, nil, err
@@ -498,6 +539,9 @@ func flagName(field string) string {
 func (a *app) checkConfig() error {
 	if a.timeout < 0 {
 		return &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--timeout", Message: fmt.Sprintf("%v is negative: give a duration such as 5m, or leave it out for no limit", a.timeout)}}}
+	}
+	if a.startTimeout.set && a.startTimeout.d <= time.Second {
+		return &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--start-timeout", Message: fmt.Sprintf("%v: must be more than 1s (fal's minimum), such as 5m; or leave it out", a.startTimeout.d)}}}
 	}
 	return nil
 }
