@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/fluxi2i/fluxi2i/internal/media"
+	"github.com/fluxi2i/fluxi2i/internal/regular"
 )
 
 // Image is an input image that becomes image_url as a base64 data URI.
@@ -31,9 +31,11 @@ func SniffImage(head []byte) (string, bool) { return media.Sniff(head) }
 
 // ImageFile returns the image in the file at path. The file is read when
 // the request is sent (and again for a retry), not now; its type is
-// sniffed now, and anything but an image is an error.
+// sniffed now, and anything but an image is an error. Only a regular file
+// is read: a FIFO, a device or a socket is an error at once, never waited
+// on (internal/regular), now and when the request is sent.
 func ImageFile(path string) (*Image, error) {
-	f, err := os.Open(path)
+	f, err := regular.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("fluxi2i: image file: %w", err)
 	}
@@ -42,16 +44,19 @@ func ImageFile(path string) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fluxi2i: image file: %w", err)
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("fluxi2i: image file %s: not a regular file", path)
-	}
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
 	mime, ok := SniffImage(head[:n])
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNotAnImage, path)
 	}
-	return &Image{mime: mime, size: fi.Size(), open: func() (io.ReadCloser, error) { return os.Open(path) }}, nil
+	return &Image{mime: mime, size: fi.Size(), open: func() (io.ReadCloser, error) {
+		f, err := regular.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("fluxi2i: image file: %w", err)
+		}
+		return f, nil
+	}}, nil
 }
 
 // ImageBytes returns the image held in b (not copied: do not modify b

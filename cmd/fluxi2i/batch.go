@@ -22,6 +22,7 @@ import (
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/names"
+	"github.com/fluxi2i/fluxi2i/internal/regular"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/batch"
 )
@@ -48,6 +49,7 @@ func (a *app) batch(args []string) int {
 	concurrency := fs.Int("concurrency", batch.DefaultConcurrency, "jobs in flight at once (fal accounts start at 2 running; more queue)")
 	atMostOnce := fs.Bool("at-most-once", false, "never submit a job twice: a job an earlier run may have submitted is reported, not sent again")
 	redo := fs.Bool("redo-changed", false, "make jobs whose input changed since --out's journal recorded them again, as new jobs (paid again); without it the batch refuses them and sends nothing")
+	a.startTimeoutFlag(fs)
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}
@@ -161,7 +163,7 @@ func (a *app) batchJobs(ctx context.Context, fs *flag.FlagSet, in *inputFlags, i
 			}
 		}
 		var err error
-		if jobs, where, err = manifestJobs(manifest); err != nil {
+		if jobs, where, err = manifestJobs(ctx, manifest); err != nil {
 			return nil, err
 		}
 	}
@@ -302,7 +304,7 @@ func resolve(path string) (string, error) {
 }
 
 func isImageFile(path string) bool {
-	f, err := os.Open(path)
+	f, err := regular.Open(path)
 	if err != nil {
 		return false
 	}
@@ -314,20 +316,35 @@ func isImageFile(path string) bool {
 }
 
 // manifestJobs reads a JSON Lines manifest: every line is decoded (no
-// unknown field), and every job checked, before anything is sent.
-func manifestJobs(path string) ([]batch.Job, []string, error) {
-	f, err := os.Open(path)
+// unknown field), and every job checked, before anything is sent. Only a
+// regular file is read (a FIFO or a device is refused at once, never
+// waited on), and the read ends when ctx does.
+func manifestJobs(ctx context.Context, path string) ([]batch.Job, []string, error) {
+	f, err := regular.Open(path)
 	if err != nil {
-		return nil, nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--manifest", Message: strings.ReplaceAll(err.Error(), "open ", "")}}}
+		msg := strings.ReplaceAll(err.Error(), "open ", "")
+		if errors.Is(err, regular.ErrNotRegular) {
+			msg += ": write the manifest to a file first"
+		}
+		return nil, nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--manifest", Message: msg}}}
 	}
 	defer f.Close()
+	return readManifest(ctx, f, path)
+}
+
+// readManifest is manifestJobs on r, the manifest at path (its images'
+// paths are relative to path's directory).
+func readManifest(ctx context.Context, r io.Reader, path string) ([]batch.Job, []string, error) {
 	base := filepath.Dir(path)
 	var jobs []batch.Job
 	var where []string
 	var fields []wrapper.FieldError
-	br := bufio.NewReaderSize(f, 64<<10)
+	br := bufio.NewReaderSize(ctxReader{ctx, r}, 64<<10)
 	for n := 1; ; n++ {
 		line, rerr := readLine(br, manifestLineMax)
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
 		if errors.Is(rerr, errLineTooLong) {
 			// Refused as soon as it is too long, not once it is all read.
 			fields = append(fields, wrapper.FieldError{Field: fmt.Sprintf("--manifest line %d", n), Message: fmt.Sprintf("longer than %d MiB", manifestLineMax>>20)})
@@ -381,6 +398,19 @@ func manifestJobs(path string) ([]batch.Job, []string, error) {
 		return nil, nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--manifest", Message: path + " holds no job"}}}
 	}
 	return jobs, where, nil
+}
+
+// ctxReader is r that reads no more once ctx has ended.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // manifestLineMax is the longest manifest line accepted (a seam for the
@@ -448,7 +478,9 @@ func (a *app) batchSummary(sum batch.Summary, runErr error, total int, interrupt
 	if interrupted || runErr != nil || notStarted > 0 {
 		fmt.Fprintln(w, "fluxi2i: run the same command again to resume: finished jobs are skipped, jobs in flight are picked up by their request id")
 		if runErr != nil && !errors.Is(runErr, context.Canceled) && !errors.Is(runErr, context.DeadlineExceeded) {
-			fmt.Fprintln(w, "fluxi2i:", printable(runErr.Error()))
+			for _, l := range errorLines(runErr) {
+				fmt.Fprintln(w, "fluxi2i:", printable(strings.ReplaceAll(l, "fluxi2i: ", "")))
+			}
 			return exitFailure
 		}
 		return exitInterupt

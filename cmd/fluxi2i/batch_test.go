@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/batch"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
@@ -434,51 +436,145 @@ func TestBatchRefusesOutInsideImages(t *testing.T) {
 	assert.Equal(t, 0, r.code, r.stderr)
 }
 
+// endless is a manifest that never ends: head, then fill over and over.
+type endless struct {
+	head, fill []byte
+	off        int
+}
+
+func (e *endless) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		if len(e.head) > 0 {
+			c := copy(p[n:], e.head)
+			e.head = e.head[c:]
+			n += c
+			continue
+		}
+		c := copy(p[n:], e.fill[e.off:])
+		e.off = (e.off + c) % len(e.fill)
+		n += c
+	}
+	return n, nil
+}
+
+// readManifestWithin is readManifest bounded in time: a read that would
+// go on for ever fails the test (its ctx is then cancelled).
+func readManifestWithin(t *testing.T, ctx context.Context, r io.Reader) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := readManifest(ctx, r, "m.jsonl")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("the manifest was read for ever")
+		return nil
+	}
+}
+
 // A manifest line over its cap is refused as soon as the cap is read, not
-// once the whole line is in memory: here the line never ends (a FIFO whose
-// writer stays open).
+// once the whole line is in memory: here the line never ends.
 func TestBatchRefusesAnOverlongManifestLineWhileReadingIt(t *testing.T) {
 	saved := manifestLineMax
 	manifestLineMax = 1 << 20
 	t.Cleanup(func() { manifestLineMax = saved })
-	_, base := simServer(t)
+	err := readManifestWithin(t, context.Background(), &endless{head: []byte(`{"image":"a.png","prompt":"`), fill: bytes.Repeat([]byte("x"), 64<<10)})
+	var ie *wrapper.InputError
+	require.ErrorAs(t, err, &ie)
+	assert.Contains(t, err.Error(), "line 1")
+	assert.Contains(t, err.Error(), "longer than 1 MiB")
+}
+
+// Reading the manifest ends when the CLI's context does (SIGINT,
+// SIGTERM): here a manifest of lines that never ends.
+func TestBatchManifestReadEndsWithTheContext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err := readManifestWithin(t, ctx, &endless{fill: []byte(`{"image":"a.png","prompt":"p"}` + "\n")})
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+// cliWithin is cli bounded in time: a command that waits on a FIFO fails
+// the test instead of hanging it (the FIFO's writer end is opened, again
+// and again, until the command ends).
+func cliWithin(t *testing.T, fifo string, args ...string) result {
+	t.Helper()
+	done := make(chan result, 1)
+	go func() { done <- cli(t, context.Background(), nil, args...) }()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(5 * time.Second):
+	}
+	for {
+		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("waited on the FIFO %s: %s", fifo, r.stderr)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// A manifest that is a FIFO is refused at once (exit 2), naming it: not
+// waited on until a writer comes, which no signal would end.
+func TestBatchRefusesAFIFOManifestAtOnce(t *testing.T) {
+	q, base := simServer(t)
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "m.jsonl")
 	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
-	release := make(chan struct{})
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
-		if err != nil {
-			return
+	r := cliWithin(t, fifo, "batch", "--base-url", base, "--api-key", "k", "--manifest", fifo, "--out", filepath.Join(dir, "out"))
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "--manifest: "+fifo+" is a FIFO, not a regular file")
+	assert.Zero(t, q.Stats().Submits)
+}
+
+// run --image FIFO is refused at once (exit 2), naming it.
+func TestRunRefusesAFIFOImageAtOnce(t *testing.T) {
+	q, base := simServer(t)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "in.png")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	r := cliWithin(t, fifo, "run", "--base-url", base, "--api-key", "k", "--image", fifo, "--prompt", "p", "--out", dir)
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "--image: image file: "+fifo+" is a FIFO, not a regular file")
+	assert.Zero(t, q.Stats().Submits)
+}
+
+// Two changed jobs are two refusals, each on its own line of stderr
+// naming its job and the field, not one line joined by a literal \n.
+func TestBatchPrintsEachRefusalOnItsOwnLine(t *testing.T) {
+	q, base := simServer(t)
+	in, out := imagesDir(t, 2), filepath.Join(t.TempDir(), "out")
+	args := []string{"batch", "--base-url", base, "--api-key", "k", "--images", in, "--out", out}
+	r := cli(t, context.Background(), nil, append(args, "--prompt", "a wizard")...)
+	require.Equal(t, 0, r.code, r.stderr)
+	before := q.Stats()
+
+	r = cli(t, context.Background(), nil, append(args, "--prompt", "as a watercolour")...)
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Equal(t, before, q.Stats(), "nothing was sent")
+	assert.NotContains(t, r.stderr, `\n`)
+	var refusals []string
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if strings.Contains(l, "input changed") {
+			refusals = append(refusals, l)
 		}
-		defer w.Close()
-		w.Write([]byte(`{"image":"a.png","prompt":"`))
-		chunk := bytes.Repeat([]byte("x"), 64<<10)
-		for range (manifestLineMax / len(chunk)) + 2 {
-			if _, err := w.Write(chunk); err != nil {
-				return // the reader gave up
-			}
-		}
-		<-release // no newline, no end: the line goes on
-	}()
-	done := make(chan result, 1)
-	go func() {
-		done <- cli(t, context.Background(), nil, "batch", "--base-url", base, "--api-key", "k", "--manifest", fifo, "--out", filepath.Join(dir, "out"))
-	}()
-	select {
-	case r := <-done:
-		assert.Equal(t, 2, r.code, r.stderr)
-		assert.Contains(t, r.stderr, "line 1")
-		assert.Contains(t, r.stderr, "longer than 1 MiB")
-	case <-time.After(20 * time.Second):
-		t.Error("the reader waited for the end of the line")
-		close(release)
-		<-done
-		<-writerDone
-		return
 	}
-	close(release)
-	<-writerDone
+	require.Len(t, refusals, 2, r.stderr)
+	for i, l := range refusals {
+		assert.True(t, strings.HasPrefix(l, "fluxi2i: "), l)
+		assert.Contains(t, l, fmt.Sprintf(`job "cat%02d"`, i))
+		assert.Contains(t, l, "(prompt)")
+		assert.NotContains(t, l, fmt.Sprintf(`job "cat%02d"`, 1-i))
+	}
 }

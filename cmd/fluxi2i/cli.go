@@ -178,6 +178,46 @@ type app struct {
 	baseURL, apiKey string
 	timeout         time.Duration
 	asJSON          bool
+	startTimeout    durationFlag // --start-timeout (run, submit, batch)
+}
+
+// durationFlag is a duration flag that knows whether it was given.
+type durationFlag struct {
+	d   time.Duration
+	set bool
+}
+
+func (f *durationFlag) String() string {
+	if f == nil || !f.set {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f *durationFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("not a duration such as 5m or 90s")
+	}
+	f.d, f.set = d, true
+	return nil
+}
+
+// startTimeoutFlag registers --start-timeout, for the commands that
+// submit (run, submit, batch).
+func (a *app) startTimeoutFlag(fs *flag.FlagSet) {
+	fs.Var(&a.startTimeout, "start-timeout", "how long a job may wait in the queue to start, a `DURATION` of more than 1s such as 5m "+
+		"(sent as X-Fal-Request-Timeout; past it the server ends the job unstarted with a 504, never retried). "+
+		"It also bounds how long a submit whose answer was lost is looked for in fal's request history: "+
+		"this plus 2 minutes (without it, 10 minutes)")
+}
+
+// clientOptions are the options the flags add to every client made.
+func (a *app) clientOptions() []wrapper.Option {
+	if a.startTimeout.set {
+		return []wrapper.Option{wrapper.WithStartTimeout(a.startTimeout.d)}
+	}
+	return nil
 }
 
 // flags returns a flag set with the configuration flags every subcommand
@@ -243,6 +283,7 @@ func (a *app) client() (*wrapper.Client, error) {
 		wrapper.WithUserAgent("fluxi2i-cli"),
 		wrapper.WithHTTPClient(httpClient),
 	}
+	opts = append(opts, a.clientOptions()...)
 	if a.baseURL != "" {
 		opts = append(opts, wrapper.WithBaseURL(a.baseURL))
 	}
@@ -329,7 +370,7 @@ func (a *app) localSimulator(opts ...queuetest.Option) (*wrapper.Client, *queuet
 	// Its one client is this process (and, behind `fluxi2i proxy`, the
 	// proxy's users, whom the proxy bounds): a client's share is the whole.
 	srv := queuetest.NewServer(append(append(simOptions(), queuetest.MaxJobsPerClient(simulator.MaxJobs), queuetest.MaxBytesPerClient(simulator.DefaultMaxBytes)), opts...)...)
-	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("local-simulator"), wrapper.WithHTTPClient(srv.Client()), wrapper.WithUserAgent("fluxi2i-cli"))
+	c, err := wrapper.New(append([]wrapper.Option{wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("local-simulator"), wrapper.WithHTTPClient(srv.Client()), wrapper.WithUserAgent("fluxi2i-cli")}, a.clientOptions()...)...)
 	if err != nil {
 		srv.Close()
 		return nil, nil, nil, err
@@ -499,6 +540,9 @@ func (a *app) checkConfig() error {
 	if a.timeout < 0 {
 		return &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--timeout", Message: fmt.Sprintf("%v is negative: give a duration such as 5m, or leave it out for no limit", a.timeout)}}}
 	}
+	if a.startTimeout.set && a.startTimeout.d <= time.Second {
+		return &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--start-timeout", Message: fmt.Sprintf("%v: must be more than 1s (fal's minimum), such as 5m; or leave it out", a.startTimeout.d)}}}
+	}
 	return nil
 }
 
@@ -537,26 +581,51 @@ func (a *app) fail(err error) int {
 	case errors.As(err, &apiErr):
 		code = exitAPI
 	}
-	msg := err.Error()
+	lines := errorLines(err)
 	if errors.As(err, &je) && code == exitInterupt {
 		what := "interrupted"
 		if errors.Is(err, context.DeadlineExceeded) {
 			what = "timed out"
 		}
 		if je.Cancelled {
-			msg = fmt.Sprintf("%s: request %s was cancelled on the server", what, je.RequestID)
+			lines = []string{fmt.Sprintf("%s: request %s was cancelled on the server", what, je.RequestID)}
 		} else {
-			msg = fmt.Sprintf("%s: request %s may still be running; resume with: fluxi2i wait %s", what, je.RequestID, je.RequestID)
+			lines = []string{fmt.Sprintf("%s: request %s may still be running; resume with: fluxi2i wait %s", what, je.RequestID, je.RequestID)}
 		}
 	}
-	// One prefix, whatever the layers below added; nothing from the wire
-	// reaches the terminal unescaped.
-	msg = printable(strings.ReplaceAll(msg, "fluxi2i: ", ""))
-	fmt.Fprintln(a.stderr, "fluxi2i:", msg)
+	// One line per error (errors.Join), each with one prefix, whatever the
+	// layers below added; nothing from the wire reaches the terminal
+	// unescaped (a newline inside one error's message among it).
+	for i, l := range lines {
+		lines[i] = printable(strings.ReplaceAll(l, "fluxi2i: ", ""))
+		fmt.Fprintln(a.stderr, "fluxi2i:", lines[i])
+	}
+	msg := strings.Join(lines, "\n")
 	if a.asJSON {
 		a.printJSON(map[string]any{"error": msg, "exit_code": code})
 	}
 	return code
+}
+
+// errorLines are err's messages, one for each error errors.Join joined
+// (at any depth), in order; any other error is one message, whatever it
+// holds.
+func errorLines(err error) []string {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []string{err.Error()}
+	}
+	var lines, parts []string
+	for _, e := range j.Unwrap() {
+		if e != nil {
+			lines = append(lines, errorLines(e)...)
+			parts = append(parts, e.Error())
+		}
+	}
+	if len(parts) == 0 || strings.Join(parts, "\n") != err.Error() {
+		return []string{err.Error()} // not a join: fmt.Errorf with several %w, say
+	}
+	return lines
 }
 
 func (a *app) printJSON(v any) {

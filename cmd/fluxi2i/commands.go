@@ -29,6 +29,7 @@ func (a *app) run(args []string) int {
 	var in inputFlags
 	in.register(fs, true)
 	out := fs.String("out", ".", "directory the images are written to")
+	a.startTimeoutFlag(fs)
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}
@@ -93,6 +94,7 @@ func (a *app) submit(args []string) int {
 	var in inputFlags
 	in.register(fs, true)
 	fs.StringVar(&in.webhook, "webhook", "", "URL fal POSTs the outcome to")
+	a.startTimeoutFlag(fs)
 	if code, done := a.flagsOnly(fs, args); done {
 		return code
 	}

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,4 +120,19 @@ func TestWireTextIsEscapedBeforePrinting(t *testing.T) {
 	assert.Contains(t, got, `\x1b]0;pwned\a`)
 	assert.Equal(t, "plain-id_42 ✓", printable("plain-id_42 ✓"))
 	assert.NotContains(t, printable("a\u202eb"), "\u202e", "no bidi override either")
+}
+
+// Joined errors are one line each on stderr; control characters inside a
+// message are still escaped, a newline among them; an error wrapping
+// several with %w is one message.
+func TestFailPrintsJoinedErrorsOneALine(t *testing.T) {
+	var stderr bytes.Buffer
+	a := &app{stderr: &stderr, stdout: io.Discard}
+	err := errors.Join(errors.New("fluxi2i: first \x1b[31mred"), errors.Join(errors.New("second\nforged: line"), errors.New("third")))
+	assert.Equal(t, exitFailure, a.fail(err))
+	assert.Equal(t, "fluxi2i: first \\x1b[31mred\nfluxi2i: second\\nforged: line\nfluxi2i: third\n", stderr.String())
+
+	stderr.Reset()
+	a.fail(fmt.Errorf("%w: %w", errors.New("a"), errors.New("b\nc")))
+	assert.Equal(t, "fluxi2i: a: b\\nc\n", stderr.String())
 }

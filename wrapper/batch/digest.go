@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/regular"
 )
 
 // inputDigest is what the journal keeps of a job's effective input, to
@@ -158,36 +159,13 @@ func changedFields(was, now map[string]string) []string {
 	return out
 }
 
-// openRegular opens path for reading only if it is a regular file: it is
-// opened without blocking (a FIFO or a device would wait for a writer, or
-// forever) and checked with fstat before a byte is read.
+// openRegular opens path for reading only if it is a regular file
+// (internal/regular: a FIFO or a device is refused at once, never waited
+// on).
 func openRegular(path string) (*os.File, error) {
-	f, err := openNonBlocking(path)
+	f, err := regular.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("batch: image file: %w", err)
-	}
-	fi, err := f.Stat()
-	if err == nil && !fi.Mode().IsRegular() {
-		err = fmt.Errorf("%s is %s, not a regular file", path, kind(fi.Mode()))
-	}
-	if err != nil {
-		f.Close()
 		return nil, fmt.Errorf("batch: image file: %w", err)
 	}
 	return f, nil
-}
-
-// kind names a file type that is not a regular file.
-func kind(m os.FileMode) string {
-	switch {
-	case m&os.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&os.ModeSocket != 0:
-		return "a socket"
-	case m&os.ModeDevice != 0:
-		return "a device"
-	case m.IsDir():
-		return "a directory"
-	}
-	return "not a regular file"
 }

@@ -19,6 +19,3 @@ func openNoFollow(path string, flag int) (*os.File, error) {
 // tryLock is not available here: one run per directory is up to the
 // caller.
 func tryLock(*os.File) (bool, error) { return true, nil }
-
-// openNonBlocking opens path for reading.
-func openNonBlocking(path string) (*os.File, error) { return os.Open(path) }
