@@ -82,12 +82,16 @@ func failureText(err error, status int) string {
 	return "no answer"
 }
 
-// idSet is the request ids a client learned from its submits: the request
-// history never hands one of them to another lost submit. Entries older
-// than keepKnown are dropped as it grows.
+// idSet is the request ids a client learned from its submits (and the
+// ids it waits on): the request history never hands one of them to
+// another lost submit. Entries older than keepKnown are dropped as it
+// grows. Ids in the UUID form (fal's) are kept as 16 bytes in a map the
+// garbage collector need not scan, so that a client that ran a million
+// jobs does not pay for them at every collection.
 type idSet struct {
 	mu    sync.Mutex
-	m     map[string]time.Time
+	u     map[[16]byte]int64 // UUID-shaped ids -> unix seconds learned
+	s     map[string]int64   // the others
 	added int
 	keep  time.Duration // longer than keepKnown when a settle window asks for it
 }
@@ -96,24 +100,71 @@ type idSet struct {
 // submit can take to settle with the default windows.
 const keepKnown = 2 * time.Hour
 
+// uuidKey is id as 16 bytes when it is a canonical lower-case UUID.
+func uuidKey(id string) (k [16]byte, ok bool) {
+	if len(id) != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-' {
+		return k, false
+	}
+	j := 0
+	for i := 0; i < 36; i += 2 {
+		if id[i] == '-' {
+			i--
+			continue
+		}
+		hi, lo := unhex(id[i]), unhex(id[i+1])
+		if hi > 15 || lo > 15 {
+			return k, false
+		}
+		k[j] = hi<<4 | lo
+		j++
+	}
+	return k, j == 16
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	}
+	return 255 // upper case or not hex: kept as a string
+}
+
 // add records id; it reports false when id was known already (claimed by
 // another lost submit, or learned from a submit's answer).
 func (k *idSet) add(id string, now time.Time) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if _, ok := k.m[id]; ok {
-		return false
+	at := now.Unix()
+	if u, ok := uuidKey(id); ok {
+		if _, seen := k.u[u]; seen {
+			return false
+		}
+		if k.u == nil {
+			k.u = map[[16]byte]int64{}
+		}
+		k.u[u] = at
+	} else {
+		if _, seen := k.s[id]; seen {
+			return false
+		}
+		if k.s == nil {
+			k.s = map[string]int64{}
+		}
+		k.s[id] = at
 	}
-	if k.m == nil {
-		k.m = map[string]time.Time{}
-	}
-	k.m[id] = now
-	if k.added++; k.added >= 4096 && k.added >= len(k.m)/2 {
+	if k.added++; k.added >= 4096 && k.added >= (len(k.u)+len(k.s))/2 {
 		k.added = 0
-		keep := max(keepKnown, k.keep)
-		for id, t := range k.m {
-			if now.Sub(t) > keep {
-				delete(k.m, id)
+		oldest := now.Add(-max(keepKnown, k.keep)).Unix()
+		for id, t := range k.u {
+			if t < oldest {
+				delete(k.u, id)
+			}
+		}
+		for id, t := range k.s {
+			if t < oldest {
+				delete(k.s, id)
 			}
 		}
 	}
@@ -131,6 +182,10 @@ func (k *idSet) keepFor(d time.Duration) {
 func (k *idSet) has(id string) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	_, ok := k.m[id]
-	return ok
+	if u, ok := uuidKey(id); ok {
+		_, seen := k.u[u]
+		return seen
+	}
+	_, seen := k.s[id]
+	return seen
 }
