@@ -26,16 +26,8 @@ cleanup() {
 trap cleanup EXIT
 (cd "$root" && go build -o "$tmp/fluxi2i" ./cmd/fluxi2i && go build -o "$tmp/server" ./tests/e2e/server)
 
-# addr LOG: the first http://127.0.0.1:PORT the log names.
-addr() {
-  for _ in $(seq 100); do
-    a=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$1" | head -1 || true)
-    [ -n "$a" ] && { echo "$a"; return; }
-    sleep 0.1
-  done
-  cat "$1" >&2
-  return 1
-}
+# shellcheck source=../lib.sh
+. ../lib.sh # the cd above made this script's folder the current one
 
 "$tmp/fluxi2i" simulate --addr 127.0.0.1:0 --api-key e2e-key --queue-time 100ms --run-time 200ms 2>"$tmp/sim.log" &
 pids+=($!)

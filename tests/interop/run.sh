@@ -11,16 +11,8 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 (cd "$root" && go build -o "$tmp/fluxi2i" ./cmd/fluxi2i)
 
-# addr LOG: the first http://127.0.0.1:PORT the log names.
-addr() {
-  for _ in $(seq 50); do
-    a=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$1" | head -1 || true)
-    [ -n "$a" ] && { echo "$a"; return; }
-    sleep 0.1
-  done
-  cat "$1" >&2
-  return 1
-}
+# shellcheck source=../lib.sh
+. ../lib.sh # the cd above made this script's folder the current one
 
 "$tmp/fluxi2i" simulate --addr 127.0.0.1:0 --api-key interop-key --queue-time 300ms --run-time 600ms 2>"$tmp/sim.log" &
 pids+=($!)
