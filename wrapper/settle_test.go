@@ -262,3 +262,25 @@ func TestNoPromptIsPaidTwiceUnderFaults(t *testing.T) {
 		})
 	}
 }
+
+// A key without the history's scope (401, 403) means the history is not
+// there for this client: said in the error and Stats, and not asked again.
+func TestAKeyWithoutTheHistorysScope(t *testing.T) {
+	for _, code := range []int{401, 403} {
+		t.Run(fmt.Sprint(code), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv, c := setup(t, nil, wrapper.WithAtMostOnce())
+				srv.Inject(queuetest.OpHistory, queuetest.Fail(code))
+				srv.Inject(queuetest.OpSubmit, queuetest.DropAfter(), queuetest.DropAfter())
+				_, err := c.Submit(context.Background(), input())
+				require.ErrorIs(t, err, wrapper.ErrOutcomeUnknown)
+				require.ErrorIs(t, err, wrapper.ErrHistoryUnavailable)
+				assert.Contains(t, err.Error(), fmt.Sprintf("HTTP %d", code))
+				assert.Contains(t, c.Stats().HistoryUnavailable, fmt.Sprintf("HTTP %d", code))
+				_, err = c.Submit(context.Background(), input())
+				require.ErrorIs(t, err, wrapper.ErrHistoryUnavailable)
+				assert.EqualValues(t, 1, srv.Stats().HistoryCalls, "remembered")
+			})
+		})
+	}
+}
