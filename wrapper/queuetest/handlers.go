@@ -162,6 +162,12 @@ func (s *Server) violation(err error) {
 // request against the contract, when there is one. It answers a refusal
 // itself and returns nil when the request must not be served.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) (*exchange, []byte) {
+	return s.admitAs(w, r, op, true)
+}
+
+// admitAs is admit; without needsKey the request is served whatever its
+// credential (an upload to its unguessable URL).
+func (s *Server) admitAs(w http.ResponseWriter, r *http.Request, op Op, needsKey bool) (*exchange, []byte) {
 	switch op {
 	case OpSubmit:
 		s.stats.submits.Add(1)
@@ -179,7 +185,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, op Op) (*exchange
 		s.stats.storage.Add(1)
 	}
 	x := &exchange{s: s, w: w, r: r, client: clientOf(r)}
-	if !s.authorized(r) {
+	if needsKey && !s.authorized(r) {
 		s.stats.unauthorized.Add(1)
 		x.reply(platformError(http.StatusUnauthorized, "Invalid or missing credentials"))
 		return nil, nil
@@ -471,14 +477,7 @@ func (s *Server) origin(r *http.Request) string {
 		}
 		return "https://" + PipeForeignHost + s.cfg.basePath
 	}
-	if s.cfg.publicURL != "" {
-		return s.cfg.publicURL + s.cfg.basePath
-	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host + s.cfg.basePath
+	return s.root(r) + s.cfg.basePath
 }
 
 // urls are the job's URLs, as gen's request builders make them.
@@ -739,17 +738,10 @@ func (s *Server) encodeSync(j *job, withPlaceholders []byte, images []Image) ([]
 // is one, else the foreign origin when there is one (as fal serves media
 // from another host), else the request's Host.
 func (s *Server) mediaBase(r *http.Request) string {
-	if s.cfg.publicURL != "" {
-		return s.cfg.publicURL
-	}
-	if s.ForeignURL != "" {
+	if s.cfg.publicURL == "" && s.ForeignURL != "" {
 		return s.ForeignURL
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
+	return s.root(r)
 }
 
 func (s *Server) cancel(x *exchange, _ []byte) answer {

@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -77,7 +75,7 @@ func (o operations) CompleteUpload(w http.ResponseWriter, r *http.Request, token
 // authority), with CORS for a page's direct PUT.
 func (s *Server) open(w http.ResponseWriter, r *http.Request, act func(body []byte) answer) {
 	cors(w)
-	x, body := s.admitOpen(w, r, OpStorage)
+	x, body := s.admitAs(w, r, OpStorage, false)
 	if x == nil {
 		return
 	}
@@ -184,9 +182,9 @@ func (s *Server) storageFull() answer {
 	return a
 }
 
-// root is where the storage's URLs point, without the base path (storage,
-// like the history, is not below it): the PublicURL, or the request's
-// origin without one.
+// root is the server's own origin for the URLs it hands out, without the
+// base path (storage, like the history, is not below it): the PublicURL,
+// or the request's origin without one.
 func (s *Server) root(r *http.Request) string {
 	if s.cfg.publicURL != "" {
 		return s.cfg.publicURL
@@ -328,29 +326,4 @@ func (s *Server) resolveUpload(ctx context.Context, in gen.Input) (gen.Input, fu
 	enc.Close()
 	in.ImageURL = b.String()
 	return in, release
-}
-
-// admitOpen is admit for a call that needs no key.
-func (s *Server) admitOpen(w http.ResponseWriter, r *http.Request, op Op) (*exchange, []byte) {
-	s.stats.storage.Add(1)
-	x := &exchange{s: s, w: w, r: r}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.maxBody))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		x.reply(platformError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", s.cfg.maxBody)))
-		return nil, nil
-	case err != nil:
-		return nil, nil
-	}
-	if s.cfg.contract != nil {
-		check, err := s.cfg.contract.Request(r, body)
-		x.check = check
-		if err != nil {
-			s.violation(err)
-			x.reply(platformError(http.StatusBadRequest, err.Error()))
-			return nil, nil
-		}
-	}
-	return x, body
 }
