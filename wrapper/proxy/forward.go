@@ -47,9 +47,13 @@ const (
 
 var opNames = [...]string{"submit", "status", "stream", "result", "cancel", "upload"}
 
-// operations forwards the spec's operations (gen.ServerInterface): each
-// request to the base URL is built by gen from the spec.
-type operations struct{ h *Handler }
+// operations forwards the queue's operations of the spec: each request to
+// the base URL is built by gen from the spec. The rest of gen.ServerInterface
+// (the request history, the storage) is refused on the queue's host.
+type operations struct {
+	refuseAll
+	h *Handler
+}
 
 func (o operations) Submit(w http.ResponseWriter, r *http.Request, params gen.SubmitParams) {
 	h, c := o.h, callOf(r)
@@ -176,12 +180,6 @@ func (o operations) Cancel(w http.ResponseWriter, r *http.Request, id gen.Reques
 	}
 	req, err := gen.NewCancelRequest(o.h.server, id)
 	o.h.build(w, r, req, err, opCancel, id)
-}
-
-// ListRequestsByEndpoint is refused: the request history is the whole
-// account's (every user's inputs and outputs), never a browser's to read.
-func (o operations) ListRequestsByEndpoint(w http.ResponseWriter, r *http.Request, _ gen.ListRequestsByEndpointParams) {
-	o.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
 }
 
 // owns checks that the request's user submitted the job; without UserOf

@@ -357,14 +357,14 @@ func New(client *wrapper.Client, opts ...Option) (*Handler, error) {
 		calls:  gate{max: cfg.perUserCalls, users: map[string]int{}},
 		bodies: semaphore.NewWeighted(cfg.bodyBudget),
 	}
-	gen.HandlerWithOptions(operations{h}, gen.StdHTTPServerOptions{
+	gen.HandlerWithOptions(operations{refuseAll{h}, h}, gen.StdHTTPServerOptions{
 		BaseRouter: h.routes,
 		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			h.refuse(w, r, http.StatusBadRequest, "parameter", err.Error())
 		},
 	})
 	h.storage = http.NewServeMux()
-	gen.HandlerWithOptions(storageOps{h}, gen.StdHTTPServerOptions{
+	gen.HandlerWithOptions(storageOps{refuseAll{h}, h}, gen.StdHTTPServerOptions{
 		BaseRouter: h.storage,
 		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			h.refuse(w, r, http.StatusBadRequest, "parameter", err.Error())

@@ -31,31 +31,12 @@ const noStorage = "file uploads are not available through this server's upstream
 // maxInitiate caps an initiate's body: {content_type, file_name}.
 const maxInitiate = 16 << 10
 
-// The queue's routes refuse the storage operations: they pass only with a
-// target on fal's storage host (storageOps).
-func (o operations) InitiateUpload(w http.ResponseWriter, r *http.Request, _ gen.InitiateUploadParams) {
-	o.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
-}
-
-func (o operations) InitiateMultipartUpload(w http.ResponseWriter, r *http.Request, _ gen.InitiateMultipartUploadParams) {
-	o.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
-}
-
-func (o operations) PutUpload(w http.ResponseWriter, r *http.Request, _ gen.UploadToken) {
-	o.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
-}
-
-func (o operations) PutUploadPart(w http.ResponseWriter, r *http.Request, _ gen.UploadToken, _ int) {
-	o.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
-}
-
-func (o operations) CompleteUpload(w http.ResponseWriter, r *http.Request, _ gen.UploadToken) {
-	o.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
-}
-
 // storageOps serves targets on fal's storage host: the two initiates, and
 // a refusal for every other operation of the spec.
-type storageOps struct{ h *Handler }
+type storageOps struct {
+	refuseAll
+	h *Handler
+}
 
 func (s storageOps) InitiateUpload(w http.ResponseWriter, r *http.Request, p gen.InitiateUploadParams) {
 	s.initiate(w, r, p.StorageType.Valid(), func(server string, body io.Reader) (*http.Request, error) {
@@ -113,38 +94,40 @@ func aggregator(server string) bool {
 	return err == nil && strings.EqualFold(u.Hostname(), a.Hostname())
 }
 
-func (s storageOps) PutUpload(w http.ResponseWriter, r *http.Request, _ gen.UploadToken) {
-	s.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
+// refuseAll answers every operation of gen.ServerInterface with the
+// refusal of a target that is not proxied (the history is the whole
+// account's, never a browser's to read; the uploads' bytes go to their
+// URL directly); operations and storageOps embed it and serve their own.
+type refuseAll struct{ h *Handler }
+
+func (f refuseAll) refuse(w http.ResponseWriter, r *http.Request) {
+	f.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
 }
 
-func (s storageOps) PutUploadPart(w http.ResponseWriter, r *http.Request, _ gen.UploadToken, _ int) {
-	s.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
+func (f refuseAll) Submit(w http.ResponseWriter, r *http.Request, _ gen.SubmitParams) { f.refuse(w, r) }
+func (f refuseAll) GetStatus(w http.ResponseWriter, r *http.Request, _ gen.RequestID, _ gen.GetStatusParams) {
+	f.refuse(w, r)
 }
-
-func (s storageOps) CompleteUpload(w http.ResponseWriter, r *http.Request, _ gen.UploadToken) {
-	s.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
+func (f refuseAll) StreamStatus(w http.ResponseWriter, r *http.Request, _ gen.RequestID, _ gen.StreamStatusParams) {
+	f.refuse(w, r)
 }
-
-func (s storageOps) Submit(w http.ResponseWriter, r *http.Request, _ gen.SubmitParams) {
-	s.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
+func (f refuseAll) GetResult(w http.ResponseWriter, r *http.Request, _ gen.RequestID) { f.refuse(w, r) }
+func (f refuseAll) Cancel(w http.ResponseWriter, r *http.Request, _ gen.RequestID)    { f.refuse(w, r) }
+func (f refuseAll) ListRequestsByEndpoint(w http.ResponseWriter, r *http.Request, _ gen.ListRequestsByEndpointParams) {
+	f.refuse(w, r)
 }
-
-func (s storageOps) GetStatus(w http.ResponseWriter, r *http.Request, _ gen.RequestID, _ gen.GetStatusParams) {
-	s.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
+func (f refuseAll) InitiateUpload(w http.ResponseWriter, r *http.Request, _ gen.InitiateUploadParams) {
+	f.refuse(w, r)
 }
-
-func (s storageOps) StreamStatus(w http.ResponseWriter, r *http.Request, _ gen.RequestID, _ gen.StreamStatusParams) {
-	s.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
+func (f refuseAll) InitiateMultipartUpload(w http.ResponseWriter, r *http.Request, _ gen.InitiateMultipartUploadParams) {
+	f.refuse(w, r)
 }
-
-func (s storageOps) GetResult(w http.ResponseWriter, r *http.Request, _ gen.RequestID) {
-	s.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
+func (f refuseAll) PutUpload(w http.ResponseWriter, r *http.Request, _ gen.UploadToken) {
+	f.refuse(w, r)
 }
-
-func (s storageOps) Cancel(w http.ResponseWriter, r *http.Request, _ gen.RequestID) {
-	s.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
+func (f refuseAll) PutUploadPart(w http.ResponseWriter, r *http.Request, _ gen.UploadToken, _ int) {
+	f.refuse(w, r)
 }
-
-func (s storageOps) ListRequestsByEndpoint(w http.ResponseWriter, r *http.Request, _ gen.ListRequestsByEndpointParams) {
-	s.h.refuse(w, r, http.StatusForbidden, "operation", notThisModel)
+func (f refuseAll) CompleteUpload(w http.ResponseWriter, r *http.Request, _ gen.UploadToken) {
+	f.refuse(w, r)
 }
