@@ -72,7 +72,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/endpoint"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 )
 
@@ -125,7 +125,7 @@ func NewObserver(settings ...Setting) wrapper.Observer {
 		httpSets: map[httpKey]metric.MeasurementOption{},
 		tracer:   cfg.tp.Tracer(ScopeName),
 		prop:     cfg.prop,
-		model:    model(),
+		model:    endpoint.ID(),
 		legacy:   !strings.Contains(cfg.env("OTEL_SEMCONV_STABILITY_OPT_IN"), "gen_ai_latest_experimental"),
 	}
 	m := cfg.mp.Meter(ScopeName)
@@ -168,16 +168,6 @@ var (
 	genAIBuckets = []float64{0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92}
 	httpBuckets  = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
 )
-
-// model is gen_ai.request.model: the endpoint id, the spec's submit path
-// without its leading slash.
-func model() string {
-	req, err := gen.NewSubmitRequestWithBody("http://h", nil, "application/json", nil)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimPrefix(req.URL.Path, "/")
-}
 
 type observer struct {
 	tracer trace.Tracer
@@ -281,6 +271,12 @@ func hostPort(raw string) (string, int) {
 	if err != nil {
 		return "", 0
 	}
+	return urlHostPort(u)
+}
+
+// urlHostPort is server.address and server.port of u (the scheme's port
+// when it names none).
+func urlHostPort(u *url.URL) (string, int) {
 	port, _ := strconv.Atoi(u.Port())
 	if port == 0 {
 		port = 80
@@ -444,14 +440,7 @@ type httpKey struct {
 type attemptKey struct{}
 
 func (o *observer) StartRequest(ctx context.Context, req *http.Request, info wrapper.RequestInfo) context.Context {
-	host := req.URL.Hostname()
-	port, _ := strconv.Atoi(req.URL.Port())
-	if port == 0 {
-		port = 80
-		if req.URL.Scheme == "https" {
-			port = 443
-		}
-	}
+	host, port := urlHostPort(req.URL)
 	full := req.URL.String()
 	if req.URL.RawQuery != "" || req.URL.User != nil {
 		u := *req.URL

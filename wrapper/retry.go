@@ -181,7 +181,10 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 			}
 		}
 		x := &exchange{op: o.name, id: o.id, stream: o.stream, download: o.download, resend: n - 1}
-		sent := time.Now()
+		var sent time.Time // a submit's attempts are the window the history is searched in
+		if o.submit {
+			sent = time.Now()
+		}
 		err := try(x.begin(ctx, s.idle), x)
 		if err == nil {
 			if !o.stream {

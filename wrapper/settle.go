@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/endpoint"
 )
 
 // Settling a lost submit. fal has no idempotency key: when a submit's
@@ -228,7 +229,7 @@ func (c *Client) searchHistory(ctx context.Context, s *settings, ls *lostSubmit)
 	ls.truncated = false
 	expand := gen.ListRequestsByEndpointParamsExpandPayloads
 	since := ls.since
-	params := gen.ListRequestsByEndpointParams{EndpointID: endpointID(), Start: &since, Expand: &expand}
+	params := gen.ListRequestsByEndpointParams{EndpointID: endpoint.ID(), Start: &since, Expand: &expand}
 	for page := 0; page < settlePages; page++ {
 		from, to := ls.first.Add(ls.offset-settleSkew), ls.last.Add(ls.offset+settleSkew)
 		limit := ls.limit
@@ -293,16 +294,6 @@ func (c *Client) searchHistory(ctx context.Context, s *settings, ls *lostSubmit)
 	}
 	ls.truncated = true
 	return nil, nil
-}
-
-// endpointID is the model's endpoint id, as the history names it: the
-// submit path of the spec without its leading slash.
-func endpointID() string {
-	req, err := gen.NewSubmitRequestWithBody("http://h", nil, "application/json", nil)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimPrefix(req.URL.Path, "/")
 }
 
 // bodyDigest is the canonical digest of a JSON body (see rawDigest).

@@ -45,6 +45,7 @@ func (c *Client) Wait(ctx context.Context, requestID string, opts ...Option) (*R
 	if err != nil {
 		return nil, err
 	}
+	c.known.add(requestID, time.Now()) // never the job of another lost submit
 	ctx, end := c.startJob(ctx, JobStart{Call: "wait", RequestID: requestID})
 	res, err := c.wait(ctx, s, requestID)
 	end(requestID, res, err)
@@ -65,6 +66,7 @@ func (c *Client) Updates(ctx context.Context, requestID string, opts ...Option) 
 			yield(Status{}, err)
 			return
 		}
+		c.known.add(requestID, time.Now()) // never the job of another lost submit
 		last, err := c.watch(ctx, s, requestID, true, func(st Status) bool { return yield(st, nil) })
 		if err != nil && !errors.Is(err, errStopped) {
 			yield(Status{}, &JobError{RequestID: requestID, Status: last.Status, Err: err})
@@ -139,7 +141,6 @@ func (w *watcher) observe(st Status) bool {
 // watch follows the job until it ends, in the given mode, and returns the
 // last status seen.
 func (c *Client) watch(ctx context.Context, s *settings, id string, withLogs bool, emit func(Status) bool) (Status, error) {
-	c.known.add(id, time.Now()) // never the job of another lost submit
 	mode := s.mode
 	w := &watcher{c: c, s: s, id: id, withLogs: withLogs, emit: emit, ctx: ctx}
 	if mode == StatusPoll {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/endpoint"
 )
 
 // WithoutHistory answers the request history with 404, as the aggregator
@@ -37,16 +38,6 @@ func rootPaths() []string {
 	return out
 }
 
-// endpointID is the model's endpoint id: its submit path without the
-// leading slash.
-func endpointID() string {
-	req, err := gen.NewSubmitRequestWithBody("http://h", nil, "application/json", nil)
-	if err != nil {
-		panic(err)
-	}
-	return strings.TrimPrefix(req.URL.Path, "/")
-}
-
 // ListRequestsByEndpoint serves the request history: the jobs that have
 // ended, newest first, filtered as the query asks, with json_input as
 // received (expand=payloads) unless the submit said X-Fal-Store-IO: 0.
@@ -62,7 +53,7 @@ func (s *Server) history(x *exchange, p gen.ListRequestsByEndpointParams) answer
 		return platformError(http.StatusBadRequest, bad[0].Field+": "+bad[0].Message)
 	}
 	page := gen.RequestHistory{Items: []gen.RequestHistoryItem{}}
-	endpoint := endpointID()
+	endpoint := endpoint.ID()
 	if !slices.Contains(strings.Split(p.EndpointID, ","), endpoint) {
 		return jsonAnswer(http.StatusOK, page)
 	}
