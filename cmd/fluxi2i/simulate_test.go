@@ -97,15 +97,7 @@ func startCommand(t *testing.T, args ...string) (string, *syncBuffer) {
 		cancel()
 		assert.Equal(t, 0, <-done, errb.String())
 	})
-	re := regexp.MustCompile(`http://(127\.0\.0\.1:\d+)`)
-	for range 200 {
-		if m := re.FindStringSubmatch(errb.String()); m != nil {
-			return "http://" + m[1], &errb
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%v did not start: %s", args, errb.String())
-	return "", nil
+	return waitFor(t, &errb), &errb
 }
 
 // `fluxi2i simulate --webhooks` delivers signed webhooks that verify
