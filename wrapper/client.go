@@ -13,8 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/fluxi2i/fluxi2i/gen"
 )
 
 // Version is the library version sent in the User-Agent.
@@ -42,14 +40,16 @@ var ErrNoCredentials = errors.New("fluxi2i: no API key: use WithAPIKey, WithBear
 // Client talks to the queue of fal-ai/flux-1/dev/image-to-image. It is safe
 // for concurrent use; construct it once.
 type Client struct {
-	set         settings                 // the client's defaults; calls copy them
-	api         *gen.ClientWithResponses // builds every request from the spec
-	server      string                   // the base URL as a string
-	queue       *http.Client             // API calls: bound to the configured origin
-	download    *http.Client             // images: the caller's client as given, never with the key
-	streamSlots chan struct{}            // one token per open status stream
-	paused      sync.Map                 // op name -> *atomic.Int64: unix nanoseconds until which that operation waits (a 429)
-	hist        *gen.ClientWithResponses // the request history, on its own origin
+	set         settings      // the client's defaults; calls copy them
+	server      string        // the base URL as a string
+	apiServer   string        // the base URL, as gen's request builders take it (with a final slash)
+	histServer  string        // the request history's origin, likewise
+	apiRoute    route         // API calls: bound to the configured origins, with the key
+	proxyRoute  route         // the proxy's forwards: likewise, uncapped (the proxy caps)
+	dlOnce      sync.Once     // makes dlRoute
+	dlRoute     route         // images: guarded (download.go), never with the key
+	streamSlots chan struct{} // one token per open status stream
+	paused      sync.Map      // op name -> *atomic.Int64: unix nanoseconds until which that operation waits (a 429)
 	histOrigin  *url.URL
 	storeOrigin *url.URL               // fal's storage, for the proxy's upload initiates
 	histDown    atomic.Pointer[string] // why the history cannot be used, once known for good
@@ -106,25 +106,14 @@ func New(opts ...Option) (*Client, error) {
 	c := &Client{
 		set:         s,
 		server:      s.base.String(),
-		download:    s.hc,
 		histOrigin:  historyOrigin(s.base, s.history),
 		storeOrigin: storageOrigin(s.base),
 		streamSlots: make(chan struct{}, s.maxStreams),
 	}
-	c.queue = originBound(s.hc, s.base, c.histOrigin, c.storeOrigin)
-	api, err := gen.NewClientWithResponses(c.server,
-		gen.WithHTTPClient(sender{c}),
-		gen.WithRequestEditorFn(c.authorize))
-	if err != nil {
-		return nil, fmt.Errorf("fluxi2i: base URL: %w", err)
-	}
-	hist, err := gen.NewClientWithResponses(c.histOrigin.String(),
-		gen.WithHTTPClient(sender{c}),
-		gen.WithRequestEditorFn(c.authorize))
-	if err != nil {
-		return nil, fmt.Errorf("fluxi2i: history URL: %w", err)
-	}
-	c.api, c.hist = api, hist
+	c.apiServer, c.histServer = c.server+"/", c.histOrigin.String()+"/"
+	queue := originBound(s.hc, s.base, c.histOrigin, c.storeOrigin)
+	c.apiRoute = route{hc: queue, auth: true, capped: true, paced: true}
+	c.proxyRoute = route{hc: queue, auth: true}
 	return c, nil
 }
 

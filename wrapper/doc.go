@@ -74,6 +74,24 @@
 // Stats().FailingSince and Failing say since when requests keep failing,
 // and how; a retry that persists past the budget logs at warn level once.
 //
+// # The send path
+//
+// One function sends every request the client makes (queue calls, the
+// status stream, the request history, image downloads, and package proxy's
+// forwards): it attaches the credential for a configured origin, arms the
+// idle limit, tells the Observer, and hands back the answer with a body
+// whose Close ends the attempt (an answer body is capped at
+// WithMaxResponseBytes, and a read that fails is a failed attempt). One
+// loop runs the attempts of an operation, deciding each retry by a pure
+// classification of the attempt's outcome and a pure delay (Retry-After or
+// the backoff); the attempt's state is a value that loop owns. gen builds
+// every API request from the spec and parses every answer; a non-2xx
+// answer becomes an *APIError in one place before a parser sees it. The
+// status stream is an attempt like any other: in StatusStream a broken
+// stream is retried (its budget starts afresh after a stream that
+// delivered events); in StatusAuto its first failure hands the job to
+// polling.
+//
 // # Errors
 //
 // Non-2xx answers are *APIError values (status code, request id,
@@ -92,8 +110,8 @@
 // request history's (https://api.fal.ai for fal's queue) and fal's
 // storage's (https://rest.fal.ai for fal's queue, used by package proxy
 // for a browser's upload initiates); for any other base URL the last two
-// are its own origin. The request editor that attaches the key checks the
-// origin itself, redirects off those origins are not followed, and image
+// are its own origin. The send path checks the origin where it attaches
+// the key, redirects off those origins are not followed, and image
 // downloads never carry it. The key never appears in errors, logs or
 // String.
 //

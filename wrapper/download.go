@@ -22,7 +22,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"weak"
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/media"
@@ -42,35 +41,59 @@ import (
 // a retry, when the answer's Content-Type is not an image type, or the
 // bytes are not an image or not of the type the output declares.
 func (c *Client) OpenImage(ctx context.Context, img gen.Image) (io.ReadCloser, string, error) {
-	var rc io.ReadCloser
-	_, err := c.do(ctx, &c.set, op{name: "download", stream: true, download: true}, func(ctx context.Context, x *exchange) error {
+	var im *openedImage
+	_, err := c.do(ctx, &c.set, op{name: "download", via: c.downloads()}, func(ctx context.Context, a *attempt) error {
 		var err error
-		rc, err = c.openImage(ctx, img)
+		im, err = c.openImage(ctx, a, img)
 		return err
 	})
 	if err != nil {
 		return nil, "", err
 	}
-	br := bufio.NewReaderSize(rc, 512)
-	head, _ := br.Peek(512)
-	sniffed, ok := SniffImage(head)
-	if !ok {
-		rc.Close()
-		return nil, "", ErrNotAnImage
-	}
-	if declared := deref(img.ContentType); declared != "" && !sameImageType(declared, sniffed) {
-		rc.Close()
-		return nil, "", fmt.Errorf("fluxi2i: the output declares %.40q but the bytes are %s", declared, sniffed)
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{br, rc}, sniffed, nil
+	return im, im.typ, nil
 }
 
-// openImage is one attempt at opening an image; the context carries the
-// exchange for the send path.
-func (c *Client) openImage(ctx context.Context, img gen.Image) (io.ReadCloser, error) {
+// openedImage is an image being read, of the type its first bytes show.
+type openedImage struct {
+	*bufio.Reader
+	io.Closer
+	typ string
+}
+
+// openImage is one attempt at opening img, for OpenImage and SaveImages
+// alike: its bytes must begin as an image of the type the output declares.
+// A body that breaks before its first bytes are in is a failed attempt
+// (retried); bytes that are not an image, or not the type declared, are
+// a permanent failure.
+func (c *Client) openImage(ctx context.Context, a *attempt, img gen.Image) (*openedImage, error) {
+	rc, err := c.fetchImage(ctx, a, img)
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(rc, 512)
+	head, perr := br.Peek(512)
+	typ, ok := media.Sniff(head)
+	switch {
+	case !ok && perr != nil && perr != io.EOF:
+		err = perr // a broken body (a *sendError): try again
+	case !ok:
+		err = permanent{ErrNotAnImage} // what the server sent is not an image
+	default:
+		if declared := deref(img.ContentType); declared != "" && !sameImageType(declared, typ) {
+			err = permanent{fmt.Errorf("fluxi2i: the output declares %.40q but the bytes are %s", declared, typ)}
+		}
+	}
+	if err != nil {
+		a.err = err
+		rc.Close()
+		return nil, err
+	}
+	return &openedImage{Reader: br, Closer: rc, typ: typ}, nil
+}
+
+// fetchImage opens img's bytes: a data URI's at once (nothing is sent),
+// an http(s) URL's through the send path as the attempt a.
+func (c *Client) fetchImage(ctx context.Context, a *attempt, img gen.Image) (io.ReadCloser, error) {
 	switch {
 	case media.IsDataURI(img.URL):
 		d, err := media.ParseDataURI(img.URL)
@@ -86,48 +109,40 @@ func (c *Client) openImage(ctx context.Context, img gen.Image) (io.ReadCloser, e
 		}
 		return io.NopCloser(bytes.NewReader(data)), nil
 	case hasHTTPScheme(img.URL):
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, img.URL, nil)
+		req, err := http.NewRequest(http.MethodGet, img.URL, nil)
 		if err != nil {
 			return nil, fmt.Errorf("fluxi2i: image url: %w", err)
 		}
 		if err := checkDownloadURL(req.URL, c.set.base.Hostname()); err != nil {
 			return nil, err
 		}
-		req.Header.Set("User-Agent", c.set.userAgent) // and never Authorization
-		resp, err := sender{c.downloader()}.Do(req)
+		resp, err := c.send(ctx, a, req)
 		var refused *downloadRefused
 		if errors.As(err, &refused) {
-			return nil, final(ctx, refused) // the rule, not a failure
+			return nil, permanent{refused} // the rule, not a failure
 		}
 		if err != nil {
 			return nil, err
 		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			return nil, &APIError{Op: "download", StatusCode: resp.StatusCode, Detail: "from " + req.URL.Host}
+		if err := checkAnswer(a, resp); err != nil {
+			return nil, err
 		}
-		if ct := resp.Header.Get("Content-Type"); !imageContentType(ct) {
-			resp.Body.Close()
-			return nil, final(ctx, fmt.Errorf("%w: the answer from %s declares %.40q", ErrNotAnImage, req.URL.Host, ct))
+		switch ct := resp.Header.Get("Content-Type"); {
+		case resp.StatusCode != http.StatusOK:
+			err = &APIError{Op: "download", StatusCode: resp.StatusCode, Detail: "from " + req.URL.Host}
+		case !imageContentType(ct):
+			err = permanent{fmt.Errorf("%w: the answer from %s declares %.40q", ErrNotAnImage, req.URL.Host, ct)}
+		case resp.ContentLength > c.set.maxBody:
+			err = &tooLargeError{c.set.maxBody}
 		}
-		if resp.ContentLength > c.set.maxBody {
+		if err != nil {
+			a.err = err
 			resp.Body.Close()
-			return nil, &tooLargeError{c.set.maxBody}
+			return nil, err
 		}
-		return &limitedBody{r: io.LimitReader(resp.Body, c.set.maxBody+1), c: resp.Body, limit: c.set.maxBody}, nil
+		return resp.Body, nil
 	}
 	return nil, fmt.Errorf("fluxi2i: image url %.40q is neither http(s) nor a data URI", img.URL)
-}
-
-// final marks err, an attempt's failure that another attempt cannot mend
-// (a refused target, what the server sent is not the image it declared),
-// as permanent: it is not about the answer's status, which the retry loop
-// would read as a broken 2xx.
-func final(ctx context.Context, err error) error {
-	if x, ok := ctx.Value(exchangeKey{}).(*exchange); ok {
-		x.status, x.header = 0, nil
-	}
-	return err
 }
 
 // imageContentType reports a Content-Type an image may come with: none, an
@@ -181,26 +196,19 @@ func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix st
 	var paths []string
 	for i, img := range out.Images {
 		var path string
-		_, err := c.do(ctx, &c.set, op{name: "download", id: prefix, stream: true, download: true}, func(ctx context.Context, x *exchange) error {
-			rc, err := c.openImage(ctx, img)
+		_, err := c.do(ctx, &c.set, op{name: "download", id: prefix, via: c.downloads()}, func(ctx context.Context, a *attempt) error {
+			im, err := c.openImage(ctx, a, img)
 			if err != nil {
 				return err
 			}
-			defer rc.Close()
-			br := bufio.NewReaderSize(rc, 512)
-			head, perr := br.Peek(512)
-			typ, ok := SniffImage(head)
-			if !ok {
-				if x.started && perr != nil && perr != io.EOF {
-					return &sendError{op: "download", id: prefix, sent: true, err: perr} // a broken body: try again
-				}
-				return final(ctx, ErrNotAnImage) // what the server sent is not an image
+			defer im.Close()
+			path = filepath.Join(dir, prefix+"-"+strconv.Itoa(i)+"."+media.Extension(im.typ))
+			err = writeAtomic(path, im)
+			var se *sendError
+			if err != nil && !errors.As(err, &se) {
+				err = permanent{err} // the file, not the download, failed
 			}
-			if declared := deref(img.ContentType); declared != "" && !sameImageType(declared, typ) {
-				return final(ctx, fmt.Errorf("fluxi2i: the output declares %.40q but the bytes are %s", declared, typ))
-			}
-			path = filepath.Join(dir, prefix+"-"+strconv.Itoa(i)+"."+media.Extension(typ))
-			return writeAtomic(path, br, prefix)
+			return err
 		})
 		if err != nil {
 			return paths, fmt.Errorf("image %d: %w", i, err)
@@ -210,22 +218,9 @@ func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix st
 	return paths, nil
 }
 
-// readError marks a failure to read the download, as opposed to one to
-// write the file: the former is retried.
-type readError struct{ r io.Reader }
-
-func (r readError) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	var tooBig *tooLargeError
-	if err != nil && err != io.EOF && !errors.As(err, &tooBig) {
-		err = &sendError{op: "download", sent: true, err: err}
-	}
-	return n, err
-}
-
 // writeAtomic writes r to path through a synced temporary file in the same
 // directory, renamed into place.
-func writeAtomic(path string, r io.Reader, id string) error {
+func writeAtomic(path string, r io.Reader) error {
 	dir := filepath.Dir(path)
 	if rel, err := filepath.Rel(dir, path); err != nil || rel != filepath.Base(path) {
 		return fmt.Errorf("fluxi2i: %s is not in %s", path, dir)
@@ -239,12 +234,8 @@ func writeAtomic(path string, r io.Reader, id string) error {
 		tmp.Close()
 		return err
 	}
-	if _, err := io.Copy(tmp, readError{r}); err != nil {
+	if _, err := io.Copy(tmp, r); err != nil {
 		tmp.Close()
-		var se *sendError
-		if errors.As(err, &se) {
-			se.id = id
-		}
 		return err
 	}
 	if err := tmp.Sync(); err != nil {
@@ -264,25 +255,6 @@ func writeAtomic(path string, r io.Reader, id string) error {
 	}
 	return nil
 }
-
-// limitedBody fails a read past limit bytes.
-type limitedBody struct {
-	r     io.Reader
-	c     io.Closer
-	limit int64
-	n     int64
-}
-
-func (b *limitedBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	b.n += int64(n)
-	if b.n > b.limit {
-		return 0, &tooLargeError{b.limit}
-	}
-	return n, err
-}
-
-func (b *limitedBody) Close() error { return b.c.Close() }
 
 // Where downloads may go. An output names its image URLs, so a hostile or
 // intercepted API server could name any address; a download is let through
@@ -319,27 +291,15 @@ func (e *downloadRefused) Error() string {
 	return fmt.Sprintf("fluxi2i: refusing to download an image from %.80q: %s (images come over https from public addresses, or from the base URL's own local host)", e.host, e.why)
 }
 
-// downloaders holds each Client's guarded download path, made once and
-// dropped with the Client.
-var downloaders sync.Map // weak.Pointer[Client] -> *Client
-
-// downloader is c's download path: a Client sharing c's settings whose
-// download client applies the rule above.
-func (c *Client) downloader() *Client {
-	k := weak.Make(c)
-	if v, ok := downloaders.Load(k); ok {
-		return v.(*Client)
-	}
-	d := &Client{set: c.set, download: guardDownloads(c.download, c.set.base)}
-	v, loaded := downloaders.LoadOrStore(k, d)
-	if !loaded {
-		runtime.AddCleanup(c, func(k weak.Pointer[Client]) {
-			if v, ok := downloaders.LoadAndDelete(k); ok {
-				v.(*Client).download.CloseIdleConnections()
-			}
-		}, k)
-	}
-	return v.(*Client)
+// downloads is c's route for images: c's HTTP client guarded by the rule
+// above, made once; its idle connections are closed when c is dropped.
+func (c *Client) downloads() *route {
+	c.dlOnce.Do(func() {
+		hc := guardDownloads(c.set.hc, c.set.base)
+		c.dlRoute = route{hc: hc, capped: true}
+		runtime.AddCleanup(c, func(hc *http.Client) { hc.CloseIdleConnections() }, hc)
+	})
+	return &c.dlRoute
 }
 
 // guardDownloads returns a copy of hc whose connections and redirects

@@ -18,22 +18,11 @@ func (f forwarder) Server() string { return f.c.server }
 
 func (f forwarder) StorageServer() string { return f.c.storeOrigin.String() }
 
+// Forward sends the proxy's request through the send path as one attempt,
+// with the credential and the idle limit; the answer, whatever its status,
+// is the proxy's to relay (it caps what it reads), and closing its body
+// ends the attempt.
 func (f forwarder) Forward(req *http.Request) (*http.Response, error) {
-	c := f.c
-	x := &exchange{op: "proxy", stream: true}
-	req = req.WithContext(x.begin(req.Context(), c.set.idle))
-	if err := c.authorize(req.Context(), req); err != nil {
-		x.end()
-		return nil, err
-	}
-	resp, err := c.queue.Do(req)
-	if err != nil {
-		x.end()
-		if x.idle.fired.Load() {
-			err = errIdle
-		}
-		return nil, scrubURL(err)
-	}
-	resp.Body = &progressBody{ReadCloser: resp.Body, idle: x.idle, done: x.end}
-	return resp, nil
+	a := &attempt{op: "proxy", via: &f.c.proxyRoute}
+	return f.c.send(req.Context(), a, req)
 }

@@ -25,9 +25,9 @@ type Observer interface {
 	// StartRequest is called before each HTTP attempt; it may set headers
 	// of req (a traceparent). ctx is the job's, when the request is one.
 	StartRequest(ctx context.Context, req *http.Request, info RequestInfo) context.Context
-	// EndRequest is called when the attempt ends: its answer's headers
-	// came and, for a body handed over unread (the status stream, a
-	// download), when that body is closed.
+	// EndRequest is called when the attempt ends: when its answer's body
+	// is closed (read whole by the client, or, for OpenImage, closed by
+	// the caller), or when it failed before that.
 	EndRequest(ctx context.Context, end RequestEnd)
 }
 

@@ -83,81 +83,111 @@ func (c *Client) Submit(ctx context.Context, in gen.Input, opts ...Option) (*Que
 const imageMarker = "fluxi2i:streamed-image:7f3a9c"
 
 func (c *Client) submit(ctx context.Context, in gen.Input, s *settings) (*Queued, error) {
-	body, size, err := c.encode(in, s)
+	p, err := c.encode(in, s)
 	if err != nil {
 		return nil, err
 	}
-	return c.submitBody(ctx, body, size, s)
+	return c.submitBody(ctx, p, s)
 }
 
-// encode validates in and s's submit parameters and returns what makes
-// the submit's JSON body afresh for every attempt, and its size.
-func (c *Client) encode(in gen.Input, s *settings) (func() (io.ReadCloser, error), int64, error) {
+// payload is a submit's JSON body, made afresh for every attempt: whole,
+// or with the image streamed into it (open).
+type payload struct {
+	whole []byte
+	open  func() (io.ReadCloser, error)
+	size  int64
+}
+
+// reader returns the body from its first byte.
+func (p *payload) reader() (io.ReadCloser, error) {
+	if p.whole != nil {
+		return io.NopCloser(bytes.NewReader(p.whole)), nil
+	}
+	return p.open()
+}
+
+// encode validates in and s's submit parameters and returns the submit's
+// body.
+func (c *Client) encode(in gen.Input, s *settings) (*payload, error) {
 	in = normalize(in)
 	if s.image != nil {
 		in.ImageURL = s.image.prefix() // a valid, empty data URI of the sniffed type
 	}
-	if err := Validate(in); err != nil {
-		return nil, 0, err
+	if err := validate(in); err != nil {
+		return nil, err
 	}
 	if err := validateParams(&s.params); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	if s.image == nil {
 		body, err := json.Marshal(in)
 		if err != nil {
-			return nil, 0, fmt.Errorf("fluxi2i: encoding the input: %w", err)
+			return nil, fmt.Errorf("fluxi2i: encoding the input: %w", err)
 		}
-		return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }, int64(len(body)), nil
+		return &payload{whole: body, size: int64(len(body))}, nil
 	}
 	im := s.image
 	in.ImageURL = imageMarker
 	js, err := json.Marshal(in)
 	if err != nil {
-		return nil, 0, fmt.Errorf("fluxi2i: encoding the input: %w", err)
+		return nil, fmt.Errorf("fluxi2i: encoding the input: %w", err)
 	}
 	i := bytes.Index(js, []byte(`"`+imageMarker+`"`))
 	prefix := append(js[:i+1:i+1], im.prefix()...)
 	suffix := js[i+1+len(imageMarker):]
 	size := int64(len(prefix)) + int64(base64.StdEncoding.EncodedLen(int(im.size))) + int64(len(suffix))
-	return func() (io.ReadCloser, error) {
+	return &payload{size: size, open: func() (io.ReadCloser, error) {
 		src, err := im.open()
 		if err != nil {
 			return nil, fmt.Errorf("fluxi2i: opening the image: %w", err)
 		}
 		return &streamedBody{Reader: io.MultiReader(bytes.NewReader(prefix), &b64Reader{src: src}, bytes.NewReader(suffix)), src: src}, nil
-	}, size, nil
+	}}, nil
 }
 
-// submitBody sends a submit whose JSON body newBody produces afresh for
-// every attempt.
-func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, error), size int64, s *settings) (*Queued, error) {
+// submitBody sends the submit of body p.
+func (c *Client) submitBody(ctx context.Context, p *payload, s *settings) (*Queued, error) {
 	var q Queued
 	params := &s.params
 	if *params == (gen.SubmitParams{}) {
 		params = nil // no query or header parameter to build
 	}
-	sized := func(_ context.Context, req *http.Request) error {
-		req.ContentLength = size
-		req.GetBody = newBody
-		for k, vs := range s.headers {
-			req.Header[k] = vs
-		}
-		return nil
-	}
 	settle := func(ctx context.Context, first, last time.Time) error {
-		found, err := c.settle(ctx, s, &lostSubmit{body: newBody, size: size, first: first, last: last})
+		found, err := c.settle(ctx, s, &lostSubmit{body: p.reader, size: p.size, first: first, last: last})
 		if found != nil {
 			q = *found
 		}
 		return err
 	}
-	attempts, err := c.do(ctx, s, op{name: "submit", submit: true, settle: settle}, func(ctx context.Context, x *exchange) error {
-		body, err := newBody()
+	attempts, err := c.do(ctx, s, op{name: "submit", submit: true, settle: settle}, func(ctx context.Context, a *attempt) error {
+		var body io.Reader
+		if p.whole != nil {
+			body = bytes.NewReader(p.whole) // gen's request knows its length
+		} else {
+			rc, err := p.open()
+			if err != nil {
+				return err
+			}
+			body = rc
+		}
+		req, err := gen.NewSubmitRequestWithBody(c.apiServer, params, "application/json", body)
+		if err == nil {
+			if p.whole == nil {
+				// A streamed image: gen cannot know the length, nor make the
+				// body again (net/http does, on a connection that died unused).
+				req.ContentLength, req.GetBody = p.size, p.open
+			}
+			for k, vs := range s.headers {
+				req.Header[k] = vs
+			}
+		} else if rc, ok := body.(io.Closer); ok {
+			rc.Close()
+		}
+		resp, err := c.roundTrip(ctx, a, req, err)
 		if err != nil {
 			return err
 		}
-		r, err := c.api.SubmitWithBodyWithResponse(ctx, params, "application/json", body, sized)
+		r, err := gen.ParseSubmitResponse(resp)
 		if r != nil && r.JSON200 != nil && r.JSON200.RequestID != "" {
 			e := r.JSON200
 			q = Queued{RequestID: e.RequestID, QueuePosition: e.QueuePosition, Raw: r.Body}
@@ -165,7 +195,7 @@ func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, 
 		}
 		// Queued, but the answer is broken or cut short: the job exists
 		// when its id came in the header.
-		if id := x.header.Get("X-Fal-Request-Id"); id != "" && x.status >= 200 && x.status < 300 {
+		if id := a.header.Get("X-Fal-Request-Id"); id != "" {
 			q = Queued{RequestID: id}
 			if r != nil {
 				q.Raw = r.Body
@@ -173,7 +203,7 @@ func (c *Client) submitBody(ctx context.Context, newBody func() (io.ReadCloser, 
 			return nil
 		}
 		if err == nil {
-			err = fmt.Errorf("undecodable HTTP %d answer: no request_id", x.status)
+			err = fmt.Errorf("undecodable HTTP %d answer: no request_id", a.status)
 		}
 		return err
 	})
@@ -206,9 +236,14 @@ func (c *Client) status(ctx context.Context, s *settings, id string, withLogs bo
 	if withLogs {
 		params = &gen.GetStatusParams{Logs: &logsOn}
 	}
-	_, err := c.do(ctx, s, op{name: "status", id: id, persist: persist}, func(ctx context.Context, x *exchange) error {
+	_, err := c.do(ctx, s, op{name: "status", id: id, persist: persist}, func(ctx context.Context, a *attempt) error {
 		c.stats.polls.Add(1)
-		r, err := c.api.GetStatusWithResponse(ctx, id, params)
+		req, err := gen.NewGetStatusRequest(c.apiServer, id, params)
+		resp, err := c.roundTrip(ctx, a, req, err)
+		if err != nil {
+			return err
+		}
+		r, err := gen.ParseGetStatusResponse(resp)
 		if err != nil {
 			return err
 		}
@@ -217,9 +252,9 @@ func (c *Client) status(ctx context.Context, s *settings, id string, withLogs bo
 			qs = r.JSON202
 		}
 		if qs == nil || qs.Status == "" {
-			return fmt.Errorf("fluxi2i: status%s: undecodable HTTP %d answer", ofID(id), x.status)
+			return fmt.Errorf("fluxi2i: status%s: undecodable HTTP %d answer", ofID(id), a.status)
 		}
-		st = Status{QueueStatus: *qs, Raw: r.Body, retryAfter: retryAfter(x.header, time.Now())}
+		st = Status{QueueStatus: *qs, Raw: r.Body, retryAfter: retryAfter(a.header, time.Now())}
 		return nil
 	})
 	if err != nil {
@@ -240,13 +275,18 @@ func (c *Client) Result(ctx context.Context, requestID string) (*Result, error) 
 
 func (c *Client) result(ctx context.Context, s *settings, id string, persist persistence) (*Result, error) {
 	var res Result
-	_, err := c.do(ctx, s, op{name: "result", id: id, persist: persist}, func(ctx context.Context, x *exchange) error {
-		r, err := c.api.GetResultWithResponse(ctx, id)
+	_, err := c.do(ctx, s, op{name: "result", id: id, persist: persist}, func(ctx context.Context, a *attempt) error {
+		req, err := gen.NewGetResultRequest(c.apiServer, id)
+		resp, err := c.roundTrip(ctx, a, req, err)
+		if err != nil {
+			return err
+		}
+		r, err := gen.ParseGetResultResponse(resp)
 		if err != nil {
 			return err
 		}
 		if r.JSON200 == nil || r.JSON200.Images == nil {
-			return fmt.Errorf("fluxi2i: result%s: undecodable HTTP %d answer: no images", ofID(id), x.status)
+			return fmt.Errorf("fluxi2i: result%s: undecodable HTTP %d answer: no images", ofID(id), a.status)
 		}
 		res = Result{Output: *r.JSON200, RequestID: id}
 		if h := r.Headers200; h != nil && h.XFalBillableUnits != nil {
@@ -275,8 +315,13 @@ func (c *Client) Cancel(ctx context.Context, requestID string) error {
 }
 
 func (c *Client) cancel(ctx context.Context, s *settings, id string) error {
-	_, err := c.do(ctx, s, op{name: "cancel", id: id}, func(ctx context.Context, x *exchange) error {
-		r, err := c.api.CancelWithResponse(ctx, id)
+	_, err := c.do(ctx, s, op{name: "cancel", id: id}, func(ctx context.Context, a *attempt) error {
+		req, err := gen.NewCancelRequest(c.apiServer, id)
+		resp, err := c.roundTrip(ctx, a, req, err)
+		if err != nil {
+			return err
+		}
+		r, err := gen.ParseCancelResponse(resp)
 		switch {
 		case err != nil:
 			return err
@@ -286,9 +331,9 @@ func (c *Client) cancel(ctx context.Context, s *settings, id string) error {
 			return nil
 		case r.JSON200 != nil:
 			// A definite no, not worth retrying: wrapped so that it is not.
-			return &APIError{Op: "cancel", StatusCode: x.status, RequestID: id, Detail: "the queue did not accept the cancellation"}
+			return &APIError{Op: "cancel", StatusCode: a.status, RequestID: id, Detail: "the queue did not accept the cancellation"}
 		}
-		return fmt.Errorf("fluxi2i: cancel%s: undecodable HTTP %d answer", ofID(id), x.status)
+		return fmt.Errorf("fluxi2i: cancel%s: undecodable HTTP %d answer", ofID(id), a.status)
 	})
 	var apiErr *APIError
 	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusBadRequest && apiErr.Detail == "ALREADY_COMPLETED" {

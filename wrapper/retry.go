@@ -33,13 +33,17 @@ type outcome struct {
 //     deadline, never X-Fal-Retryable: false); ambiguous when retried,
 //     except 429 and 503, which turn the request away before any job;
 //   - a 2xx whose body could not be decoded: retried, ambiguous;
-//   - a request that could not be built: neither.
+//   - a permanent failure (a refused download, bytes that are not the
+//     image declared) or a request that could not be built: neither.
 func classify(o outcome) (retry, ambiguous bool) {
 	var se *sendError
 	var ae *APIError
 	var tooBig *tooLargeError
+	var perm permanent
 	switch {
 	case o.err == nil:
+		return false, false
+	case errors.As(o.err, &perm):
 		return false, false
 	case errors.As(o.err, &tooBig):
 		return false, true
@@ -87,16 +91,19 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 	return min(d, maxRetryAfter)
 }
 
-// attempt runs one try of an operation through the send path: it calls
-// gen with a context carrying x.
-type attempt func(ctx context.Context, x *exchange) error
+// try is one attempt at an operation: it builds the request with gen,
+// sends it as a (send, or roundTrip for an API call) and reads the answer,
+// closing every answer body it does not hand to its caller.
+type try func(ctx context.Context, a *attempt) error
 
-// op is one API operation for do.
+// op is one operation for do.
 type op struct {
 	name, id string
-	submit   bool // the paid POST: ambiguity is reported, atMostOnce honoured
-	stream   bool
-	download bool
+	via      *route // nil: an API call
+	submit   bool   // the paid POST: ambiguity is reported, atMostOnce honoured
+	// once makes the first failure final (a status stream in StatusAuto,
+	// which polling then replaces).
+	once bool
 	// persist keeps retrying past the retry budget, until the context
 	// ends, the failures it names (observing a job that exists).
 	persist persistence
@@ -159,7 +166,7 @@ func (p persistence) keepsTrying(out outcome) bool {
 // A submit's failure is a *SubmitError saying whether the job may exist;
 // a submit that may have queued its job is settled through the request
 // history (o.settle) before it is sent again or given up.
-func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attempts int, err error) {
+func (c *Client) do(ctx context.Context, s *settings, o op, run try) (attempts int, err error) {
 	unknown := false // some submit attempt may have queued the job
 	var first, last time.Time
 	var history error // why the history did not settle it
@@ -171,37 +178,38 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 	}
 	var prev outcome // the last plain 5xx of a finished job's result
 	repeats, plain, warned, resubmitWarned := 0, 0, false, false
+	spent := 0 // attempts against the retry budget: since the last that progressed
 	for n := 1; ; n++ {
 		if err := ctx.Err(); err != nil {
 			return fail(n-1, err) // nothing more was sent
 		}
-		if !o.download {
+		if o.via == nil || o.via.paced {
 			if err := c.waitPause(ctx, o.name); err != nil {
 				return fail(n-1, err)
 			}
 		}
-		x := &exchange{op: o.name, id: o.id, stream: o.stream, download: o.download, resend: n - 1}
+		a := &attempt{op: o.name, id: o.id, resend: n - 1, via: o.via}
 		var sent time.Time // a submit's attempts are the window the history is searched in
 		if o.submit {
 			sent = time.Now()
 		}
-		err := try(x.begin(ctx, s.idle), x)
+		err := run(ctx, a)
 		if err == nil {
-			if !o.stream {
-				x.end() // a streamed body ends the attempt when closed
-			}
 			c.health.ok()
 			return n, nil
 		}
-		x.err = err
-		x.end()
-		if !x.started { // never reached the wire
+		a.fail(err)
+		if !a.started { // never reached the wire
 			return fail(n-1, err)
 		}
-		out := outcome{err: err, status: x.status, header: x.header}
+		if a.progressed {
+			spent = 0
+		}
+		spent++
+		out := outcome{err: err, status: a.status, header: a.header}
 		retry, ambiguous := classify(out)
 		if retry {
-			c.health.failed(failureText(err, x.status), time.Now())
+			c.health.failed(failureText(err, a.status), time.Now())
 		}
 		if o.submit && ambiguous {
 			unknown = true // the server may have the body, whatever the context says
@@ -227,7 +235,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 			return fail(n, fmt.Errorf("%w (the last attempt: %v)", ctx.Err(), err))
 		case o.submit && s.atMostOnce && ambiguous:
 			return fail(n, err)
-		case !retry:
+		case !retry, o.once:
 			return fail(n, err)
 		case plain5xx:
 			// A plain 5xx of a finished job's result: the model's own
@@ -244,17 +252,17 @@ func (c *Client) do(ctx context.Context, s *settings, o op, try attempt) (attemp
 			if plain > s.retries && !warned {
 				warned = c.warnOnce(o, n, err)
 			}
-		case n > s.retries && !persist:
+		case spent > s.retries && !persist:
 			return fail(n, err)
-		case n > s.retries && !warned:
+		case spent > s.retries && !warned:
 			warned = c.warnOnce(o, n, err)
 		}
-		wait := retryDelay(out, min(n, 30), s.backoff, s.pollFirst, time.Now())
+		wait := retryDelay(out, min(spent, 30), s.backoff, s.pollFirst, time.Now())
 		if out.status == http.StatusTooManyRequests {
 			c.pause(o.name, wait) // the account's limit: every such call of this client waits
 		}
 		c.set.log.Debug("fluxi2i: retrying", "op", o.name, "request_id", o.id, "attempt", n+1, "wait", wait, "error", err)
-		c.event(ctx, JobEvent{Kind: EventRetry, RequestID: o.id, Op: o.name, Attempt: n + 1, Delay: wait, Reason: failureText(err, x.status)})
+		c.event(ctx, JobEvent{Kind: EventRetry, RequestID: o.id, Op: o.name, Attempt: n + 1, Delay: wait, Reason: failureText(err, a.status)})
 		if err := sleep(ctx, wait); err != nil {
 			return fail(n, err)
 		}

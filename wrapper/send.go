@@ -8,89 +8,168 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// The one send path. gen builds every API request from the spec
-// (ClientWithResponses), c.authorize is its request editor, and sender is
-// its HTTP doer: the idle limit, the response size limit and the error
-// funnel (every non-2xx answer becomes an *APIError before gen sees it) are
-// here, for queue calls, the status stream and image downloads alike. The
-// retry loop (retry.go) drives attempts through it.
+// The one send path.
+//
+// send sends every request the client makes: API calls, the status
+// stream, image downloads and the proxy's forwards. Each is one attempt,
+// whose state is an *attempt value owned by whoever makes it (the retry
+// loop, do, for all but the proxy's forwards): no state travels in the
+// context. send hands back the answer whatever its status, with a body
+// that ends the attempt when closed (gen's parsers close it when they have
+// read it); a failure to send ends it at once. checkAnswer is the funnel:
+// a non-2xx answer becomes an *APIError. gen builds every API request
+// (its New…Request builders, from the spec) and parses every answer (its
+// Parse…Response parsers); roundTrip joins the two for an API call.
 
-// exchange describes one attempt to sender and records what came back.
-// It is the attempt's context, so it travels with the request.
-type exchange struct {
-	context.Context
+// route is where an attempt's request goes, and how.
+type route struct {
+	hc     *http.Client
+	auth   bool // attach the credential (authorize: to a configured origin only)
+	capped bool // the answer's body is capped at WithMaxResponseBytes
+	paced  bool // the account's 429 pauses apply (API calls)
+}
 
-	op, id   string
-	stream   bool // hand the body over unread (status stream, downloads)
-	download bool // not an API call: no origin binding, never the key
+// attempt is one try of one request. The loop that makes it owns it; send
+// fills in what came back.
+type attempt struct {
+	op, id string
+	resend int    // attempts of the same request before this one
+	via    *route // nil: an API call
 
-	started bool        // sender was reached: the request was built
-	header  http.Header // the answer's headers, when one came
+	started bool        // send was reached: the request was built
 	status  int         // the answer's status code, 0 when none came
+	header  http.Header // the answer's headers, when one came
+	err     error       // the attempt's failure, as the observer hears it
+	// progressed is set by an attempt that delivered something before it
+	// failed (a status stream's events): the retry budget starts afresh.
+	progressed bool
 
-	idle   *idleTimer         // cancels the attempt when it stalls
 	cancel context.CancelFunc // ends the attempt's context
-	timer  idleTimer          // idle's storage: one allocation less
-	body   progressBody       // the answer's body wrapper, likewise
-
-	resend  int             // attempts of the same request before this one
-	err     error           // the attempt's failure, for the observer
-	obs     Observer        // set once the observer saw the request start
-	obsCtx  context.Context // what StartRequest returned
-	endOnce sync.Once
+	idle   idleTimer          // cancels the attempt when it stalls
+	body   answerBody         // the answer's body wrapper (storage)
+	ended  atomic.Bool
+	obs    Observer        // set once the observer saw the request start
+	obsCtx context.Context // what StartRequest returned
 }
 
-type exchangeKey struct{}
-
-// begin derives the attempt's context from ctx: it carries x, and ends
-// when the attempt makes no progress for d (the cause is then errIdle) or
-// when x.end is called.
-func (x *exchange) begin(ctx context.Context, d time.Duration) context.Context {
-	x.Context, x.cancel = context.WithCancel(ctx)
-	x.timer.d, x.timer.cancel = d, x.cancel
-	x.timer.t = time.AfterFunc(d, x.timer.fire)
-	x.idle = &x.timer
-	return x
-}
-
-// Value finds x itself under exchangeKey.
-func (x *exchange) Value(key any) any {
-	if key == (exchangeKey{}) {
-		return x
+// end ends the attempt once: it stops the idle timer, ends the attempt's
+// context and tells the observer, with a.err.
+func (a *attempt) end() {
+	if !a.started || !a.ended.CompareAndSwap(false, true) {
+		return
 	}
-	return x.Context.Value(key)
-}
-
-// end stops the idle timer and ends the attempt's context, and tells the
-// observer once.
-func (x *exchange) end() {
-	x.idle.stop()
-	x.cancel()
-	if x.obs != nil {
-		x.endOnce.Do(func() { x.obs.EndRequest(x.obsCtx, RequestEnd{Op: x.op, StatusCode: x.status, Err: x.err}) })
+	a.idle.stop()
+	a.cancel()
+	if a.obs != nil {
+		a.obs.EndRequest(a.obsCtx, RequestEnd{Op: a.op, StatusCode: a.status, Err: a.err})
 	}
 }
 
-// authorize is gen's request editor: the User-Agent, and the credential,
-// only for a request to the configured origin; checked here, where the key
-// is attached.
-func (c *Client) authorize(_ context.Context, req *http.Request) error {
+// fail ends the attempt with err, unless it has already ended.
+func (a *attempt) fail(err error) {
+	if !a.ended.Load() {
+		a.err = err
+		a.end()
+	}
+}
+
+// send sends req as the attempt a: the request's context ends when ctx
+// does, when the attempt makes no progress for the idle limit (the cause
+// is then errIdle) or when the attempt ends.
+func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http.Response, error) {
+	via := a.via
+	if via == nil {
+		via = &c.apiRoute
+	}
+	a.started = true
+	ctx, a.cancel = context.WithCancel(ctx)
+	a.idle.start(c.set.idle, a.cancel)
+	if via.auth {
+		c.authorize(req)
+	} else {
+		req.Header.Set("User-Agent", c.set.userAgent) // and never the credential
+		req.Header.Del("Authorization")
+	}
+	if o := c.set.observer; o != nil {
+		a.obsCtx = o.StartRequest(ctx, req, RequestInfo{Op: a.op, RequestID: a.id, Resend: a.resend})
+		a.obs = o
+	}
+	req = req.WithContext(ctx)
+	if req.Body != nil && req.Body != http.NoBody {
+		req.Body = &sentBody{ReadCloser: req.Body, idle: &a.idle}
+	}
+	resp, err := via.hc.Do(req)
+	if err != nil {
+		if a.idle.fired.Load() {
+			err = errIdle
+		}
+		err = &sendError{op: a.op, id: a.id, sent: !notSent(err), err: scrubURL(err)}
+		a.fail(err)
+		return nil, err
+	}
+	a.status, a.header = resp.StatusCode, resp.Header
+	a.body = answerBody{ReadCloser: resp.Body, a: a}
+	if via.capped {
+		a.body.limit = c.set.maxBody
+	}
+	resp.Body = &a.body
+	return resp, nil
+}
+
+// maxErrorBody caps an error answer's body, read for its message.
+const maxErrorBody = 1 << 20
+
+// checkAnswer is the funnel: a non-2xx answer is read (for its message,
+// capped), closed and returned as an *APIError; a 2xx one is left to its
+// reader.
+func checkAnswer(a *attempt, resp *http.Response) error {
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	if a.body.limit <= 0 || a.body.limit > maxErrorBody {
+		a.body.limit = maxErrorBody
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = apiError(a.op, a.id, resp, b)
+	}
+	a.err = err
+	resp.Body.Close()
+	return err
+}
+
+// roundTrip sends the API request gen built (berr is the builder's error)
+// as the attempt a, through the funnel: it returns a 2xx answer for gen's
+// parser to read.
+func (c *Client) roundTrip(ctx context.Context, a *attempt, req *http.Request, berr error) (*http.Response, error) {
+	if berr != nil {
+		return nil, fmt.Errorf("fluxi2i: %s%s: building the request: %w", a.op, ofID(a.id), berr)
+	}
+	resp, err := c.send(ctx, a, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAnswer(a, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// authorize sets the User-Agent and the credential, the latter only for a
+// request to a configured origin (checked here, where the key is attached;
+// the origin guard checks it again on every hop).
+func (c *Client) authorize(req *http.Request) {
 	req.Header.Set("User-Agent", c.set.userAgent)
 	if sameOrigin(req.URL, c.set.base) || sameOrigin(req.URL, c.histOrigin) || sameOrigin(req.URL, c.storeOrigin) {
 		req.Header.Set("Authorization", c.set.auth.header())
 	} else {
 		req.Header.Del("Authorization")
 	}
-	return nil
 }
-
-// sender is the HTTP doer gen's client sends through.
-type sender struct{ c *Client }
 
 // sendError is an attempt that got no complete answer: a transport
 // failure, an idle timeout, a body cut short. sent tells that the request
@@ -106,66 +185,17 @@ func (e *sendError) Error() string {
 }
 func (e *sendError) Unwrap() error { return e.err }
 
+// permanent marks an attempt's failure that another attempt cannot mend
+// although an answer came (a refused download target, bytes that are not
+// the image they were declared to be, a consumer that stopped listening):
+// classify never retries it.
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
 // errIdle is the cause of an attempt that made no progress for the idle
 // limit (WithIdleTimeout); it is retried like any timeout.
 var errIdle = errors.New("no progress within the idle limit")
-
-// Do sends req: the exchange in its context says how.
-func (s sender) Do(req *http.Request) (*http.Response, error) {
-	c := s.c
-	x, ok := req.Context().Value(exchangeKey{}).(*exchange)
-	if !ok { // every call goes through do or the stream, which set one
-		return nil, errors.New("fluxi2i: internal error: a request sent outside an attempt")
-	}
-	x.started = true
-	if o := c.set.observer; o != nil {
-		x.obsCtx = o.StartRequest(x.Context, req, RequestInfo{Op: x.op, RequestID: x.id, Resend: x.resend})
-		x.obs = o
-	}
-	idle := x.idle
-	if req.Body != nil && req.Body != http.NoBody {
-		req.Body = &progressBody{ReadCloser: req.Body, idle: idle}
-	}
-	hc := c.queue
-	if x.download {
-		hc = c.download
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		if idle.fired.Load() {
-			err = errIdle
-		}
-		return nil, &sendError{op: x.op, id: x.id, sent: !notSent(err), err: scrubURL(err)}
-	}
-	x.status, x.header = resp.StatusCode, resp.Header
-	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		// An error body is for reading, not for holding.
-		b, rerr := readLimited(&progressBody{ReadCloser: resp.Body, idle: idle}, min(c.set.maxBody, 1<<20))
-		resp.Body.Close()
-		if rerr != nil {
-			return nil, bodyError(x, resp.StatusCode, rerr)
-		}
-		return nil, apiError(x.op, x.id, resp, b)
-	}
-	if x.stream {
-		resp.Body = &progressBody{ReadCloser: resp.Body, idle: idle, done: x.end}
-		return resp, nil
-	}
-	// gen's parser reads the body: through the size limit, with a failure
-	// to read it marked as one (retried), not as undecodable JSON.
-	x.body = progressBody{ReadCloser: resp.Body, idle: idle, x: x, limit: c.set.maxBody}
-	resp.Body = &x.body
-	return resp, nil
-}
-
-// bodyError is a 2xx or error body that could not be read whole.
-func bodyError(x *exchange, status int, err error) error {
-	var tooBig *tooLargeError
-	if errors.As(err, &tooBig) {
-		return &sendError{op: x.op, id: x.id, sent: true, err: err}
-	}
-	return &sendError{op: x.op, id: x.id, sent: true, err: fmt.Errorf("reading the HTTP %d answer: %w", status, err)}
-}
 
 // idleTimer cancels an attempt that makes no progress for d.
 type idleTimer struct {
@@ -173,6 +203,11 @@ type idleTimer struct {
 	t      *time.Timer
 	fired  atomic.Bool
 	cancel context.CancelFunc
+}
+
+func (i *idleTimer) start(d time.Duration, cancel context.CancelFunc) {
+	i.d, i.cancel = d, cancel
+	i.t = time.AfterFunc(d, i.fire)
 }
 
 func (i *idleTimer) fire() {
@@ -183,44 +218,54 @@ func (i *idleTimer) fire() {
 func (i *idleTimer) reset() { i.t.Reset(i.d) }
 func (i *idleTimer) stop()  { i.t.Stop() }
 
-// progressBody resets the idle timer on every read that moves bytes; with
-// done set (a body handed over unread), closing it ends the attempt. With a limit, it fails past
-// limit bytes and reports a failed read as a *sendError of x.
-type progressBody struct {
+// sentBody is a request body: every read that moves bytes resets the idle
+// timer.
+type sentBody struct {
 	io.ReadCloser
-	idle  *idleTimer
-	done  func()
-	once  sync.Once
-	x     *exchange
-	limit int64
-	n     int64
+	idle *idleTimer
 }
 
-func (b *progressBody) Read(p []byte) (int, error) {
+func (b *sentBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
 		b.idle.reset()
 	}
-	if err != nil && err != io.EOF && b.idle.fired.Load() {
-		err = errIdle
+	return n, err
+}
+
+// answerBody is an answer's body: every read that moves bytes resets the
+// idle timer; a read past limit bytes (when limit > 0) fails with a
+// *tooLargeError, and a failed read is a *sendError of the attempt (the
+// answer was cut short: retried, not taken for undecodable JSON). Closing
+// it ends the attempt.
+type answerBody struct {
+	io.ReadCloser
+	a     *attempt
+	limit int64
+	n     int64
+}
+
+func (b *answerBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.a.idle.reset()
 	}
-	if b.limit > 0 {
-		b.n += int64(n)
-		if b.n > b.limit {
-			n, err = 0, &tooLargeError{b.limit}
+	b.n += int64(n)
+	switch {
+	case b.limit > 0 && b.n > b.limit:
+		return 0, &sendError{op: b.a.op, id: b.a.id, sent: true, err: &tooLargeError{b.limit}}
+	case err != nil && err != io.EOF:
+		if b.a.idle.fired.Load() {
+			err = errIdle
 		}
-		if err != nil && err != io.EOF {
-			err = bodyError(b.x, b.x.status, err)
-		}
+		return n, &sendError{op: b.a.op, id: b.a.id, sent: true, err: fmt.Errorf("reading the HTTP %d answer: %w", b.a.status, err)}
 	}
 	return n, err
 }
 
-func (b *progressBody) Close() error {
+func (b *answerBody) Close() error {
 	err := b.ReadCloser.Close()
-	if b.done != nil {
-		b.once.Do(b.done)
-	}
+	b.a.end()
 	return err
 }
 

@@ -109,7 +109,7 @@ func (c *Client) Settle(ctx context.Context, in gen.Input, sent time.Time, opts 
 	if err != nil {
 		return nil, err
 	}
-	body, size, err := c.encode(in, s)
+	p, err := c.encode(in, s)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +117,7 @@ func (c *Client) Settle(ctx context.Context, in gen.Input, sent time.Time, opts 
 	// The job may have been sent at any time from the intent until the
 	// process ended: any sent_at since then matches; the window runs from
 	// the intent.
-	q, err := c.settle(ctx, s, &lostSubmit{body: body, size: size, first: sent, last: time.Now(), deadline: sent.Add(s.settleWindow())})
+	q, err := c.settle(ctx, s, &lostSubmit{body: p.reader, size: p.size, first: sent, last: time.Now(), deadline: sent.Add(s.settleWindow())})
 	if q != nil {
 		end(q.RequestID, nil, nil)
 	} else {
@@ -236,17 +236,22 @@ func (c *Client) searchHistory(ctx context.Context, s *settings, ls *lostSubmit)
 		params.Limit = &limit
 		var items *gen.RequestHistory
 		var date time.Time
-		_, err := c.do(ctx, s, op{name: "history"}, func(ctx context.Context, x *exchange) error {
+		_, err := c.do(ctx, s, op{name: "history"}, func(ctx context.Context, a *attempt) error {
 			sent := time.Now()
-			r, err := c.hist.ListRequestsByEndpointWithResponse(ctx, &params)
+			req, err := gen.NewListRequestsByEndpointRequest(c.histServer, &params)
+			resp, err := c.roundTrip(ctx, a, req, err)
+			if err != nil {
+				return err
+			}
+			r, err := gen.ParseListRequestsByEndpointResponse(resp)
 			if err != nil {
 				return err
 			}
 			if r.JSON200 == nil {
-				return fmt.Errorf("fluxi2i: history: undecodable HTTP %d answer", x.status)
+				return fmt.Errorf("fluxi2i: history: undecodable HTTP %d answer", a.status)
 			}
 			items = r.JSON200
-			if d, err := http.ParseTime(x.header.Get("Date")); err == nil {
+			if d, err := http.ParseTime(a.header.Get("Date")); err == nil {
 				date = d.Add(time.Since(sent) / 2)
 			}
 			return nil

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/sse"
@@ -40,90 +39,68 @@ func (m StatusMode) String() string {
 	return fmt.Sprintf("StatusMode(%d)", int(m))
 }
 
-// streamError is a status stream that failed without the caller's context
-// ending: the reason polling takes over.
-type streamError struct {
-	refused bool // 404, 405, 501: the server does not stream
-	events  int  // events the stream delivered before it failed
-	err     error
-}
-
-func (e *streamError) Error() string { return "status stream: " + e.err.Error() }
-func (e *streamError) Unwrap() error { return e.err }
-
-var errStreamEnded = errors.New("ended before COMPLETED")
+// errStreamEnded is a status stream that ended before the job did.
+var errStreamEnded = errors.New("status stream ended before COMPLETED")
 
 // maxEvent caps one status event: a status is a few hundred bytes, its
 // logs a few KiB.
 const maxEvent = 1 << 20
 
-var acceptEvents gen.RequestEditorFn = func(_ context.Context, req *http.Request) error {
-	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Cache-Control", "no-cache")
-	return nil
-}
-
-// stream follows the job over one status stream until COMPLETED (done),
-// handing every event to w. Silence past the idle limit, headers included,
-// ends it (the send path's idle timer, reset by every line that arrives,
-// keepalive comments included).
-func (w *watcher) stream(ctx context.Context) (done bool, err error) {
+// stream is one attempt at following the job over its status stream: it
+// opens the stream and hands every event to w until the job ends (nil).
+// Silence past the idle limit, headers included, ends it (the send path's
+// idle timer, reset by every line that arrives, keepalive comments
+// included). A stream that delivered events before it broke marks the
+// attempt as having progressed.
+func (w *watcher) stream(ctx context.Context, a *attempt) error {
 	c := w.c
 	params := &gen.StreamStatusParams{}
 	if w.withLogs {
 		v := gen.StreamStatusParamsLogsN1
 		params.Logs = &v
 	}
-	x := &exchange{op: "stream", id: w.id, stream: true}
 	c.stats.streams.Add(1)
-	x.resend = w.reopened
-	resp, err := c.api.StreamStatus(x.begin(ctx, w.s.idle), w.id, params, acceptEvents)
-	if err != nil {
-		x.err = err
-		x.end()
-		if ctx.Err() != nil {
-			return false, ctx.Err()
-		}
-		var apiErr *APIError
-		if errors.As(err, &apiErr) {
-			switch apiErr.StatusCode {
-			case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusNotImplemented:
-				return false, &streamError{refused: true, err: apiErr}
-			}
-		}
-		return false, &streamError{err: err}
+	req, err := gen.NewStreamStatusRequest(c.apiServer, w.id, params)
+	if err == nil {
+		req.Header.Set("Accept", "text/event-stream")
+		req.Header.Set("Cache-Control", "no-cache")
 	}
-	defer resp.Body.Close() // ends the attempt, with x.err
-	defer func() {
-		if err != nil && !done {
-			x.err = err // a stream that broke after its headers is a failed attempt
-		}
-	}()
-	r := sse.NewReader(resp.Body, maxEvent)
+	resp, err := c.roundTrip(ctx, a, req, err)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close() // ends the attempt, with a.err
+	err = w.events(resp.Body, a)
+	a.err = err
+	return err
+}
+
+// events reads the stream's events until the job ends.
+func (w *watcher) events(body io.Reader, a *attempt) error {
+	r := sse.NewReader(body, maxEvent)
 	for events := 0; ; events++ {
 		ev, err := r.Next()
 		if err != nil {
-			if ctx.Err() != nil {
-				return false, ctx.Err()
-			}
+			a.progressed = events > 0
 			if errors.Is(err, io.EOF) {
-				err = errStreamEnded
+				return &sendError{op: a.op, id: a.id, sent: true, err: errStreamEnded}
 			}
-			return false, &streamError{events: events, err: err}
+			return err
 		}
 		st, err := decodeStatus(append(json.RawMessage(nil), ev.Data...))
 		if err != nil {
-			return false, &streamError{events: events, err: fmt.Errorf("undecodable event %.200q: %w", ev.Data, err)}
+			a.progressed = events > 0
+			return fmt.Errorf("fluxi2i: stream%s: undecodable event %.200q: %w", ofID(w.id), ev.Data, err)
 		}
 		if st.Logs != nil {
 			st.NewLogs = *st.Logs // stream logs are incremental
 			w.seenLogs += len(st.NewLogs)
 		}
 		if !w.observe(st) {
-			return false, errStopped
+			return permanent{errStopped}
 		}
 		if ended(st.Status) {
-			return true, nil
+			return nil
 		}
 	}
 }

@@ -31,8 +31,10 @@ func normalize(in gen.Input) gen.Input {
 // the contract, as at fal; Validate also checks its form: an http(s) URL
 // with a host, or a base64 data URI of a jpeg, png, webp, gif or avif image
 // (the scheme in any case, media type parameters allowed).
-func Validate(in gen.Input) error {
-	in = normalize(in)
+func Validate(in gen.Input) error { return validate(normalize(in)) }
+
+// validate is Validate of a normalized input.
+func validate(in gen.Input) error {
 	var bad []FieldError
 	if in.ImageURL != "" {
 		if msg := checkImageURL(in.ImageURL); msg != "" {

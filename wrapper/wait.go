@@ -120,7 +120,6 @@ type watcher struct {
 	last     Status
 	seen     bool // last holds a status
 	seenLogs int  // log lines already handed out
-	reopened int  // status streams opened before the current one
 	ctx      context.Context
 }
 
@@ -159,32 +158,18 @@ func (c *Client) watch(ctx context.Context, s *settings, id string, withLogs boo
 		}
 	}
 	defer func() { <-c.streamSlots }()
-	for failures := 0; ; failures++ {
-		done, err := w.stream(ctx)
-		w.reopened++
-		if done {
-			return w.last, nil
-		}
-		var se *streamError
-		if !errors.As(err, &se) {
-			return w.last, err // the context ended, or the caller stopped
-		}
-		if mode == StatusAuto {
-			c.stats.fallbacks.Add(1)
-			c.set.log.Debug("fluxi2i: status stream failed; polling instead", "request_id", id, "error", err)
-			return w.pollRest(ctx)
-		}
-		if se.events > 0 {
-			failures = 0 // it worked for a while: count failures in a row
-		}
-		if se.refused || failures >= s.retries {
-			return w.last, se.err
-		}
-		c.set.log.Debug("fluxi2i: status stream failed; reopening", "request_id", id, "error", err)
-		if err := sleep(ctx, s.backoff.Delay(failures+1)); err != nil {
-			return w.last, err
-		}
+	// The stream is retried like any request in StatusStream; in StatusAuto
+	// its first failure hands the job over to polling.
+	_, err := c.do(ctx, s, op{name: "stream", id: id, once: mode == StatusAuto}, w.stream)
+	switch {
+	case err == nil:
+		return w.last, nil
+	case mode != StatusAuto, ctx.Err() != nil, errors.Is(err, errStopped):
+		return w.last, err
 	}
+	c.stats.fallbacks.Add(1)
+	c.set.log.Debug("fluxi2i: status stream failed; polling instead", "request_id", id, "error", err)
+	return w.pollRest(ctx)
 }
 
 // pollRest polls until the job ends and returns the last status seen.

@@ -1,0 +1,114 @@
+package wrapper_test
+
+import (
+	"context"
+	"encoding/base64"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+)
+
+// ownDone is a context whose Done channel is its own: a context derived
+// from it is watched by a goroutine of the context package until either
+// ends, which makes an attempt that never ends visible as a goroutine.
+type ownDone struct {
+	context.Context
+	done chan struct{}
+}
+
+func (c ownDone) Done() <-chan struct{} { return c.done }
+
+func (c ownDone) Err() error {
+	select {
+	case <-c.done:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+// A data URI (sync_mode) is decoded without sending anything: it starts no
+// attempt, so nothing of it outlives the call. The send path used to arm
+// an attempt (its context and its 30 s idle timer) for it and never end it.
+func TestADataURIDownloadLeavesNothingBehind(t *testing.T) {
+	c := downloadClient(t, "https://api.example")
+	ctx := ownDone{Context: context.Background(), done: make(chan struct{})}
+	defer close(ctx.done)
+	uri := "data:image/jpeg;base64," + base64.StdEncoding.EncodeToString(heads["image/jpeg"])
+	before := runtime.NumGoroutine()
+	for range 100 {
+		rc, typ, err := c.OpenImage(ctx, gen.Image{URL: uri})
+		require.NoError(t, err)
+		assert.Equal(t, "image/jpeg", typ)
+		rc.Close()
+	}
+	dir := t.TempDir()
+	for i := range 100 {
+		_, err := c.SaveImages(ctx, &gen.Output{Images: []gen.Image{{URL: uri}}}, dir, "s"+strconv.Itoa(i))
+		require.NoError(t, err)
+	}
+	time.Sleep(10 * time.Millisecond) // let any ended watcher exit
+	assert.Less(t, runtime.NumGoroutine()-before, 10, "attempts left running")
+}
+
+// OpenImage and SaveImages take the same path: a body that breaks before
+// its first bytes are in is a failed attempt, retried by both (OpenImage
+// used to take it for bytes that are not an image), and an answer whose
+// bytes are not an image is refused by both without a retry.
+func TestOpenImageAndSaveImagesRetryTheSame(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := hits.Add(1)
+		w.Header().Set("Content-Type", "image/jpeg")
+		if n%2 == 1 { // every other answer breaks after 2 bytes
+			w.Header().Set("Content-Length", "4096")
+			w.Write(heads["image/jpeg"][:2])
+			w.(http.Flusher).Flush()
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+			return
+		}
+		w.Write(heads["image/jpeg"])
+	}))
+	defer srv.Close()
+	c := downloadClient(t, srv.URL)
+	img := gen.Image{URL: srv.URL + "/a.jpeg", ContentType: ptr("image/jpeg")}
+
+	rc, typ, err := c.OpenImage(context.Background(), img)
+	require.NoError(t, err, "OpenImage retries a broken body")
+	assert.Equal(t, "image/jpeg", typ)
+	b, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	assert.Equal(t, heads["image/jpeg"], b)
+	rc.Close()
+	assert.EqualValues(t, 2, hits.Load())
+
+	dir := t.TempDir()
+	paths, err := c.SaveImages(context.Background(), &gen.Output{Images: []gen.Image{img}}, dir, "job")
+	require.NoError(t, err, "SaveImages retries a broken body")
+	require.Len(t, paths, 1)
+	saved, err := os.ReadFile(filepath.Join(dir, "job-0.jpeg"))
+	require.NoError(t, err)
+	assert.Equal(t, heads["image/jpeg"], saved)
+	assert.EqualValues(t, 4, hits.Load())
+
+	liar := gen.Image{URL: srv.URL + "/liar", ContentType: ptr("image/png")}
+	hits.Store(0)
+	_, _, err = c.OpenImage(context.Background(), liar)
+	require.Error(t, err)
+	_, err = c.SaveImages(context.Background(), &gen.Output{Images: []gen.Image{liar}}, dir, "liar")
+	require.Error(t, err)
+	assert.EqualValues(t, 4, hits.Load(), "each broke once, then was refused for its type: no retry")
+}
