@@ -563,7 +563,7 @@ func (s *Server) submit(x *exchange, body []byte) answer {
 	ph := s.phaseOf(j, now)
 	st, res, cancel := s.urls(r, j.id)
 	a := jsonAnswer(http.StatusOK, gen.Enqueued{
-		Status: ptr(wrapper.StatusInQueue), RequestID: j.id,
+		Status: ptr(string(gen.JobStatusInQueue)), RequestID: j.id,
 		StatusURL: &st, ResponseURL: &res, CancelURL: &cancel,
 		QueuePosition: ptr(ph.position),
 	})
@@ -581,11 +581,11 @@ func (s *Server) lookup(r *http.Request) *job {
 // when withLogs.
 func (s *Server) statusBody(r *http.Request, j *job, ph phase, withLogs bool, from int) gen.QueueStatus {
 	st, res, cancel := s.urls(r, j.id)
-	q := gen.QueueStatus{Status: ph.status, RequestID: &j.id, StatusURL: &st, ResponseURL: &res, CancelURL: &cancel}
+	q := gen.QueueStatus{Status: string(ph.status), RequestID: &j.id, StatusURL: &st, ResponseURL: &res, CancelURL: &cancel}
 	switch ph.status {
-	case wrapper.StatusInQueue:
+	case gen.JobStatusInQueue:
 		q.QueuePosition = ptr(ph.position)
-	case wrapper.StatusCompleted:
+	case gen.JobStatusCompleted:
 		if ph.cancelled {
 			q.Error, q.ErrorType = ptr("Request was cancelled"), ptr("client_cancelled")
 		} else {
@@ -607,7 +607,7 @@ func (s *Server) status(x *exchange, _ []byte) answer {
 	}
 	ph := s.phaseOf(j, time.Now())
 	code := http.StatusAccepted
-	if ph.status == wrapper.StatusCompleted {
+	if ph.status == gen.JobStatusCompleted {
 		code = http.StatusOK
 	}
 	return jsonAnswer(code, s.statusBody(r, j, ph, r.URL.Query().Get("logs") == "1", 0))
@@ -626,7 +626,7 @@ func (s *Server) result(x *exchange, _ []byte) answer {
 		return platformError(http.StatusNotFound, "Request not found")
 	}
 	ph := s.phaseOf(j, time.Now())
-	if ph.status != wrapper.StatusCompleted {
+	if ph.status != gen.JobStatusCompleted {
 		return platformError(http.StatusBadRequest, "Request is still in progress")
 	}
 	if ph.cancelled {
@@ -753,7 +753,7 @@ func (s *Server) cancel(x *exchange, _ []byte) answer {
 		return jsonAnswer(http.StatusNotFound, gen.CancelStatus{Status: "NOT_FOUND"})
 	}
 	now := time.Now()
-	if s.phaseOf(j, now).status == wrapper.StatusCompleted {
+	if s.phaseOf(j, now).status == gen.JobStatusCompleted {
 		return jsonAnswer(http.StatusBadRequest, gen.CancelStatus{Status: "ALREADY_COMPLETED"})
 	}
 	j.cancelled.Store(now.UnixNano())
@@ -780,7 +780,7 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if ph := s.phaseOf(j, time.Now()); ph.status != wrapper.StatusCompleted || ph.cancelled || isSync(j) {
+	if ph := s.phaseOf(j, time.Now()); ph.status != gen.JobStatusCompleted || ph.cancelled || isSync(j) {
 		http.NotFound(w, r) // a sync_mode job's images are delivered inline only
 		return
 	}
@@ -860,7 +860,7 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 				case faultBreakStream:
 					panic(http.ErrAbortHandler)
 				case faultEndStreamEarly:
-					if ph.status != wrapper.StatusCompleted {
+					if ph.status != gen.JobStatusCompleted {
 						return
 					}
 				case faultStallStream:
@@ -869,7 +869,7 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		}
-		if ph.status == wrapper.StatusCompleted {
+		if ph.status == gen.JobStatusCompleted {
 			return
 		}
 		wake := time.Until(ph.next)
