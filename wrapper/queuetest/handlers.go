@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/inputcheck"
 	"github.com/fluxi2i/fluxi2i/internal/media"
-	"github.com/fluxi2i/fluxi2i/wrapper"
 )
 
 // routes registers the spec's operations where gen says (its generated
@@ -337,18 +337,20 @@ func (s *Server) authorized(r *http.Request) bool {
 	return s.cfg.apiKey == "" || cred == s.cfg.apiKey
 }
 
-// validationAnswer is fal's 422: one detail entry per bad field the
-// client-side validation finds in body, or the reason as one message.
+// validationAnswer is fal's 422: one detail entry per bad field of body
+// (the spec's generated validation and image_url's form, the check the
+// client makes too: internal/inputcheck), or the reason as one message.
+// body is checked as sent: like fal's enums, the spec's have no "default"
+// (the client leaves such a field out).
 func validationAnswer(body []byte, reason error) answer {
 	var in gen.Input
 	if err := json.Unmarshal(body, &in); err != nil {
 		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": "the body is not a valid input: " + err.Error()})
 	}
-	var ie *wrapper.InputError
-	if errors.As(wrapper.Validate(in), &ie) {
-		items := make([]map[string]any, 0, len(ie.Fields))
-		for _, fe := range ie.Fields {
-			items = append(items, map[string]any{"loc": []string{"body", fe.Field}, "msg": fe.Message, "type": "value_error"})
+	if bad := inputcheck.Input(&in); len(bad) > 0 {
+		items := make([]map[string]any, 0, len(bad))
+		for _, v := range bad {
+			items = append(items, map[string]any{"loc": []string{"body", v.Field}, "msg": v.Message, "type": "value_error"})
 		}
 		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": items})
 	}
