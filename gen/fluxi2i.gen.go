@@ -59,6 +59,51 @@ func (e InputOutputFormat) Valid() bool {
 	}
 }
 
+// Defines values for JobStatus.
+const (
+	JobStatusCompleted  JobStatus = "COMPLETED"
+	JobStatusInProgress JobStatus = "IN_PROGRESS"
+	JobStatusInQueue    JobStatus = "IN_QUEUE"
+)
+
+// Valid indicates whether the value is a known member of the JobStatus enum.
+func (e JobStatus) Valid() bool {
+	switch e {
+	case JobStatusCompleted:
+		return true
+	case JobStatusInProgress:
+		return true
+	case JobStatusInQueue:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WebhookHeader.
+const (
+	WebhookHeaderRequestID WebhookHeader = "X-Fal-Webhook-Request-Id"
+	WebhookHeaderSignature WebhookHeader = "X-Fal-Webhook-Signature"
+	WebhookHeaderTimestamp WebhookHeader = "X-Fal-Webhook-Timestamp"
+	WebhookHeaderUserID    WebhookHeader = "X-Fal-Webhook-User-Id"
+)
+
+// Valid indicates whether the value is a known member of the WebhookHeader enum.
+func (e WebhookHeader) Valid() bool {
+	switch e {
+	case WebhookHeaderRequestID:
+		return true
+	case WebhookHeaderSignature:
+		return true
+	case WebhookHeaderTimestamp:
+		return true
+	case WebhookHeaderUserID:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Logs.
 const (
 	LogsN0 Logs = 0
@@ -364,6 +409,12 @@ type InputAcceleration string
 // InputOutputFormat The aggregator also lists "default", which means leaving the field out.
 type InputOutputFormat string
 
+// JobStatus The values of QueueStatus.status (and Enqueued.status) the queue is
+// known to send, in the order a job goes through them. Not the type of
+// those fields, which stay free strings: others (FAILED, CANCELLED,
+// ...) may appear.
+type JobStatus string
+
 // LogEntry defines model for LogEntry.
 type LogEntry struct {
 	// Level One of STDERR, STDOUT, ERROR, INFO, WARN, DEBUG (others are tolerated).
@@ -515,6 +566,13 @@ type ValidationErrorItemLoc1 = int
 type ValidationErrorItem_Loc_Item struct {
 	union json.RawMessage
 }
+
+// WebhookHeader The headers of a webhook delivery (the submit's jobDone callback):
+// the request id, the user id, the time of signing in unix seconds,
+// and the ED25519 signature, in hex, of request_id + "\n" + user_id +
+// "\n" + timestamp + "\n" + hex(sha256(body)). Not the type of any
+// field: the names, for the receiver and the sender.
+type WebhookHeader string
 
 // WebhookPayload defines model for WebhookPayload.
 type WebhookPayload struct {

@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -86,4 +88,22 @@ func TestTheCoreLinksNoOpenTelemetry(t *testing.T) {
 	out, err := exec.Command("go", "list", "-C", "../otel", "-deps", ".").Output()
 	require.NoError(t, err)
 	assert.Contains(t, string(out), "go.opentelemetry.io/otel/trace", "the otel module does")
+}
+
+// TestTheFakeLinksNoClient: the fake fal queue and what it is built from
+// (the simulator, spectest, webhooktest's signer) depend on gen and the
+// spec, never on the client they test, so that a bug of the client's is
+// not shared by its fake.
+func TestTheFakeLinksNoClient(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go command")
+	}
+	const client = "github.com/fluxi2i/fluxi2i/wrapper"
+	for _, pkg := range []string{"../wrapper/queuetest", "../wrapper/queuetest/simulator", "../wrapper/queuetest/spectest", "../wrapper/webhooktest"} {
+		out, err := exec.Command("go", "list", "-deps", pkg).Output()
+		require.NoError(t, err)
+		deps := strings.Fields(string(out))
+		assert.True(t, slices.Contains(deps, "github.com/fluxi2i/fluxi2i/gen"), "%s is built on gen", pkg)
+		assert.False(t, slices.Contains(deps, client), "%s links the client (%s): go list -deps %s", pkg, client, pkg)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/inputcheck"
 	"github.com/fluxi2i/fluxi2i/internal/media"
 )
 
@@ -108,12 +109,12 @@ func FuzzDataURI(f *testing.F) {
 				t.Fatal("parsed something that is not a data URI")
 			}
 		}
-		checkImageURL(s)
+		inputcheck.ImageURL(s)
 		// Any bytes made into an image data URI pass validation and
 		// decode back to themselves.
 		for _, typ := range media.ImageTypes {
 			uri := "data:image/" + typ + ";base64," + base64.StdEncoding.EncodeToString(payload)
-			if msg := checkImageURL(uri); msg != "" {
+			if msg := inputcheck.ImageURL(uri); msg != "" {
 				t.Fatalf("%s rejected: %s", typ, msg)
 			}
 			d, err := media.ParseDataURI(uri)

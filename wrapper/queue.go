@@ -15,12 +15,12 @@ import (
 	"github.com/fluxi2i/fluxi2i/gen"
 )
 
-// Status values the queue is known to send. Others (FAILED, CANCELLED, ...)
-// decode too and are kept as they come.
+// Status values the queue is known to send (the spec's JobStatus). Others
+// (FAILED, CANCELLED, ...) decode too and are kept as they come.
 const (
-	StatusInQueue    = "IN_QUEUE"
-	StatusInProgress = "IN_PROGRESS"
-	StatusCompleted  = "COMPLETED"
+	StatusInQueue    = string(gen.JobStatusInQueue)
+	StatusInProgress = string(gen.JobStatusInProgress)
+	StatusCompleted  = string(gen.JobStatusCompleted)
 )
 
 // Queued is the queue's answer to Submit.

@@ -1,12 +1,8 @@
 package wrapper
 
 import (
-	"fmt"
-	"net/url"
-	"strings"
-
 	"github.com/fluxi2i/fluxi2i/gen"
-	"github.com/fluxi2i/fluxi2i/internal/media"
+	"github.com/fluxi2i/fluxi2i/internal/inputcheck"
 )
 
 // normalize returns in with the upstream docs' "default" value of
@@ -36,12 +32,7 @@ func Validate(in gen.Input) error { return validate(normalize(in)) }
 // validate is Validate of a normalized input.
 func validate(in gen.Input) error {
 	var bad []FieldError
-	if in.ImageURL != "" {
-		if msg := checkImageURL(in.ImageURL); msg != "" {
-			bad = append(bad, FieldError{Field: "image_url", Message: msg})
-		}
-	}
-	for _, v := range gen.ValidateInput(&in) {
+	for _, v := range inputcheck.Input(&in) {
 		bad = append(bad, FieldError{Field: v.Field, Message: v.Message})
 	}
 	if len(bad) > 0 {
@@ -61,33 +52,4 @@ func validateParams(p *gen.SubmitParams) error {
 		return &InputError{Fields: bad}
 	}
 	return nil
-}
-
-// checkImageURL returns what is wrong with a non-empty image_url, or "".
-func checkImageURL(s string) string {
-	const allowed = "must be an http(s) URL or a base64 data URI of a " +
-		"jpeg, png, webp, gif or avif image"
-	if media.IsDataURI(s) {
-		d, err := media.ParseDataURI(s)
-		switch {
-		case err != nil:
-			return err.Error() + ": " + allowed
-		case !media.IsImageType(d.MediaType):
-			return fmt.Sprintf("data URI type %.30s is not allowed: %s", d.MediaType, allowed)
-		case !d.Base64:
-			return "data URI is not base64: " + allowed
-		}
-		if err := d.CheckPayload(); err != nil {
-			return err.Error()
-		}
-		return ""
-	}
-	u, err := url.Parse(s)
-	if err != nil || (!strings.EqualFold(u.Scheme, "http") && !strings.EqualFold(u.Scheme, "https")) {
-		return allowed
-	}
-	if u.Host == "" || strings.ContainsAny(s, " \t\r\n") {
-		return "is not a valid URL: " + allowed
-	}
-	return ""
 }

@@ -23,12 +23,12 @@ import (
 // when it does.
 const DefaultJWKSURL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
 
-// The headers fal signs webhook deliveries with.
+// The headers fal signs webhook deliveries with (the spec's WebhookHeader).
 const (
-	HeaderWebhookRequestID = "X-Fal-Webhook-Request-Id"
-	HeaderWebhookUserID    = "X-Fal-Webhook-User-Id"
-	HeaderWebhookTimestamp = "X-Fal-Webhook-Timestamp"
-	HeaderWebhookSignature = "X-Fal-Webhook-Signature"
+	HeaderWebhookRequestID = string(gen.WebhookHeaderRequestID)
+	HeaderWebhookUserID    = string(gen.WebhookHeaderUserID)
+	HeaderWebhookTimestamp = string(gen.WebhookHeaderTimestamp)
+	HeaderWebhookSignature = string(gen.WebhookHeaderSignature)
 )
 
 // Webhook verification failures; WebhookError wraps one of them.

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/inputcheck"
 	"github.com/fluxi2i/fluxi2i/internal/media"
-	"github.com/fluxi2i/fluxi2i/wrapper"
 )
 
 // routes registers the spec's operations where gen says (its generated
@@ -337,18 +337,20 @@ func (s *Server) authorized(r *http.Request) bool {
 	return s.cfg.apiKey == "" || cred == s.cfg.apiKey
 }
 
-// validationAnswer is fal's 422: one detail entry per bad field the
-// client-side validation finds in body, or the reason as one message.
+// validationAnswer is fal's 422: one detail entry per bad field of body
+// (the spec's generated validation and image_url's form, the check the
+// client makes too: internal/inputcheck), or the reason as one message.
+// body is checked as sent: like fal's enums, the spec's have no "default"
+// (the client leaves such a field out).
 func validationAnswer(body []byte, reason error) answer {
 	var in gen.Input
 	if err := json.Unmarshal(body, &in); err != nil {
 		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": "the body is not a valid input: " + err.Error()})
 	}
-	var ie *wrapper.InputError
-	if errors.As(wrapper.Validate(in), &ie) {
-		items := make([]map[string]any, 0, len(ie.Fields))
-		for _, fe := range ie.Fields {
-			items = append(items, map[string]any{"loc": []string{"body", fe.Field}, "msg": fe.Message, "type": "value_error"})
+	if bad := inputcheck.Input(&in); len(bad) > 0 {
+		items := make([]map[string]any, 0, len(bad))
+		for _, v := range bad {
+			items = append(items, map[string]any{"loc": []string{"body", v.Field}, "msg": v.Message, "type": "value_error"})
 		}
 		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"detail": items})
 	}
@@ -563,7 +565,7 @@ func (s *Server) submit(x *exchange, body []byte) answer {
 	ph := s.phaseOf(j, now)
 	st, res, cancel := s.urls(r, j.id)
 	a := jsonAnswer(http.StatusOK, gen.Enqueued{
-		Status: ptr(wrapper.StatusInQueue), RequestID: j.id,
+		Status: ptr(string(gen.JobStatusInQueue)), RequestID: j.id,
 		StatusURL: &st, ResponseURL: &res, CancelURL: &cancel,
 		QueuePosition: ptr(ph.position),
 	})
@@ -581,11 +583,11 @@ func (s *Server) lookup(r *http.Request) *job {
 // when withLogs.
 func (s *Server) statusBody(r *http.Request, j *job, ph phase, withLogs bool, from int) gen.QueueStatus {
 	st, res, cancel := s.urls(r, j.id)
-	q := gen.QueueStatus{Status: ph.status, RequestID: &j.id, StatusURL: &st, ResponseURL: &res, CancelURL: &cancel}
+	q := gen.QueueStatus{Status: string(ph.status), RequestID: &j.id, StatusURL: &st, ResponseURL: &res, CancelURL: &cancel}
 	switch ph.status {
-	case wrapper.StatusInQueue:
+	case gen.JobStatusInQueue:
 		q.QueuePosition = ptr(ph.position)
-	case wrapper.StatusCompleted:
+	case gen.JobStatusCompleted:
 		if ph.cancelled {
 			q.Error, q.ErrorType = ptr("Request was cancelled"), ptr("client_cancelled")
 		} else {
@@ -607,7 +609,7 @@ func (s *Server) status(x *exchange, _ []byte) answer {
 	}
 	ph := s.phaseOf(j, time.Now())
 	code := http.StatusAccepted
-	if ph.status == wrapper.StatusCompleted {
+	if ph.status == gen.JobStatusCompleted {
 		code = http.StatusOK
 	}
 	return jsonAnswer(code, s.statusBody(r, j, ph, r.URL.Query().Get("logs") == "1", 0))
@@ -626,7 +628,7 @@ func (s *Server) result(x *exchange, _ []byte) answer {
 		return platformError(http.StatusNotFound, "Request not found")
 	}
 	ph := s.phaseOf(j, time.Now())
-	if ph.status != wrapper.StatusCompleted {
+	if ph.status != gen.JobStatusCompleted {
 		return platformError(http.StatusBadRequest, "Request is still in progress")
 	}
 	if ph.cancelled {
@@ -753,7 +755,7 @@ func (s *Server) cancel(x *exchange, _ []byte) answer {
 		return jsonAnswer(http.StatusNotFound, gen.CancelStatus{Status: "NOT_FOUND"})
 	}
 	now := time.Now()
-	if s.phaseOf(j, now).status == wrapper.StatusCompleted {
+	if s.phaseOf(j, now).status == gen.JobStatusCompleted {
 		return jsonAnswer(http.StatusBadRequest, gen.CancelStatus{Status: "ALREADY_COMPLETED"})
 	}
 	j.cancelled.Store(now.UnixNano())
@@ -780,7 +782,7 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if ph := s.phaseOf(j, time.Now()); ph.status != wrapper.StatusCompleted || ph.cancelled || isSync(j) {
+	if ph := s.phaseOf(j, time.Now()); ph.status != gen.JobStatusCompleted || ph.cancelled || isSync(j) {
 		http.NotFound(w, r) // a sync_mode job's images are delivered inline only
 		return
 	}
@@ -860,7 +862,7 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 				case faultBreakStream:
 					panic(http.ErrAbortHandler)
 				case faultEndStreamEarly:
-					if ph.status != wrapper.StatusCompleted {
+					if ph.status != gen.JobStatusCompleted {
 						return
 					}
 				case faultStallStream:
@@ -869,7 +871,7 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		}
-		if ph.status == wrapper.StatusCompleted {
+		if ph.status == gen.JobStatusCompleted {
 			return
 		}
 		wake := time.Until(ph.next)

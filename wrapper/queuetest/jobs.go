@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
-	"github.com/fluxi2i/fluxi2i/wrapper"
 )
 
 // Model produces the images of one job from its input. Return a
@@ -179,7 +178,7 @@ func (s *Server) hold(j *job, n int64) bool {
 
 // phase is a job's state at one instant.
 type phase struct {
-	status    string
+	status    gen.JobStatus
 	position  int // IN_QUEUE only
 	logs      int // log lines emitted so far
 	cancelled bool
@@ -191,26 +190,26 @@ func (s *Server) phaseOf(j *job, now time.Time) phase {
 	qEnd := j.submitted.Add(qt)
 	rEnd := qEnd.Add(rt)
 	if j.cancelled.Load() != 0 && !j.cancelledAt().After(now) {
-		return phase{status: wrapper.StatusCompleted, logs: s.logsAt(j, j.cancelledAt()), cancelled: true}
+		return phase{status: gen.JobStatusCompleted, logs: s.logsAt(j, j.cancelledAt()), cancelled: true}
 	}
 	switch {
 	case now.Before(qEnd):
 		// Three positions over the queue time: 2, 1, 0.
 		step := qt / 3
 		if step <= 0 {
-			return phase{status: wrapper.StatusInQueue, next: qEnd}
+			return phase{status: gen.JobStatusInQueue, next: qEnd}
 		}
 		k := int(now.Sub(j.submitted) / step)
-		return phase{status: wrapper.StatusInQueue, position: max(2-k, 0), next: minTime(j.submitted.Add(time.Duration(k+1)*step), qEnd)}
+		return phase{status: gen.JobStatusInQueue, position: max(2-k, 0), next: minTime(j.submitted.Add(time.Duration(k+1)*step), qEnd)}
 	case now.Before(rEnd):
 		n := s.logsAt(j, now)
 		next := rEnd
 		if s.cfg.logLines > 0 && n < s.cfg.logLines {
 			next = minTime(qEnd.Add(time.Duration(n)*rt/time.Duration(s.cfg.logLines)), rEnd)
 		}
-		return phase{status: wrapper.StatusInProgress, logs: n, next: next}
+		return phase{status: gen.JobStatusInProgress, logs: n, next: next}
 	}
-	return phase{status: wrapper.StatusCompleted, logs: s.cfg.logLines}
+	return phase{status: gen.JobStatusCompleted, logs: s.cfg.logLines}
 }
 
 // logsAt is how many log lines the job has emitted at t: one when it

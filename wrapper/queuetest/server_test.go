@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
 )
@@ -213,6 +214,56 @@ func TestInvalidRequestsAreRefusedAndCounted(t *testing.T) {
 		assert.EqualValues(t, 2, c.srv.Stats().Violations)
 		assert.Len(t, c.srv.Violations(), 2)
 		assert.Zero(t, c.srv.Stats().Jobs)
+	})
+}
+
+// The fake's 422 names the fields, with the messages, that the client's
+// own check (wrapper.Validate) names: both are gen's generated validation
+// and image_url's form. It checks the body as sent: "default", which the
+// client leaves out, is not in the spec's enum, so the fake names it.
+func TestA422NamesWhatTheClientWould(t *testing.T) {
+	fields := func(t *testing.T, b []byte) map[string]string {
+		var ve gen.ValidationError
+		require.NoError(t, json.Unmarshal(b, &ve), string(b))
+		items, err := ve.Detail.AsValidationDetail0()
+		require.NoError(t, err, string(b))
+		got := map[string]string{}
+		for _, it := range items {
+			f, err := (*it.Loc)[1].AsValidationErrorItemLoc0()
+			require.NoError(t, err)
+			got[f] = it.Msg
+		}
+		return got
+	}
+	for _, in := range []string{
+		`{"image_url":"ftp://e.com/a.png","prompt":"p","strength":7}`,
+		`{"image_url":"data:text/plain;base64,aGk=","prompt":"","num_images":9,"acceleration":"turbo"}`,
+		`{"image_url":"data:image/png,raw","prompt":"p","guidance_scale":0.5}`,
+	} {
+		synctest.Test(t, func(t *testing.T) {
+			c := start(t)
+			resp, b := c.raw(http.MethodPost, "/fal-ai/flux-1/dev/image-to-image", "Bearer t", in)
+			require.Equal(t, 422, resp.StatusCode, in)
+			var gi gen.Input
+			require.NoError(t, json.Unmarshal([]byte(in), &gi))
+			var ie *wrapper.InputError
+			require.ErrorAs(t, wrapper.Validate(gi), &ie, in)
+			want := map[string]string{}
+			for _, fe := range ie.Fields {
+				want[fe.Field] = fe.Message
+			}
+			assert.Equal(t, want, fields(t, b), in)
+			assert.Contains(t, want, "image_url", "the form of image_url is checked: %s", in)
+		})
+	}
+	synctest.Test(t, func(t *testing.T) {
+		c := start(t)
+		resp, b := c.raw(http.MethodPost, "/fal-ai/flux-1/dev/image-to-image", "Bearer t",
+			`{"image_url":"https://e.com/a.png","prompt":"p","output_format":"default","acceleration":"default"}`)
+		require.Equal(t, 422, resp.StatusCode)
+		got := fields(t, b)
+		assert.Contains(t, got, "output_format")
+		assert.Contains(t, got, "acceleration")
 	})
 }
 

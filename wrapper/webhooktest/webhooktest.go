@@ -32,7 +32,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/gen"
 )
 
 // DefaultUserID is the user id a NewSigner signs for.
@@ -75,10 +75,10 @@ func (s *Signer) Sign(requestID, userID string, body []byte) http.Header {
 	sum := sha256.Sum256(body)
 	msg := requestID + "\n" + userID + "\n" + ts + "\n" + hex.EncodeToString(sum[:])
 	h := http.Header{}
-	h.Set(wrapper.HeaderWebhookRequestID, requestID)
-	h.Set(wrapper.HeaderWebhookUserID, userID)
-	h.Set(wrapper.HeaderWebhookTimestamp, ts)
-	h.Set(wrapper.HeaderWebhookSignature, hex.EncodeToString(ed25519.Sign(s.key, []byte(msg))))
+	h.Set(string(gen.WebhookHeaderRequestID), requestID)
+	h.Set(string(gen.WebhookHeaderUserID), userID)
+	h.Set(string(gen.WebhookHeaderTimestamp), ts)
+	h.Set(string(gen.WebhookHeaderSignature), hex.EncodeToString(ed25519.Sign(s.key, []byte(msg))))
 	return h
 }
 
