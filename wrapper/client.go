@@ -50,6 +50,7 @@ type Client struct {
 	dlRoute     route         // images: guarded (download.go), never with the key
 	streamSlots chan struct{} // one token per open status stream
 	paused      sync.Map      // op name -> *atomic.Int64: unix nanoseconds until which that operation waits (a 429)
+	userAgent   []string      // {the User-Agent}, set without allocating
 	histOrigin  *url.URL
 	storeOrigin *url.URL               // fal's storage, for the proxy's upload initiates
 	histDown    atomic.Pointer[string] // why the history cannot be used, once known for good
@@ -109,6 +110,7 @@ func New(opts ...Option) (*Client, error) {
 		histOrigin:  historyOrigin(s.base, s.history),
 		storeOrigin: storageOrigin(s.base),
 		streamSlots: make(chan struct{}, s.maxStreams),
+		userAgent:   []string{s.userAgent},
 	}
 	c.apiServer, c.histServer = c.server+"/", c.histOrigin.String()+"/"
 	queue := originBound(s.hc, s.base, c.histOrigin, c.storeOrigin)
@@ -285,10 +287,14 @@ func (c *Client) Stats() Stats {
 }
 
 // credential holds the Authorization scheme and key. It never prints.
-type credential struct{ scheme, key, value string }
+type credential struct {
+	scheme, key, value string
+	values             []string // {value}: a header value set without allocating
+}
 
 func newCredential(scheme, key string) *credential {
-	return &credential{scheme: scheme, key: key, value: scheme + " " + key}
+	v := scheme + " " + key
+	return &credential{scheme: scheme, key: key, value: v, values: []string{v}}
 }
 
 func (c *credential) header() string     { return c.value }

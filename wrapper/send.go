@@ -91,7 +91,7 @@ func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http
 	if via.auth {
 		c.authorize(req)
 	} else {
-		req.Header.Set("User-Agent", c.set.userAgent) // and never the credential
+		req.Header["User-Agent"] = c.userAgent // and never the credential
 		req.Header.Del("Authorization")
 	}
 	if o := c.set.observer; o != nil {
@@ -163,9 +163,9 @@ func (c *Client) roundTrip(ctx context.Context, a *attempt, req *http.Request, b
 // request to a configured origin (checked here, where the key is attached;
 // the origin guard checks it again on every hop).
 func (c *Client) authorize(req *http.Request) {
-	req.Header.Set("User-Agent", c.set.userAgent)
+	req.Header["User-Agent"] = c.userAgent // shared, never changed: http.Header.Set replaces a value
 	if sameOrigin(req.URL, c.set.base) || sameOrigin(req.URL, c.histOrigin) || sameOrigin(req.URL, c.storeOrigin) {
-		req.Header.Set("Authorization", c.set.auth.header())
+		req.Header["Authorization"] = c.set.auth.values
 	} else {
 		req.Header.Del("Authorization")
 	}
@@ -216,7 +216,13 @@ func (i *idleTimer) fire() {
 }
 
 func (i *idleTimer) reset() { i.t.Reset(i.d) }
-func (i *idleTimer) stop()  { i.t.Stop() }
+
+// shorten makes the limit d from now on.
+func (i *idleTimer) shorten(d time.Duration) {
+	i.d = d
+	i.t.Reset(d)
+}
+func (i *idleTimer) stop() { i.t.Stop() }
 
 // sentBody is a request body: every read that moves bytes resets the idle
 // timer.

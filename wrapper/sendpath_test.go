@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 )
 
 // ownDone is a context whose Done channel is its own: a context derived
@@ -111,4 +114,26 @@ func TestOpenImageAndSaveImagesRetryTheSame(t *testing.T) {
 	_, err = c.SaveImages(context.Background(), &gen.Output{Images: []gen.Image{liar}}, dir, "liar")
 	require.Error(t, err)
 	assert.EqualValues(t, 4, hits.Load(), "each broke once, then was refused for its type: no retry")
+}
+
+// A status stream the server ends after COMPLETED is read to its end, so
+// its connection carries the result call and the next job: jobs run one
+// after the other over one connection (closing the stream's body first
+// used to drop it, a dial a job more).
+func TestAFinishedStreamKeepsItsConnection(t *testing.T) {
+	srv := queuetest.NewServer(queuetest.QueueTime(5*time.Millisecond), queuetest.RunTime(5*time.Millisecond))
+	defer srv.Close()
+	var dials atomic.Int32
+	tr := srv.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	c := downloadClient(t, srv.URL, wrapper.WithHTTPClient(&http.Client{Transport: tr}), wrapper.WithStatusMode(wrapper.StatusStream))
+	for range 3 {
+		_, err := c.Run(context.Background(), input())
+		require.NoError(t, err)
+	}
+	assert.EqualValues(t, 3, srv.Stats().StreamCalls)
+	assert.EqualValues(t, 1, dials.Load(), "connections dialed for three jobs")
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/sse"
@@ -71,9 +72,19 @@ func (w *watcher) stream(ctx context.Context, a *attempt) error {
 	}
 	defer resp.Body.Close() // ends the attempt, with a.err
 	err = w.events(resp.Body, a)
+	if err == nil {
+		// The job ended, and the server ends its stream: reading that end
+		// (for a moment at most) keeps the connection for the result call,
+		// where closing the body first would drop it.
+		a.idle.shorten(streamDrain)
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	}
 	a.err = err
 	return err
 }
+
+// streamDrain is how long a finished status stream is given to end.
+const streamDrain = 10 * time.Millisecond
 
 // events reads the stream's events until the job ends.
 func (w *watcher) events(body io.Reader, a *attempt) error {
