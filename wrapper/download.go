@@ -53,7 +53,7 @@ func (c *Client) OpenImage(ctx context.Context, img gen.Image) (io.ReadCloser, s
 	}
 	br := bufio.NewReaderSize(rc, 512)
 	head, _ := br.Peek(512)
-	sniffed, ok := SniffImage(head)
+	sniffed, ok := media.Sniff(head)
 	if !ok {
 		rc.Close()
 		return nil, "", ErrNotAnImage
@@ -189,7 +189,7 @@ func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix st
 			defer rc.Close()
 			br := bufio.NewReaderSize(rc, 512)
 			head, perr := br.Peek(512)
-			typ, ok := SniffImage(head)
+			typ, ok := media.Sniff(head)
 			if !ok {
 				if x.started && perr != nil && perr != io.EOF {
 					return &sendError{op: "download", id: prefix, sent: true, err: perr} // a broken body: try again

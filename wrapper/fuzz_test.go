@@ -102,7 +102,7 @@ func FuzzDataURI(f *testing.F) {
 		// Whatever comes in: no panic, and only data URIs decode.
 		if d, err := media.ParseDataURI(s); err == nil {
 			if b, err := d.Decode(); err == nil {
-				SniffImage(b)
+				media.Sniff(b)
 			}
 			if !media.IsDataURI(s) {
 				t.Fatal("parsed something that is not a data URI")

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/media"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 )
@@ -41,7 +42,7 @@ func TestDownloadsAreRetried(t *testing.T) {
 		for _, p := range paths {
 			b, err := os.ReadFile(p)
 			require.NoError(t, err)
-			_, ok := wrapper.SniffImage(b)
+			_, ok := media.Sniff(b)
 			assert.True(t, ok, "%s is a whole image", p)
 		}
 		entries, _ := os.ReadDir(dir)

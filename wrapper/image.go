@@ -25,10 +25,6 @@ type Image struct {
 // webp, gif or avif image.
 var ErrNotAnImage = errors.New("fluxi2i: not a jpeg, png, webp, gif or avif image")
 
-// SniffImage returns the MIME type of an image from its first bytes (512
-// are enough): image/jpeg, image/png, image/gif, image/webp or image/avif.
-func SniffImage(head []byte) (string, bool) { return media.Sniff(head) }
-
 // ImageFile returns the image in the file at path. The file is read when
 // the request is sent (and again for a retry), not now; its type is
 // sniffed now, and anything but an image is an error. Only a regular file
@@ -46,7 +42,7 @@ func ImageFile(path string) (*Image, error) {
 	}
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
-	mime, ok := SniffImage(head[:n])
+	mime, ok := media.Sniff(head[:n])
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNotAnImage, path)
 	}
@@ -62,7 +58,7 @@ func ImageFile(path string) (*Image, error) {
 // ImageBytes returns the image held in b (not copied: do not modify b
 // until the call that uses it returns).
 func ImageBytes(b []byte) (*Image, error) {
-	mime, ok := SniffImage(b)
+	mime, ok := media.Sniff(b)
 	if !ok {
 		return nil, ErrNotAnImage
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/media"
 	"github.com/fluxi2i/fluxi2i/internal/names"
 	"github.com/fluxi2i/fluxi2i/internal/regular"
 	"github.com/fluxi2i/fluxi2i/wrapper"
@@ -311,7 +312,7 @@ func isImageFile(path string) bool {
 	defer f.Close()
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
-	_, ok := wrapper.SniffImage(head[:n])
+	_, ok := media.Sniff(head[:n])
 	return ok
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/fluxi2i/fluxi2i/internal/media"
 	"github.com/fluxi2i/fluxi2i/internal/names"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 )
@@ -81,7 +82,7 @@ func sniffFile(path string) (string, error) {
 	defer f.Close()
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
-	mime, ok := wrapper.SniffImage(head[:n])
+	mime, ok := media.Sniff(head[:n])
 	if !ok {
 		return "", fmt.Errorf("%w: %s", wrapper.ErrNotAnImage, path)
 	}
