@@ -1,6 +1,6 @@
 // Package webhooktest signs webhook deliveries the way fal does and
 // serves the signing key as a JWKS, so that a webhook handler (for
-// instance wrapper.WebhookHandler) can be tested without the network.
+// instance wrapper.WebhookVerifier.Handler) can be tested without the network.
 //
 // fal's deliveries carry four headers: X-Fal-Webhook-Request-Id,
 // X-Fal-Webhook-User-Id, X-Fal-Webhook-Timestamp (unix seconds) and
@@ -32,7 +32,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/internal/webhookhdr"
 )
 
 // DefaultUserID is the user id a NewSigner signs for.
@@ -75,10 +75,10 @@ func (s *Signer) Sign(requestID, userID string, body []byte) http.Header {
 	sum := sha256.Sum256(body)
 	msg := requestID + "\n" + userID + "\n" + ts + "\n" + hex.EncodeToString(sum[:])
 	h := http.Header{}
-	h.Set(wrapper.HeaderWebhookRequestID, requestID)
-	h.Set(wrapper.HeaderWebhookUserID, userID)
-	h.Set(wrapper.HeaderWebhookTimestamp, ts)
-	h.Set(wrapper.HeaderWebhookSignature, hex.EncodeToString(ed25519.Sign(s.key, []byte(msg))))
+	h.Set(webhookhdr.RequestID, requestID)
+	h.Set(webhookhdr.UserID, userID)
+	h.Set(webhookhdr.Timestamp, ts)
+	h.Set(webhookhdr.Signature, hex.EncodeToString(ed25519.Sign(s.key, []byte(msg))))
 	return h
 }
 
