@@ -195,7 +195,7 @@ func TestASuccessfulJob(t *testing.T) {
 }
 
 func TestAJobWhoseSubmitIsRetried(t *testing.T) {
-	f := setup(t, nil, wrapper.WithBackoff(wrapper.ExponentialBackoff{Base: time.Millisecond, Max: time.Millisecond}))
+	f := setup(t, nil, wrapper.WithBackoff(func(int) time.Duration { return time.Millisecond }))
 	f.srv.Inject(queuetest.OpSubmit, queuetest.Fail(503))
 	_, err := f.c.Run(context.Background(), input())
 	require.NoError(t, err)

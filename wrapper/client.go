@@ -77,7 +77,7 @@ func New(opts ...Option) (*Client, error) {
 		hc:         http.DefaultClient,
 		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		userAgent:  "fluxi2i-go/" + Version,
-		backoff:    DefaultBackoff(),
+		backoff:    defaultBackoff(),
 		retries:    4,
 		pollFirst:  100 * time.Millisecond,
 		pollMax:    2 * time.Second,

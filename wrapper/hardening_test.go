@@ -263,25 +263,6 @@ func TestWireNamesAndCountsAreChecked(t *testing.T) {
 	assert.Equal(t, []string{filepath.Join(dir, "r1-0.png")}, paths)
 }
 
-// The default backoff has full jitter: retry n waits anywhere in
-// [0, min(Max, Base*2^(n-1))).
-func TestDefaultBackoffHasFullJitter(t *testing.T) {
-	b := wrapper.DefaultBackoff()
-	ceil := b.Base << 2 // the third retry
-	lo, hi := ceil, time.Duration(0)
-	var sum time.Duration
-	const n = 4000
-	for range n {
-		d := b.Delay(3)
-		require.True(t, d >= 0 && d < ceil, "%v outside [0, %v)", d, ceil)
-		lo, hi, sum = min(lo, d), max(hi, d), sum+d
-	}
-	assert.Less(t, lo, ceil/10, "some waits are short")
-	assert.Greater(t, hi, ceil*9/10, "some are long")
-	assert.InDelta(t, float64(ceil/2), float64(sum/n), float64(ceil/10), "uniform on average")
-	assert.Equal(t, b.Max, wrapper.ExponentialBackoff{Base: b.Base, Max: b.Max}.Max)
-}
-
 // Breaking out of Updates stops the watching: no status call follows.
 func TestUpdatesStopsWhenTheLoopBreaks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
