@@ -227,7 +227,7 @@ func TestAJobWhoseSubmitIsRetried(t *testing.T) {
 }
 
 func TestAJobFailingWith422(t *testing.T) {
-	model := func(context.Context, string, gen.Input) ([]queuetest.Image, error) {
+	model := func(context.Context, string, gen.Input) ([]queuetest.Rendering, error) {
 		return nil, &queuetest.ModelError{StatusCode: 422, Field: "image_url", Detail: "cannot read the image"}
 	}
 	f := setup(t, []queuetest.Option{queuetest.WithModel(model)})

@@ -88,9 +88,9 @@ func TestImageFromBytesAndReader(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, c := setup(t, instant)
 		data := pngBytes(t, 5000)
-		for _, mk := range []func() (*wrapper.Image, error){
-			func() (*wrapper.Image, error) { return wrapper.ImageBytes(data) },
-			func() (*wrapper.Image, error) { return wrapper.ImageReader(bytes.NewReader(data), 0) },
+		for _, mk := range []func() (*wrapper.InputImage, error){
+			func() (*wrapper.InputImage, error) { return wrapper.ImageBytes(data) },
+			func() (*wrapper.InputImage, error) { return wrapper.ImageReader(bytes.NewReader(data), 0) },
 		} {
 			im, err := mk()
 			require.NoError(t, err)

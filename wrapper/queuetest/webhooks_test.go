@@ -27,7 +27,7 @@ import (
 func TestWebhookDeliveredAndVerified(t *testing.T) {
 	signer := webhooktest.NewSigner()
 	signer.UserID = "u-42"
-	failing := func(ctx context.Context, id string, in gen.Input) ([]queuetest.Image, error) {
+	failing := func(ctx context.Context, id string, in gen.Input) ([]queuetest.Rendering, error) {
 		if in.Prompt == "fail" {
 			return nil, &queuetest.ModelError{StatusCode: 422, Field: "image_url", Detail: "could not download"}
 		}
