@@ -10,12 +10,52 @@ import (
 	"github.com/fluxi2i/fluxi2i/gen"
 )
 
-// ErrNotFound matches (errors.Is) an APIError for an unknown request id.
-var ErrNotFound = errors.New("fluxi2i: request not found")
+// Sentinel errors: what the package returns matches them (errors.Is).
+var (
+	// ErrNotFound matches an APIError for an unknown request id.
+	ErrNotFound = errors.New("fluxi2i: request not found")
 
-// ErrOutcomeUnknown matches (errors.Is) a SubmitError whose job may or may
-// not have been queued: the request was sent and no answer came back.
-var ErrOutcomeUnknown = errors.New("fluxi2i: submit outcome unknown: the job may have been queued")
+	// ErrOutcomeUnknown matches a SubmitError whose job may or may not
+	// have been queued: the request was sent and no answer came back.
+	ErrOutcomeUnknown = errors.New("fluxi2i: submit outcome unknown: the job may have been queued")
+
+	// ErrNotInHistory matches the error of a lost submit (or of Settle)
+	// whose job the request history did not list within the settle
+	// window: no job that the client can see was created.
+	ErrNotInHistory = errors.New("fluxi2i: no job with this input in the request history")
+
+	// ErrHistoryUnavailable matches the error of a lost submit (or of
+	// Settle) that the request history could not settle: the server has
+	// none (404, as the aggregator), the key may not read it (401, 403),
+	// the submit asked fal to keep no payload (X-Fal-Store-IO: 0), or it
+	// could not be reached.
+	ErrHistoryUnavailable = errors.New("fluxi2i: the request history cannot settle this submit")
+
+	// ErrAlreadyCompleted matches the APIError of a Cancel that came too
+	// late: the job had completed.
+	ErrAlreadyCompleted = errors.New("fluxi2i: job already completed")
+
+	// ErrNoCredentials is returned by New when no API key was given and
+	// none is in the environment.
+	ErrNoCredentials = errors.New("fluxi2i: no API key: use WithAPIKey, WithBearerToken or WithFalKey, or set " + EnvAPIKey + " or " + EnvFalKey)
+
+	// ErrNotAnImage is returned for input bytes that are not a jpeg, png,
+	// webp, gif or avif image.
+	ErrNotAnImage = errors.New("fluxi2i: not a jpeg, png, webp, gif or avif image")
+
+	// The webhook verification failures: a WebhookError wraps one of
+	// them.
+	ErrWebhookMissingHeader = errors.New("missing signature header")
+	ErrWebhookTimestamp     = errors.New("timestamp outside the tolerance")
+	ErrWebhookSignature     = errors.New("no key verifies the signature")
+	ErrWebhookKeys          = errors.New("signing keys unavailable")
+	ErrWebhookUser          = errors.New("delivery for another fal user")
+	// ErrWebhookRequestID is a signed delivery whose body names another
+	// request than the signed X-Fal-Webhook-Request-Id (or none): the
+	// signature covers the body, but a handler trusting the body's id
+	// would act on a request the signer did not vouch for.
+	ErrWebhookRequestID = errors.New("body names another request than the signature")
+)
 
 // APIError is a non-2xx answer from the API.
 type APIError struct {

@@ -22,10 +22,6 @@ type InputImage struct {
 	open func() (io.ReadCloser, error)
 }
 
-// ErrNotAnImage is returned for input bytes that are not a jpeg, png,
-// webp, gif or avif image.
-var ErrNotAnImage = errors.New("fluxi2i: not a jpeg, png, webp, gif or avif image")
-
 // ImageFile returns the image in the file at path. The file is read when
 // the request is sent (and again for a retry), not now; its type is
 // sniffed now, and anything but an image is an error. Only a regular file

@@ -22,20 +22,6 @@ import (
 // defaultJWKSURL is where fal publishes its webhook signing keys.
 const defaultJWKSURL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
 
-// Webhook verification failures; WebhookError wraps one of them.
-var (
-	ErrWebhookMissingHeader = errors.New("missing signature header")
-	ErrWebhookTimestamp     = errors.New("timestamp outside the tolerance")
-	ErrWebhookSignature     = errors.New("no key verifies the signature")
-	ErrWebhookKeys          = errors.New("signing keys unavailable")
-	ErrWebhookUser          = errors.New("delivery for another fal user")
-	// ErrWebhookRequestID is a signed delivery whose body names another
-	// request than the signed X-Fal-Webhook-Request-Id (or none): the
-	// signature covers the body, but a handler trusting the body's id
-	// would act on a request the signer did not vouch for.
-	ErrWebhookRequestID = errors.New("body names another request than the signature")
-)
-
 // WebhookError is a delivery that failed verification.
 type WebhookError struct {
 	Reason error  // one of the ErrWebhook... values
