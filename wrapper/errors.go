@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 )
 
 // Sentinel errors: what the package returns matches them (errors.Is).
@@ -110,8 +111,10 @@ type FieldError struct {
 	Message string // what is wrong and what is allowed
 }
 
-// String reads "field: message".
-func (f FieldError) String() string { return f.Field + ": " + f.Message }
+// String reads "field: message". A message made of one of the package's
+// errors reads without that error's "fluxi2i: " prefix: InputError's
+// message has one, at its start.
+func (f FieldError) String() string { return f.Field + ": " + errprefix.Strip(f.Message) }
 
 // InputError lists every bad field of an input, found before anything was
 // sent.
@@ -149,7 +152,7 @@ func (e *JobError) Error() string {
 	if e.Cancelled {
 		msg += ", cancelled"
 	}
-	return msg + ": " + e.Err.Error()
+	return msg + ": " + errprefix.Strip(e.Err.Error())
 }
 
 // Unwrap returns the cause (a context error, an *APIError, ...).
@@ -171,12 +174,13 @@ type SubmitError struct {
 // Error says how many attempts were made, whether the job may exist and
 // what the request history said.
 func (e *SubmitError) Error() string {
-	msg := fmt.Sprintf("fluxi2i: submit failed after %d attempt(s): %v", e.Attempts, e.Err)
+	cause := errprefix.Strip(e.Err.Error())
+	msg := fmt.Sprintf("fluxi2i: submit failed after %d attempt(s): %s", e.Attempts, cause)
 	if e.Unknown {
-		msg = fmt.Sprintf("fluxi2i: submit outcome unknown after %d attempt(s), the job may have been queued and billed: %v", e.Attempts, e.Err)
+		msg = fmt.Sprintf("fluxi2i: submit outcome unknown after %d attempt(s), the job may have been queued and billed: %s", e.Attempts, cause)
 	}
 	if e.History != nil {
-		msg += "; " + e.History.Error()
+		msg += "; " + errprefix.Strip(e.History.Error())
 	}
 	return msg
 }

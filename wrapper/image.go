@@ -46,7 +46,7 @@ func ImageFile(path string) (*InputImage, error) {
 	return &InputImage{mime: mime, size: fi.Size(), open: func() (io.ReadCloser, error) {
 		f, err := regular.Open(path)
 		if err != nil {
-			return nil, fmt.Errorf("fluxi2i: image file: %w", err)
+			return nil, err // the file's own: the request's error puts it behind its prefix
 		}
 		return f, nil
 	}}, nil

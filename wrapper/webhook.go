@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 	"github.com/fluxi2i/fluxi2i/wrapper/internal/webhookhdr"
 )
 
@@ -30,7 +31,7 @@ type WebhookError struct {
 
 // Error gives the reason and the detail.
 func (e *WebhookError) Error() string {
-	return "fluxi2i: webhook rejected: " + e.Reason.Error() + ": " + e.Detail
+	return "fluxi2i: webhook rejected: " + errprefix.Strip(e.Reason.Error()) + ": " + errprefix.Strip(e.Detail)
 }
 
 // Unwrap returns Reason, for errors.Is.
