@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 	"github.com/fluxi2i/fluxi2i/internal/media"
 	"github.com/fluxi2i/fluxi2i/internal/names"
 	"github.com/fluxi2i/fluxi2i/wrapper"
@@ -21,7 +22,7 @@ type BadJobError struct {
 
 // Error names the job and what is wrong.
 func (e *BadJobError) Error() string {
-	return fmt.Sprintf("job %d (%q): %s", e.Index+1, e.ID, strings.TrimPrefix(e.Err.Error(), "fluxi2i: "))
+	return fmt.Sprintf("job %d (%q): %s", e.Index+1, e.ID, errprefix.Strip(e.Err.Error()))
 }
 
 // Unwrap returns the cause.
