@@ -195,7 +195,7 @@ func TestASuccessfulJob(t *testing.T) {
 }
 
 func TestAJobWhoseSubmitIsRetried(t *testing.T) {
-	f := setup(t, nil, wrapper.WithBackoff(wrapper.ExponentialBackoff{Base: time.Millisecond, Max: time.Millisecond}))
+	f := setup(t, nil, wrapper.WithBackoff(func(int) time.Duration { return time.Millisecond }))
 	f.srv.Inject(queuetest.OpSubmit, queuetest.Fail(503))
 	_, err := f.c.Run(context.Background(), input())
 	require.NoError(t, err)
@@ -227,7 +227,7 @@ func TestAJobWhoseSubmitIsRetried(t *testing.T) {
 }
 
 func TestAJobFailingWith422(t *testing.T) {
-	model := func(context.Context, string, gen.Input) ([]queuetest.Image, error) {
+	model := func(context.Context, string, gen.Input) ([]queuetest.Rendering, error) {
 		return nil, &queuetest.ModelError{StatusCode: 422, Field: "image_url", Detail: "cannot read the image"}
 	}
 	f := setup(t, []queuetest.Option{queuetest.WithModel(model)})

@@ -6,44 +6,34 @@ import (
 )
 
 // Backoff returns how long to wait before retry number attempt (1 for the
-// first retry). Inject one with WithBackoff; a Retry-After from the server
-// takes precedence over it.
-type Backoff interface {
-	Delay(attempt int) time.Duration
-}
+// first retry). Pass one to WithBackoff; a Retry-After from the server
+// takes precedence over it. The default is exponential with full jitter:
+// retry n waits a random duration in [0, min(10 s, 250 ms·2^(n-1))).
+type Backoff func(attempt int) time.Duration
 
-// BackoffFunc adapts a function to Backoff.
-type BackoffFunc func(attempt int) time.Duration
+// Delay calls b.
+func (b Backoff) Delay(attempt int) time.Duration { return b(attempt) }
 
-// Delay calls f.
-func (f BackoffFunc) Delay(attempt int) time.Duration { return f(attempt) }
-
-// ExponentialBackoff is exponential backoff with full jitter: retry n waits
-// a random duration in [0, min(Max, Base*2^(n-1))).
-type ExponentialBackoff struct {
-	Base time.Duration
-	Max  time.Duration
-}
-
-// DefaultBackoff is the backoff New uses: 250 ms doubling, capped at 10 s,
+// defaultBackoff is the backoff New uses: 250 ms doubling, capped at 10 s,
 // with full jitter.
-func DefaultBackoff() ExponentialBackoff {
-	return ExponentialBackoff{Base: 250 * time.Millisecond, Max: 10 * time.Second}
-}
+func defaultBackoff() Backoff { return exponential(250*time.Millisecond, 10*time.Second) }
 
-// Delay implements Backoff.
-func (b ExponentialBackoff) Delay(attempt int) time.Duration {
-	ceil := b.Max
-	if attempt < 1 {
-		attempt = 1
-	}
-	if attempt < 40 {
-		if d := b.Base << (attempt - 1); d > 0 && d < ceil {
-			ceil = d
+// exponential is exponential backoff with full jitter: retry n waits a
+// random duration in [0, min(ceil, base·2^(n-1))).
+func exponential(base, ceil time.Duration) Backoff {
+	return func(attempt int) time.Duration {
+		top := ceil
+		if attempt < 1 {
+			attempt = 1
 		}
+		if attempt < 40 {
+			if d := base << (attempt - 1); d > 0 && d < top {
+				top = d
+			}
+		}
+		if top <= 0 {
+			return 0
+		}
+		return rand.N(top)
 	}
-	if ceil <= 0 {
-		return 0
-	}
-	return rand.N(ceil)
 }

@@ -57,7 +57,7 @@ func TestClassify(t *testing.T) {
 // goes below the floor (a "Retry-After: 0" or a past date is no busy loop).
 func TestRetryDelay(t *testing.T) {
 	now := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
-	fixed := BackoffFunc(func(int) time.Duration { return 7 * time.Second })
+	fixed := Backoff(func(int) time.Duration { return 7 * time.Second })
 	floor := 100 * time.Millisecond
 	h := func(v string) outcome { return outcome{header: http.Header{"Retry-After": {v}}} }
 	for _, c := range []struct {

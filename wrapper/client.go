@@ -15,11 +15,11 @@ import (
 	"time"
 )
 
-// Version is the library version sent in the User-Agent.
-const Version = "0.2.0"
-
-// Base URLs of the two ways to reach the model.
+// The library's version, and the base URLs of the two ways to reach the
+// model.
 const (
+	// Version is the library version sent in the User-Agent.
+	Version = "0.2.0"
 	// AggregatorURL is the aggregator of the seeds (Bearer tokens); the default.
 	AggregatorURL = "https://api.chainhub.tech"
 	// FalURL is fal's own queue (Key scheme).
@@ -32,10 +32,6 @@ const (
 	EnvBaseURL = "FLUXI2I_BASE_URL" // base URL; default AggregatorURL
 	EnvFalKey  = "FAL_KEY"          // fal's key: means fal directly (FalURL) with the Key scheme
 )
-
-// ErrNoCredentials is returned by New when no API key was given and none is
-// in the environment.
-var ErrNoCredentials = errors.New("fluxi2i: no API key: use WithAPIKey, WithBearerToken or WithFalKey, or set " + EnvAPIKey + " or " + EnvFalKey)
 
 // Client talks to the queue of fal-ai/flux-1/dev/image-to-image. It is safe
 // for concurrent use; construct it once.
@@ -78,7 +74,7 @@ func New(opts ...Option) (*Client, error) {
 		hc:         http.DefaultClient,
 		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		userAgent:  "fluxi2i-go/" + Version,
-		backoff:    DefaultBackoff(),
+		backoff:    defaultBackoff(),
 		retries:    4,
 		pollFirst:  100 * time.Millisecond,
 		pollMax:    2 * time.Second,

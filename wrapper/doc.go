@@ -102,7 +102,9 @@
 // what is allowed. Once a job is queued, Wait and Run return *JobError
 // values naming its request id, wrapping the cause: a job that completed but
 // whose result call fails returns the model's *APIError, never an empty
-// output.
+// output. Every message starts with "fluxi2i: ", once: an error that wraps
+// another (a *JobError, a *SubmitError) puts the wrapped message after its
+// own text without that prefix.
 //
 // # Credentials
 //

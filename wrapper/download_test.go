@@ -51,7 +51,7 @@ func imageServer(t *testing.T, tls bool) (*httptest.Server, *atomic.Int32) {
 func downloadClient(t *testing.T, base string, opts ...wrapper.Option) *wrapper.Client {
 	clearEnv(t)
 	c, err := wrapper.New(append([]wrapper.Option{wrapper.WithBearerToken(testToken), wrapper.WithBaseURL(base),
-		wrapper.WithBackoff(wrapper.BackoffFunc(func(int) time.Duration { return time.Millisecond }))}, opts...)...)
+		wrapper.WithBackoff(func(int) time.Duration { return time.Millisecond })}, opts...)...)
 	require.NoError(t, err)
 	return c
 }

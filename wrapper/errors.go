@@ -8,14 +8,55 @@ import (
 	"strings"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 )
 
-// ErrNotFound matches (errors.Is) an APIError for an unknown request id.
-var ErrNotFound = errors.New("fluxi2i: request not found")
+// Sentinel errors: what the package returns matches them (errors.Is).
+var (
+	// ErrNotFound matches an APIError for an unknown request id.
+	ErrNotFound = errors.New("fluxi2i: request not found")
 
-// ErrOutcomeUnknown matches (errors.Is) a SubmitError whose job may or may
-// not have been queued: the request was sent and no answer came back.
-var ErrOutcomeUnknown = errors.New("fluxi2i: submit outcome unknown: the job may have been queued")
+	// ErrOutcomeUnknown matches a SubmitError whose job may or may not
+	// have been queued: the request was sent and no answer came back.
+	ErrOutcomeUnknown = errors.New("fluxi2i: submit outcome unknown: the job may have been queued")
+
+	// ErrNotInHistory matches the error of a lost submit (or of Settle)
+	// whose job the request history did not list within the settle
+	// window: no job that the client can see was created.
+	ErrNotInHistory = errors.New("fluxi2i: no job with this input in the request history")
+
+	// ErrHistoryUnavailable matches the error of a lost submit (or of
+	// Settle) that the request history could not settle: the server has
+	// none (404, as the aggregator), the key may not read it (401, 403),
+	// the submit asked fal to keep no payload (X-Fal-Store-IO: 0), or it
+	// could not be reached.
+	ErrHistoryUnavailable = errors.New("fluxi2i: the request history cannot settle this submit")
+
+	// ErrAlreadyCompleted matches the APIError of a Cancel that came too
+	// late: the job had completed.
+	ErrAlreadyCompleted = errors.New("fluxi2i: job already completed")
+
+	// ErrNoCredentials is returned by New when no API key was given and
+	// none is in the environment.
+	ErrNoCredentials = errors.New("fluxi2i: no API key: use WithAPIKey, WithBearerToken or WithFalKey, or set " + EnvAPIKey + " or " + EnvFalKey)
+
+	// ErrNotAnImage is returned for input bytes that are not a jpeg, png,
+	// webp, gif or avif image.
+	ErrNotAnImage = errors.New("fluxi2i: not a jpeg, png, webp, gif or avif image")
+
+	// The webhook verification failures: a WebhookError wraps one of
+	// them.
+	ErrWebhookMissingHeader = errors.New("missing signature header")
+	ErrWebhookTimestamp     = errors.New("timestamp outside the tolerance")
+	ErrWebhookSignature     = errors.New("no key verifies the signature")
+	ErrWebhookKeys          = errors.New("signing keys unavailable")
+	ErrWebhookUser          = errors.New("delivery for another fal user")
+	// ErrWebhookRequestID is a signed delivery whose body names another
+	// request than the signed X-Fal-Webhook-Request-Id (or none): the
+	// signature covers the body, but a handler trusting the body's id
+	// would act on a request the signer did not vouch for.
+	ErrWebhookRequestID = errors.New("body names another request than the signature")
+)
 
 // APIError is a non-2xx answer from the API.
 type APIError struct {
@@ -70,8 +111,10 @@ type FieldError struct {
 	Message string // what is wrong and what is allowed
 }
 
-// String reads "field: message".
-func (f FieldError) String() string { return f.Field + ": " + f.Message }
+// String reads "field: message". A message made of one of the package's
+// errors reads without that error's "fluxi2i: " prefix: InputError's
+// message has one, at its start.
+func (f FieldError) String() string { return f.Field + ": " + errprefix.Strip(f.Message) }
 
 // InputError lists every bad field of an input, found before anything was
 // sent.
@@ -109,7 +152,7 @@ func (e *JobError) Error() string {
 	if e.Cancelled {
 		msg += ", cancelled"
 	}
-	return msg + ": " + e.Err.Error()
+	return msg + ": " + errprefix.Strip(e.Err.Error())
 }
 
 // Unwrap returns the cause (a context error, an *APIError, ...).
@@ -131,12 +174,13 @@ type SubmitError struct {
 // Error says how many attempts were made, whether the job may exist and
 // what the request history said.
 func (e *SubmitError) Error() string {
-	msg := fmt.Sprintf("fluxi2i: submit failed after %d attempt(s): %v", e.Attempts, e.Err)
+	cause := errprefix.Strip(e.Err.Error())
+	msg := fmt.Sprintf("fluxi2i: submit failed after %d attempt(s): %s", e.Attempts, cause)
 	if e.Unknown {
-		msg = fmt.Sprintf("fluxi2i: submit outcome unknown after %d attempt(s), the job may have been queued and billed: %v", e.Attempts, e.Err)
+		msg = fmt.Sprintf("fluxi2i: submit outcome unknown after %d attempt(s), the job may have been queued and billed: %s", e.Attempts, cause)
 	}
 	if e.History != nil {
-		msg += "; " + e.History.Error()
+		msg += "; " + errprefix.Strip(e.History.Error())
 	}
 	return msg
 }

@@ -103,7 +103,7 @@ func FuzzDataURI(f *testing.F) {
 		// Whatever comes in: no panic, and only data URIs decode.
 		if d, err := media.ParseDataURI(s); err == nil {
 			if b, err := d.Decode(); err == nil {
-				SniffImage(b)
+				media.Sniff(b)
 			}
 			if !media.IsDataURI(s) {
 				t.Fatal("parsed something that is not a data URI")
@@ -148,10 +148,10 @@ func FuzzWebhookVerify(f *testing.F) {
 	f.Add(orig, "r-1", ts, strings.Repeat("0", 128))
 	f.Fuzz(func(t *testing.T, body []byte, reqID, stamp, signature string) {
 		h := http.Header{}
-		h.Set(HeaderWebhookRequestID, reqID)
-		h.Set(HeaderWebhookUserID, "u-1")
-		h.Set(HeaderWebhookTimestamp, stamp)
-		h.Set(HeaderWebhookSignature, signature)
+		h.Set("X-Fal-Webhook-Request-Id", reqID)
+		h.Set("X-Fal-Webhook-User-Id", "u-1")
+		h.Set("X-Fal-Webhook-Timestamp", stamp)
+		h.Set("X-Fal-Webhook-Signature", signature)
 		err := v.Verify(context.Background(), h, body)
 		genuine := bytes.Equal(body, orig) && reqID == "r-1" && stamp == ts && strings.EqualFold(signature, sig)
 		if err == nil && !genuine {

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/media"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 )
@@ -41,7 +42,7 @@ func TestDownloadsAreRetried(t *testing.T) {
 		for _, p := range paths {
 			b, err := os.ReadFile(p)
 			require.NoError(t, err)
-			_, ok := wrapper.SniffImage(b)
+			_, ok := media.Sniff(b)
 			assert.True(t, ok, "%s is a whole image", p)
 		}
 		entries, _ := os.ReadDir(dir)
@@ -260,25 +261,6 @@ func TestWireNamesAndCountsAreChecked(t *testing.T) {
 	paths, err := c.SaveImages(context.Background(), out, dir, "r1")
 	require.NoError(t, err)
 	assert.Equal(t, []string{filepath.Join(dir, "r1-0.png")}, paths)
-}
-
-// The default backoff has full jitter: retry n waits anywhere in
-// [0, min(Max, Base*2^(n-1))).
-func TestDefaultBackoffHasFullJitter(t *testing.T) {
-	b := wrapper.DefaultBackoff()
-	ceil := b.Base << 2 // the third retry
-	lo, hi := ceil, time.Duration(0)
-	var sum time.Duration
-	const n = 4000
-	for range n {
-		d := b.Delay(3)
-		require.True(t, d >= 0 && d < ceil, "%v outside [0, %v)", d, ceil)
-		lo, hi, sum = min(lo, d), max(hi, d), sum+d
-	}
-	assert.Less(t, lo, ceil/10, "some waits are short")
-	assert.Greater(t, hi, ceil*9/10, "some are long")
-	assert.InDelta(t, float64(ceil/2), float64(sum/n), float64(ceil/10), "uniform on average")
-	assert.Equal(t, b.Max, wrapper.ExponentialBackoff{Base: b.Base, Max: b.Max}.Max)
 }
 
 // Breaking out of Updates stops the watching: no status call follows.

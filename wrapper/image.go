@@ -11,30 +11,23 @@ import (
 	"github.com/fluxi2i/fluxi2i/internal/regular"
 )
 
-// Image is an input image that becomes image_url as a base64 data URI.
+// InputImage is an input image, made by ImageFile, ImageBytes or
+// ImageReader, that becomes image_url as a base64 data URI.
 // Submit and Run stream it into the request body, encoding on the fly, so
 // a large file is never held in memory (and is read again for a retry).
 // Pass it with WithImage.
-type Image struct {
+type InputImage struct {
 	mime string // "image/png", ...
 	size int64
 	open func() (io.ReadCloser, error)
 }
-
-// ErrNotAnImage is returned for input bytes that are not a jpeg, png,
-// webp, gif or avif image.
-var ErrNotAnImage = errors.New("fluxi2i: not a jpeg, png, webp, gif or avif image")
-
-// SniffImage returns the MIME type of an image from its first bytes (512
-// are enough): image/jpeg, image/png, image/gif, image/webp or image/avif.
-func SniffImage(head []byte) (string, bool) { return media.Sniff(head) }
 
 // ImageFile returns the image in the file at path. The file is read when
 // the request is sent (and again for a retry), not now; its type is
 // sniffed now, and anything but an image is an error. Only a regular file
 // is read: a FIFO, a device or a socket is an error at once, never waited
 // on (internal/regular), now and when the request is sent.
-func ImageFile(path string) (*Image, error) {
+func ImageFile(path string) (*InputImage, error) {
 	f, err := regular.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("fluxi2i: image file: %w", err)
@@ -46,14 +39,14 @@ func ImageFile(path string) (*Image, error) {
 	}
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
-	mime, ok := SniffImage(head[:n])
+	mime, ok := media.Sniff(head[:n])
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNotAnImage, path)
 	}
-	return &Image{mime: mime, size: fi.Size(), open: func() (io.ReadCloser, error) {
+	return &InputImage{mime: mime, size: fi.Size(), open: func() (io.ReadCloser, error) {
 		f, err := regular.Open(path)
 		if err != nil {
-			return nil, fmt.Errorf("fluxi2i: image file: %w", err)
+			return nil, err // the file's own: the request's error puts it behind its prefix
 		}
 		return f, nil
 	}}, nil
@@ -61,19 +54,19 @@ func ImageFile(path string) (*Image, error) {
 
 // ImageBytes returns the image held in b (not copied: do not modify b
 // until the call that uses it returns).
-func ImageBytes(b []byte) (*Image, error) {
-	mime, ok := SniffImage(b)
+func ImageBytes(b []byte) (*InputImage, error) {
+	mime, ok := media.Sniff(b)
 	if !ok {
 		return nil, ErrNotAnImage
 	}
-	return &Image{mime: mime, size: int64(len(b)), open: func() (io.ReadCloser, error) {
+	return &InputImage{mime: mime, size: int64(len(b)), open: func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(b)), nil
 	}}, nil
 }
 
 // ImageReader reads r to its end (at most limit bytes; 0 means 64 MiB) and
 // returns the image it held.
-func ImageReader(r io.Reader, limit int64) (*Image, error) {
+func ImageReader(r io.Reader, limit int64) (*InputImage, error) {
 	if limit <= 0 {
 		limit = 64 << 20
 	}
@@ -85,9 +78,9 @@ func ImageReader(r io.Reader, limit int64) (*Image, error) {
 }
 
 // ContentType is the sniffed MIME type.
-func (im *Image) ContentType() string { return im.mime }
+func (im *InputImage) ContentType() string { return im.mime }
 
-func (im *Image) prefix() string { return "data:" + im.mime + ";base64," }
+func (im *InputImage) prefix() string { return "data:" + im.mime + ";base64," }
 
 // b64Reader base64-encodes src as it is read.
 type b64Reader struct {

@@ -32,21 +32,6 @@ var heads = map[string][]byte{
 	"image/avif": []byte("\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf"),
 }
 
-func TestSniffImage(t *testing.T) {
-	for want, head := range heads {
-		got, ok := wrapper.SniffImage(head)
-		assert.True(t, ok, want)
-		assert.Equal(t, want, got)
-	}
-	for _, b := range [][]byte{nil, []byte("hello"), []byte("%PDF-1.7"), []byte("\x00\x00\x00\x1cftypisom\x00\x00\x00\x00isomiso2"), []byte("RIFF\x24\x00\x00\x00WAVEfmt ")} {
-		_, ok := wrapper.SniffImage(b)
-		assert.False(t, ok, "%q", b)
-	}
-	// heic is ISO-BMFF too, but not avif.
-	_, ok := wrapper.SniffImage([]byte("\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"))
-	assert.False(t, ok)
-}
-
 func TestImageInputsRejectNonImages(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "notes.txt")
@@ -103,9 +88,9 @@ func TestImageFromBytesAndReader(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv, c := setup(t, instant)
 		data := pngBytes(t, 5000)
-		for _, mk := range []func() (*wrapper.Image, error){
-			func() (*wrapper.Image, error) { return wrapper.ImageBytes(data) },
-			func() (*wrapper.Image, error) { return wrapper.ImageReader(bytes.NewReader(data), 0) },
+		for _, mk := range []func() (*wrapper.InputImage, error){
+			func() (*wrapper.InputImage, error) { return wrapper.ImageBytes(data) },
+			func() (*wrapper.InputImage, error) { return wrapper.ImageReader(bytes.NewReader(data), 0) },
 		} {
 			im, err := mk()
 			require.NoError(t, err)

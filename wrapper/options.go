@@ -93,7 +93,7 @@ type settings struct {
 	// Submit.
 	params   gen.SubmitParams
 	headers  http.Header
-	image    *Image
+	image    *InputImage
 	onQueued func(*Queued)
 
 	// Wait.
@@ -450,7 +450,7 @@ func WithHeader(key, value string) Option {
 
 // WithImage makes Submit or Run send im as image_url, replacing
 // Input.ImageURL, streamed into the request body.
-func WithImage(im *Image) Option {
+func WithImage(im *InputImage) Option {
 	return option("WithImage", scopeCall|scopeSubmit, func(s *settings) error {
 		if im == nil {
 			return invalid("image_url", "WithImage(nil)")

@@ -300,10 +300,6 @@ func (c *Client) result(ctx context.Context, s *settings, id string, persist per
 	return &res, nil
 }
 
-// ErrAlreadyCompleted matches (errors.Is) the APIError of a Cancel that came
-// too late: the job had completed.
-var ErrAlreadyCompleted = errors.New("fluxi2i: job already completed")
-
 // Cancel asks the queue to cancel the job. Only an explicit cancel stops a
 // queued job. A job that already completed gives an error matching
 // ErrAlreadyCompleted; an unknown one, ErrNotFound.

@@ -25,7 +25,7 @@ var (
 
 func TestRetryAfterSecondsIsHonoured(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv, c := setup(t, instant, polling, wrapper.WithBackoff(wrapper.BackoffFunc(func(int) time.Duration { return time.Millisecond })))
+		srv, c := setup(t, instant, polling, wrapper.WithBackoff(func(int) time.Duration { return time.Millisecond }))
 		srv.Inject(queuetest.OpStatus, queuetest.Fail(429).RetryAfter(7))
 		q, err := c.Submit(context.Background(), input())
 		require.NoError(t, err)
@@ -248,20 +248,6 @@ func testSubmitKeepsHeaderID(t *testing.T, f queuetest.Fault) {
 		assert.NotEmpty(t, out.Images)
 		assert.EqualValues(t, 1, srv.Stats().Jobs)
 	})
-}
-
-func TestBackoffIsExponentialWithFullJitter(t *testing.T) {
-	b := wrapper.ExponentialBackoff{Base: 100 * time.Millisecond, Max: time.Second}
-	for attempt, ceil := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 3: 400 * time.Millisecond, 5: time.Second, 60: time.Second} {
-		var top time.Duration
-		for range 2000 {
-			d := b.Delay(attempt)
-			require.GreaterOrEqual(t, d, time.Duration(0))
-			require.Less(t, d, ceil)
-			top = max(top, d)
-		}
-		assert.Greater(t, top, ceil*8/10, "attempt %d spreads over [0, %v)", attempt, ceil)
-	}
 }
 
 func TestPollingContextEndReportsTheLastStatus(t *testing.T) {

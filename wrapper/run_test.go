@@ -142,7 +142,7 @@ func TestCancelOnExitCanBeTurnedOffPerClient(t *testing.T) {
 
 func TestCompletedJobWithFailedResultReturnsTheModelError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		model := func(context.Context, string, gen.Input) ([]queuetest.Image, error) {
+		model := func(context.Context, string, gen.Input) ([]queuetest.Rendering, error) {
 			return nil, &queuetest.ModelError{StatusCode: 422, Field: "image_url", Detail: "could not download the image"}
 		}
 		_, c := setup(t, []queuetest.Option{queuetest.WithModel(model)})
@@ -163,7 +163,7 @@ func TestCompletedJobWithFailedResultReturnsTheModelError(t *testing.T) {
 
 func TestModelErrorAsOneString(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		model := func(context.Context, string, gen.Input) ([]queuetest.Image, error) {
+		model := func(context.Context, string, gen.Input) ([]queuetest.Rendering, error) {
 			return nil, &queuetest.ModelError{StatusCode: 422, Detail: "NSFW content detected"}
 		}
 		_, c := setup(t, []queuetest.Option{queuetest.WithModel(model)})

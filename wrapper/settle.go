@@ -31,17 +31,6 @@ import (
 // the window has passed: by then a job the submit created would have
 // ended (see settleWindow).
 
-// ErrNotInHistory matches the error of a lost submit (or of Settle) whose
-// job the request history did not list within the settle window: no job
-// that the client can see was created.
-var ErrNotInHistory = errors.New("fluxi2i: no job with this input in the request history")
-
-// ErrHistoryUnavailable matches the error of a lost submit (or of Settle)
-// that the request history could not settle: the server has none (404, as
-// the aggregator), the key may not read it (401, 403), the submit asked
-// fal to keep no payload (X-Fal-Store-IO: 0), or it could not be reached.
-var ErrHistoryUnavailable = errors.New("fluxi2i: the request history cannot settle this submit")
-
 // historyError says why the history could not settle a submit.
 type historyError struct {
 	why      string

@@ -220,7 +220,7 @@ func TestAPlain500WithAVaryingBodyEnds(t *testing.T) {
 	defer srv.Close()
 	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithEnvironment(nil), wrapper.WithRetries(2),
 		wrapper.WithStatusMode(wrapper.StatusPoll),
-		wrapper.WithBackoff(wrapper.BackoffFunc(func(int) time.Duration { return time.Millisecond })))
+		wrapper.WithBackoff(func(int) time.Duration { return time.Millisecond }))
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -16,34 +16,12 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
+	"github.com/fluxi2i/fluxi2i/wrapper/internal/webhookhdr"
 )
 
-// DefaultJWKSURL is where fal publishes its webhook signing keys. fal is
-// moving from rest.alpha.fal.ai to rest.fal.ai: set WebhookVerifier.JWKSURL
-// when it does.
-const DefaultJWKSURL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
-
-// The headers fal signs webhook deliveries with (the spec's WebhookHeader).
-const (
-	HeaderWebhookRequestID = string(gen.WebhookHeaderRequestID)
-	HeaderWebhookUserID    = string(gen.WebhookHeaderUserID)
-	HeaderWebhookTimestamp = string(gen.WebhookHeaderTimestamp)
-	HeaderWebhookSignature = string(gen.WebhookHeaderSignature)
-)
-
-// Webhook verification failures; WebhookError wraps one of them.
-var (
-	ErrWebhookMissingHeader = errors.New("missing signature header")
-	ErrWebhookTimestamp     = errors.New("timestamp outside the tolerance")
-	ErrWebhookSignature     = errors.New("no key verifies the signature")
-	ErrWebhookKeys          = errors.New("signing keys unavailable")
-	ErrWebhookUser          = errors.New("delivery for another fal user")
-	// ErrWebhookRequestID is a signed delivery whose body names another
-	// request than the signed X-Fal-Webhook-Request-Id (or none): the
-	// signature covers the body, but a handler trusting the body's id
-	// would act on a request the signer did not vouch for.
-	ErrWebhookRequestID = errors.New("body names another request than the signature")
-)
+// defaultJWKSURL is where fal publishes its webhook signing keys.
+const defaultJWKSURL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
 
 // WebhookError is a delivery that failed verification.
 type WebhookError struct {
@@ -53,7 +31,7 @@ type WebhookError struct {
 
 // Error gives the reason and the detail.
 func (e *WebhookError) Error() string {
-	return "fluxi2i: webhook rejected: " + e.Reason.Error() + ": " + e.Detail
+	return "fluxi2i: webhook rejected: " + errprefix.Strip(e.Reason.Error()) + ": " + errprefix.Strip(e.Detail)
 }
 
 // Unwrap returns Reason, for errors.Is.
@@ -77,7 +55,10 @@ func (e *WebhookError) Unwrap() error { return e.Reason }
 // again on failure (about 10 times over 2 hours), so make the handler
 // idempotent by request id in any case.
 type WebhookVerifier struct {
-	JWKSURL    string           // default DefaultJWKSURL
+	// JWKSURL is where the signing keys are fetched (default fal's,
+	// https://rest.alpha.fal.ai/.well-known/jwks.json; fal is moving it to
+	// rest.fal.ai: set it when fal does).
+	JWKSURL    string
 	HTTPClient *http.Client     // default http.DefaultClient; no credential is sent
 	Tolerance  time.Duration    // default 300 s
 	CacheFor   time.Duration    // default 24 h
@@ -88,7 +69,7 @@ type WebhookVerifier struct {
 	// accepted (X-Fal-Webhook-User-Id): deliveries signed for another
 	// account are refused.
 	UserID string
-	// MaxBodyBytes caps a delivery's body in WebhookHandler (default 4 MiB:
+	// MaxBodyBytes caps a delivery's body in Handler (default 4 MiB:
 	// payloads with image URLs are a few KB; sync_mode payloads carry the
 	// images as data URIs, which four JPEGs of about 750 KB fit; raise it
 	// for sync_mode PNGs).
@@ -126,7 +107,7 @@ func (v *WebhookVerifier) Verify(ctx context.Context, h http.Header, body []byte
 	if err := json.Unmarshal(body, &named); err != nil {
 		return &WebhookError{Reason: ErrWebhookRequestID, Detail: "the body is not a JSON delivery: " + err.Error()}
 	}
-	if signed := h.Get(HeaderWebhookRequestID); named.RequestID != signed {
+	if signed := h.Get(webhookhdr.RequestID); named.RequestID != signed {
 		return &WebhookError{Reason: ErrWebhookRequestID, Detail: fmt.Sprintf("signed for %.80q, the body names %.80q", signed, named.RequestID)}
 	}
 	return nil
@@ -142,7 +123,7 @@ func (v *WebhookVerifier) Event(ctx context.Context, h http.Header, body []byte)
 	if err != nil {
 		return WebhookEvent{}, err
 	}
-	ev.UserID = h.Get(HeaderWebhookUserID)
+	ev.UserID = h.Get(webhookhdr.UserID)
 	return ev, nil
 }
 
@@ -151,7 +132,7 @@ func (v *WebhookVerifier) verifySignature(ctx context.Context, h http.Header, bo
 	if err := v.checkHeaders(h); err != nil {
 		return err
 	}
-	reqID, userID, ts, sigHex := h.Get(HeaderWebhookRequestID), h.Get(HeaderWebhookUserID), h.Get(HeaderWebhookTimestamp), h.Get(HeaderWebhookSignature)
+	reqID, userID, ts, sigHex := h.Get(webhookhdr.RequestID), h.Get(webhookhdr.UserID), h.Get(webhookhdr.Timestamp), h.Get(webhookhdr.Signature)
 	sig, err := hex.DecodeString(sigHex)
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return &WebhookError{Reason: ErrWebhookSignature, Detail: "signature is not 64 hex-encoded bytes"}
@@ -179,9 +160,9 @@ func (v *WebhookVerifier) verifySignature(ctx context.Context, h http.Header, bo
 // signature header present, the timestamp within the tolerance, the user
 // id the expected one.
 func (v *WebhookVerifier) checkHeaders(h http.Header) error {
-	userID, ts := h.Get(HeaderWebhookUserID), h.Get(HeaderWebhookTimestamp)
+	userID, ts := h.Get(webhookhdr.UserID), h.Get(webhookhdr.Timestamp)
 	var missing []string
-	for _, name := range []string{HeaderWebhookRequestID, HeaderWebhookUserID, HeaderWebhookTimestamp, HeaderWebhookSignature} {
+	for _, name := range []string{webhookhdr.RequestID, webhookhdr.UserID, webhookhdr.Timestamp, webhookhdr.Signature} {
 		val := h.Get(name)
 		if val == "" {
 			missing = append(missing, name)
@@ -192,7 +173,7 @@ func (v *WebhookVerifier) checkHeaders(h http.Header) error {
 	}
 	secs, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
-		return &WebhookError{Reason: ErrWebhookTimestamp, Detail: fmt.Sprintf("%s %q is not unix seconds", HeaderWebhookTimestamp, ts)}
+		return &WebhookError{Reason: ErrWebhookTimestamp, Detail: fmt.Sprintf("%s %q is not unix seconds", webhookhdr.Timestamp, ts)}
 	}
 	tol := v.Tolerance
 	if tol <= 0 {
@@ -294,7 +275,7 @@ func (v *WebhookVerifier) keySet(ctx context.Context, refresh bool) (keys []ed25
 func (v *WebhookVerifier) fetch(ctx context.Context) ([]ed25519.PublicKey, error) {
 	u := v.JWKSURL
 	if u == "" {
-		u = DefaultJWKSURL
+		u = defaultJWKSURL
 	}
 	hc := v.HTTPClient
 	if hc == nil {
@@ -351,7 +332,7 @@ type WebhookEvent struct {
 	// UserID is the fal user the delivery was signed for
 	// (X-Fal-Webhook-User-Id): filter on it when one handler serves
 	// several accounts and WebhookVerifier.UserID is not set. DecodeWebhook
-	// alone leaves it empty; Event and WebhookHandler fill it.
+	// alone leaves it empty; Event and Handler fill it.
 	UserID string
 	// Status is "OK" or "ERROR".
 	Status string
@@ -365,8 +346,8 @@ type WebhookEvent struct {
 	Raw json.RawMessage
 }
 
-// WebhookHandler returns an http.Handler that verifies each delivery with
-// v, decodes it and calls fn with its request id. The signature headers,
+// Handler returns an http.Handler that verifies each delivery with v,
+// decodes it and calls fn with its request id. The signature headers,
 // the timestamp and the user id are checked before a byte of the body is
 // read, and the body is read through v.MaxBodyBytes. A forged, stale or
 // malformed delivery (or one whose body names another request than the
@@ -376,7 +357,7 @@ type WebhookEvent struct {
 // fal retries deliveries (about 10 times over 2 hours) and may deliver one
 // twice: make fn idempotent by keying what it does on RequestID (for
 // instance an insert that ignores a request id already stored).
-func WebhookHandler(v *WebhookVerifier, fn func(ctx context.Context, ev WebhookEvent) error) http.Handler {
+func (v *WebhookVerifier) Handler(fn func(ctx context.Context, ev WebhookEvent) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)

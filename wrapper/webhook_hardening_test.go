@@ -38,7 +38,7 @@ func TestWebhookChecksHeadersBeforeTheBody(t *testing.T) {
 	keys := newJWKS(t, pub)
 	v := &wrapper.WebhookVerifier{JWKSURL: keys.srv.URL, UserID: "u-1", MaxBodyBytes: 1 << 20}
 	called := 0
-	h := wrapper.WebhookHandler(v, func(context.Context, wrapper.WebhookEvent) error { called++; return nil })
+	h := v.Handler(func(context.Context, wrapper.WebhookEvent) error { called++; return nil })
 	big := strings.Repeat("x", 60<<20)
 	post := func(hdr http.Header, body string) (int, int64) {
 		cb := &countingBody{r: strings.NewReader(body)}

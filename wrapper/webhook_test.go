@@ -66,10 +66,10 @@ func sign(priv ed25519.PrivateKey, reqID, userID string, ts time.Time, body []by
 	tss := strconv.FormatInt(ts.Unix(), 10)
 	msg := reqID + "\n" + userID + "\n" + tss + "\n" + hex.EncodeToString(sum[:])
 	h := http.Header{}
-	h.Set(wrapper.HeaderWebhookRequestID, reqID)
-	h.Set(wrapper.HeaderWebhookUserID, userID)
-	h.Set(wrapper.HeaderWebhookTimestamp, tss)
-	h.Set(wrapper.HeaderWebhookSignature, hex.EncodeToString(ed25519.Sign(priv, []byte(msg))))
+	h.Set("X-Fal-Webhook-Request-Id", reqID)
+	h.Set("X-Fal-Webhook-User-Id", userID)
+	h.Set("X-Fal-Webhook-Timestamp", tss)
+	h.Set("X-Fal-Webhook-Signature", hex.EncodeToString(ed25519.Sign(priv, []byte(msg))))
 	return h
 }
 
@@ -90,7 +90,7 @@ func TestWebhookAcceptsAValidDelivery(t *testing.T) {
 	keys := newJWKS(t, pub)
 	v := &wrapper.WebhookVerifier{JWKSURL: keys.srv.URL}
 	var got []wrapper.WebhookEvent
-	h := wrapper.WebhookHandler(v, func(_ context.Context, ev wrapper.WebhookEvent) error { got = append(got, ev); return nil })
+	h := v.Handler(func(_ context.Context, ev wrapper.WebhookEvent) error { got = append(got, ev); return nil })
 
 	rec := deliver(t, h, sign(priv, "r-1", "u-1", time.Now(), []byte(okBody)), okBody)
 	require.Equal(t, 200, rec.Code, rec.Body.String())
@@ -114,21 +114,21 @@ func TestWebhookRejections(t *testing.T) {
 	now := time.Now()
 	v := &wrapper.WebhookVerifier{JWKSURL: keys.srv.URL, Now: func() time.Time { return now }}
 	called := 0
-	h := wrapper.WebhookHandler(v, func(context.Context, wrapper.WebhookEvent) error { called++; return nil })
+	h := v.Handler(func(context.Context, wrapper.WebhookEvent) error { called++; return nil })
 
 	forged := sign(priv, "r-1", "u-1", now, []byte(okBody))
-	sig := []byte(forged.Get(wrapper.HeaderWebhookSignature))
+	sig := []byte(forged.Get("X-Fal-Webhook-Signature"))
 	sig[0] ^= 1
 	if sig[0] > 'f' || (sig[0] > '9' && sig[0] < 'a') {
 		sig[0] = '0'
 	}
-	forged.Set(wrapper.HeaderWebhookSignature, string(sig))
+	forged.Set("X-Fal-Webhook-Signature", string(sig))
 	missing := sign(priv, "r-1", "u-1", now, []byte(okBody))
-	missing.Del(wrapper.HeaderWebhookUserID)
+	missing.Del("X-Fal-Webhook-User-Id")
 	badHex := sign(priv, "r-1", "u-1", now, []byte(okBody))
-	badHex.Set(wrapper.HeaderWebhookSignature, "zz")
+	badHex.Set("X-Fal-Webhook-Signature", "zz")
 	otherUser := sign(priv, "r-1", "u-1", now, []byte(okBody))
-	otherUser.Set(wrapper.HeaderWebhookUserID, "u-2")
+	otherUser.Set("X-Fal-Webhook-User-Id", "u-2")
 
 	for name, c := range map[string]struct {
 		hdr    http.Header
@@ -192,7 +192,7 @@ func TestWebhookKeysUnavailable(t *testing.T) {
 	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(502) }))
 	defer down.Close()
 	v := &wrapper.WebhookVerifier{JWKSURL: down.URL}
-	h := wrapper.WebhookHandler(v, func(context.Context, wrapper.WebhookEvent) error { return nil })
+	h := v.Handler(func(context.Context, wrapper.WebhookEvent) error { return nil })
 	rec := deliver(t, h, sign(priv, "r", "u", time.Now(), []byte(okBody)), okBody)
 	assert.Equal(t, 503, rec.Code, "fal should deliver again later")
 }
@@ -203,7 +203,7 @@ func TestWebhookErrorPayloads(t *testing.T) {
 	v := &wrapper.WebhookVerifier{JWKSURL: keys.srv.URL}
 	var got wrapper.WebhookEvent
 	fail := false
-	h := wrapper.WebhookHandler(v, func(_ context.Context, ev wrapper.WebhookEvent) error {
+	h := v.Handler(func(_ context.Context, ev wrapper.WebhookEvent) error {
 		got = ev
 		if fail {
 			return errors.New("database down")
@@ -246,7 +246,7 @@ func TestWebhookBodyMustNameTheSignedRequest(t *testing.T) {
 	keys := newJWKS(t, pub)
 	v := &wrapper.WebhookVerifier{JWKSURL: keys.srv.URL}
 	called := 0
-	h := wrapper.WebhookHandler(v, func(context.Context, wrapper.WebhookEvent) error { called++; return nil })
+	h := v.Handler(func(context.Context, wrapper.WebhookEvent) error { called++; return nil })
 	ctx := context.Background()
 	for name, body := range map[string]string{
 		"another id": okBody, // names r-1

@@ -21,6 +21,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/media"
 	"github.com/fluxi2i/fluxi2i/internal/names"
 	"github.com/fluxi2i/fluxi2i/internal/regular"
 	"github.com/fluxi2i/fluxi2i/wrapper"
@@ -311,7 +312,7 @@ func isImageFile(path string) bool {
 	defer f.Close()
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
-	_, ok := wrapper.SniffImage(head[:n])
+	_, ok := media.Sniff(head[:n])
 	return ok
 }
 
@@ -442,7 +443,7 @@ func (a *app) batchSummary(sum batch.Summary, runErr error, total int, interrupt
 	if a.asJSON {
 		failures := make([]map[string]string, len(sum.Failures))
 		for i, f := range sum.Failures {
-			failures[i] = map[string]string{"id": f.ID, "request_id": f.RequestID, "error": printable(f.Err.Error())}
+			failures[i] = map[string]string{"id": f.ID, "request_id": f.RequestID, "error": errorText(f.Err.Error())}
 		}
 		line, _ := json.Marshal(map[string]any{"summary": true, "total": total, "done": sum.Done, "failed": sum.Failed,
 			"skipped": sum.Skipped, "outcome_unknown": sum.Unknown, "possible_duplicates": sum.PossibleDuplicates, "settled": sum.Settled,
@@ -466,7 +467,7 @@ func (a *app) batchSummary(sum batch.Summary, runErr error, total int, interrupt
 	fmt.Fprintln(w)
 	code := exitOK
 	for _, f := range sum.Failures {
-		fmt.Fprintf(w, "  %s: %s\n", printable(f.ID), printable(strings.ReplaceAll(f.Err.Error(), "fluxi2i: ", "")))
+		fmt.Fprintf(w, "  %s: %s\n", printable(f.ID), errorText(f.Err.Error()))
 		var apiErr *wrapper.APIError
 		switch {
 		case errors.As(f.Err, &apiErr) && code != exitInterupt:
@@ -479,7 +480,7 @@ func (a *app) batchSummary(sum batch.Summary, runErr error, total int, interrupt
 		fmt.Fprintln(w, "fluxi2i: run the same command again to resume: finished jobs are skipped, jobs in flight are picked up by their request id")
 		if runErr != nil && !errors.Is(runErr, context.Canceled) && !errors.Is(runErr, context.DeadlineExceeded) {
 			for _, l := range errorLines(runErr) {
-				fmt.Fprintln(w, "fluxi2i:", printable(strings.ReplaceAll(l, "fluxi2i: ", "")))
+				fmt.Fprintln(w, "fluxi2i:", errorText(l))
 			}
 			return exitFailure
 		}
@@ -612,7 +613,7 @@ func (p *batchProgress) outcome(o batch.Outcome) {
 		rec["billable_units"] = o.BillableUnits
 	}
 	if o.Err != nil {
-		rec["error"] = printable(strings.ReplaceAll(o.Err.Error(), "fluxi2i: ", ""))
+		rec["error"] = errorText(o.Err.Error())
 	}
 	line, _ := json.Marshal(rec)
 	fmt.Fprintf(p.a.stdout, "%s\n", line)

@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/simulator"
@@ -305,9 +306,49 @@ func (a *app) client() (*wrapper.Client, error) {
 		c, err = wrapper.New(append(opts, wrapper.WithAPIKey("local"))...)
 	}
 	if err != nil {
-		return nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: "--base-url", Message: err.Error()}}}
+		if field, perr := a.refused(); perr != nil {
+			return nil, &wrapper.InputError{Fields: []wrapper.FieldError{{Field: field, Message: perr.Error()}}}
+		}
+		return nil, err
 	}
 	return c, nil
+}
+
+// refused finds which value New refused among those the client is built
+// from, each tried alone the way New reads it: the flags given, else the
+// environment variables (FLUXI2I_API_KEY as WithAPIKey, FAL_KEY as
+// WithFalKey when it is the key New reads, FLUXI2I_BASE_URL as
+// WithBaseURL). It returns the flag or variable and New's error for its
+// value alone; a nil error when no one value is refused alone.
+func (a *app) refused() (string, error) {
+	env := func(k string) string { return strings.TrimSpace(a.env[k]) }
+	probe := wrapper.WithBearerToken("probe") // a base URL is tried with a credential
+	type source struct {
+		name string
+		opts []wrapper.Option
+	}
+	var sources []source
+	switch {
+	case a.apiKey != "":
+		sources = append(sources, source{"--api-key", []wrapper.Option{wrapper.WithAPIKey(a.apiKey)}})
+	case env(wrapper.EnvAPIKey) != "":
+		sources = append(sources, source{wrapper.EnvAPIKey, []wrapper.Option{wrapper.WithAPIKey(env(wrapper.EnvAPIKey))}})
+	case env(wrapper.EnvFalKey) != "":
+		sources = append(sources, source{wrapper.EnvFalKey, []wrapper.Option{wrapper.WithFalKey(env(wrapper.EnvFalKey))}})
+	}
+	switch {
+	case a.baseURL != "":
+		sources = append(sources, source{"--base-url", []wrapper.Option{wrapper.WithBaseURL(a.baseURL), probe}})
+	case env(wrapper.EnvBaseURL) != "":
+		sources = append(sources, source{wrapper.EnvBaseURL, []wrapper.Option{wrapper.WithBaseURL(env(wrapper.EnvBaseURL)), probe}})
+	}
+	for _, src := range sources {
+		_, err := wrapper.New(append([]wrapper.Option{wrapper.WithEnvironment(nil), wrapper.WithHTTPClient(httpClient)}, src.opts...)...)
+		if err != nil && !errors.Is(err, wrapper.ErrNoCredentials) {
+			return src.name, err
+		}
+	}
+	return "", nil
 }
 
 func hostOf(raw string) string {
@@ -444,14 +485,14 @@ func (f *inputFlags) build(fs *flag.FlagSet) (gen.Input, []wrapper.Option, error
 	case f.image == "-":
 		im, err := wrapper.ImageReader(stdin, 64<<20)
 		if err != nil {
-			bad = append(bad, wrapper.FieldError{Field: "--image", Message: "standard input: " + strings.ReplaceAll(err.Error(), "fluxi2i: ", "")})
+			bad = append(bad, wrapper.FieldError{Field: "--image", Message: "standard input: " + errprefix.Strip(err.Error())})
 		} else {
 			opts = append(opts, wrapper.WithImage(im))
 		}
 	default:
 		im, err := wrapper.ImageFile(f.image)
 		if err != nil {
-			bad = append(bad, wrapper.FieldError{Field: "--image", Message: strings.ReplaceAll(err.Error(), "fluxi2i: ", "")})
+			bad = append(bad, wrapper.FieldError{Field: "--image", Message: err.Error()})
 		} else {
 			opts = append(opts, wrapper.WithImage(im))
 		}
@@ -593,11 +634,11 @@ func (a *app) fail(err error) int {
 			lines = []string{fmt.Sprintf("%s: request %s may still be running; resume with: fluxi2i wait %s", what, je.RequestID, je.RequestID)}
 		}
 	}
-	// One line per error (errors.Join), each with one prefix, whatever the
-	// layers below added; nothing from the wire reaches the terminal
-	// unescaped (a newline inside one error's message among it).
+	// One line per error (errors.Join), each with the one prefix; nothing
+	// from the wire reaches the terminal unescaped (a newline inside one
+	// error's message among it).
 	for i, l := range lines {
-		lines[i] = printable(strings.ReplaceAll(l, "fluxi2i: ", ""))
+		lines[i] = errorText(l)
 		fmt.Fprintln(a.stderr, "fluxi2i:", lines[i])
 	}
 	msg := strings.Join(lines, "\n")
@@ -606,6 +647,13 @@ func (a *app) fail(err error) int {
 	}
 	return code
 }
+
+// errorText is an error's message where the CLI names itself in front
+// of it ("fluxi2i: " on stderr) or needs no name (an "error" in JSON): the
+// library's errors start with that one prefix, which is left out, and
+// other errors read as they are; nothing from the wire stays unescaped
+// (printable).
+func errorText(msg string) string { return printable(errprefix.Strip(msg)) }
 
 // errorLines are err's messages, one for each error errors.Join joined
 // (at any depth), in order; any other error is one message, whatever it

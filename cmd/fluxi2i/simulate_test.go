@@ -110,7 +110,7 @@ func TestSimulateDeliversWebhooksWhenTold(t *testing.T) {
 
 	events := make(chan wrapper.WebhookEvent, 1)
 	v := &wrapper.WebhookVerifier{JWKSURL: sim + "/.well-known/jwks.json"}
-	hook := httptest.NewServer(wrapper.WebhookHandler(v, func(_ context.Context, ev wrapper.WebhookEvent) error { events <- ev; return nil }))
+	hook := httptest.NewServer(v.Handler(func(_ context.Context, ev wrapper.WebhookEvent) error { events <- ev; return nil }))
 	defer hook.Close()
 	r := cli(t, context.Background(), nil, "submit", "--base-url", sim, "--image", sample, "--prompt", "p", "--webhook", hook.URL)
 	require.Equal(t, 0, r.code, r.stderr)

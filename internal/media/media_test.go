@@ -48,7 +48,12 @@ func TestExtensionAndSniff(t *testing.T) {
 		assert.True(t, ok, mt)
 		assert.Equal(t, mt, got)
 	}
-	_, ok := Sniff([]byte("<html>"))
+	for _, b := range [][]byte{nil, []byte("<html>"), []byte("hello"), []byte("%PDF-1.7"), []byte("\x00\x00\x00\x1cftypisom\x00\x00\x00\x00isomiso2"), []byte("RIFF\x24\x00\x00\x00WAVEfmt ")} {
+		_, ok := Sniff(b)
+		assert.False(t, ok, "%q", b)
+	}
+	// heic is ISO-BMFF too, but not avif.
+	_, ok := Sniff([]byte("\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"))
 	assert.False(t, ok)
 	assert.True(t, IsImageType("IMAGE/JPG"))
 	assert.False(t, IsImageType("image/bmp"))

@@ -95,6 +95,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 )
 
@@ -149,7 +150,7 @@ type Outcome struct {
 
 // errLeftUnknown is the Err of a job an earlier run may have submitted
 // without learning its request id, left alone because of AtMostOnce.
-var errLeftUnknown = fmt.Errorf("batch: an earlier run may have submitted this job and did not learn its request id; not submitted again (at most once): %w", wrapper.ErrOutcomeUnknown)
+var errLeftUnknown = errprefix.Errorf("batch: an earlier run may have submitted this job and did not learn its request id; not submitted again (at most once): %w", wrapper.ErrOutcomeUnknown)
 
 // Summary counts a run.
 type Summary struct {
@@ -444,7 +445,7 @@ func (r *runner) job(ctx context.Context, j Job, dg inputDigest, rec record, see
 			o.Err = serr
 			return o
 		case r.cfg.AtMostOnce:
-			o.Err = fmt.Errorf("%w; %w", errLeftUnknown, serr)
+			o.Err = errprefix.Errorf("%w; %w", errLeftUnknown, serr)
 			return o
 		default:
 			o.PossibleDuplicate = true
@@ -467,7 +468,7 @@ func (r *runner) job(ctx context.Context, j Job, dg inputDigest, rec record, see
 	if err != nil {
 		// Paid for, and at the server until it expires: keep the id, so
 		// the next run fetches it instead of paying again.
-		o.Err = fmt.Errorf("request %s: saving the images: %w", res.RequestID, err)
+		o.Err = errprefix.Errorf("batch: request %s: saving the images: %w", res.RequestID, err)
 		r.jr.write(record{ID: j.ID, State: stateFetchFailed, RequestID: res.RequestID, BillableUnits: res.BillableUnits, Error: o.Err.Error()})
 		return o
 	}
@@ -554,13 +555,15 @@ func imageOpts(j Job) ([]wrapper.Option, error) {
 // server's request history: the *Queued when it is there, an error
 // matching wrapper.ErrNotInHistory when no such job was created, or one
 // matching wrapper.ErrHistoryUnavailable when it cannot tell (as for an
-// intent journaled without its time).
+// intent journaled without its time). Its errors are the second half of
+// an Outcome's Err (after errLeftUnknown's "batch: ..."): they carry no
+// prefix of their own.
 func (r *runner) settle(ctx context.Context, j Job, dg inputDigest, rec record) (*wrapper.Queued, error) {
 	if rec.Sent.IsZero() {
-		return nil, fmt.Errorf("batch: the intent was journaled without its time: %w", wrapper.ErrHistoryUnavailable)
+		return nil, errprefix.Errorf("the intent was journaled without its time: %w", wrapper.ErrHistoryUnavailable)
 	}
 	if other, ok := r.twins[dg.input]; ok {
-		return nil, fmt.Errorf("batch: its input is the same as another job's (%q, say): the request history cannot tell their jobs apart: %w", other, wrapper.ErrHistoryUnavailable)
+		return nil, errprefix.Errorf("its input is the same as another job's (%q, say): the request history cannot tell their jobs apart: %w", other, wrapper.ErrHistoryUnavailable)
 	}
 	opts, err := imageOpts(j)
 	if err != nil {
@@ -592,7 +595,7 @@ func (r *runner) settle(ctx context.Context, j Job, dg inputDigest, rec record) 
 	}
 	if err == nil {
 		if other, ok := r.ids[q.RequestID]; ok && other != j.ID {
-			return nil, fmt.Errorf("batch: the request history's job %s is job %q's: %w", q.RequestID, other, wrapper.ErrHistoryUnavailable)
+			return nil, errprefix.Errorf("the request history's job %s is job %q's: %w", q.RequestID, other, wrapper.ErrHistoryUnavailable)
 		}
 	}
 	return q, err

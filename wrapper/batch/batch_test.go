@@ -119,6 +119,7 @@ func TestResumeFollowsTheJournal(t *testing.T) {
 					assert.Equal(t, 1, sum.Unknown)
 					require.Len(t, sum.Failures, 1)
 					assert.ErrorIs(t, sum.Failures[0].Err, wrapper.ErrOutcomeUnknown)
+					onePrefix(t, sum.Failures[0].Err)
 					assert.EqualValues(t, 3, srv.Stats().Jobs, "job 1 waited on by its id; 0 left alone")
 				} else {
 					assert.Equal(t, 4, sum.Done)
@@ -261,6 +262,16 @@ func TestIDsFollowTheOneNameRule(t *testing.T) {
 	}
 	assert.Len(t, strings.Split(msg, "\n"), 6, "the first of each pair is accepted")
 	assert.Zero(t, srv.Stats().Submits)
+}
+
+// onePrefix checks that err reads with one prefix, at its start:
+// "fluxi2i: " for the client's errors, "batch: " for the batch's own,
+// which put what they wrap after their text without its prefix.
+func onePrefix(t *testing.T, err error) {
+	t.Helper()
+	msg := err.Error()
+	assert.True(t, strings.HasPrefix(msg, "fluxi2i: ") || strings.HasPrefix(msg, "batch: "), msg)
+	assert.Equal(t, 1, strings.Count(msg, "fluxi2i:")+strings.Count(msg, "batch:"), msg)
 }
 
 // One ErrOutcomeUnknown: a submit whose answer was lost (at most once,

@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
+	"github.com/fluxi2i/fluxi2i/internal/media"
 	"github.com/fluxi2i/fluxi2i/internal/names"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 )
@@ -20,7 +22,7 @@ type BadJobError struct {
 
 // Error names the job and what is wrong.
 func (e *BadJobError) Error() string {
-	return fmt.Sprintf("job %d (%q): %s", e.Index+1, e.ID, strings.TrimPrefix(e.Err.Error(), "fluxi2i: "))
+	return fmt.Sprintf("job %d (%q): %s", e.Index+1, e.ID, errprefix.Strip(e.Err.Error()))
 }
 
 // Unwrap returns the cause.
@@ -81,7 +83,7 @@ func sniffFile(path string) (string, error) {
 	defer f.Close()
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
-	mime, ok := wrapper.SniffImage(head[:n])
+	mime, ok := media.Sniff(head[:n])
 	if !ok {
 		return "", fmt.Errorf("%w: %s", wrapper.ErrNotAnImage, path)
 	}

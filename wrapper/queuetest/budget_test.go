@@ -135,13 +135,13 @@ func TestSyncResultsAreEncodedOnce(t *testing.T) {
 		var runs int
 		var mu sync.Mutex
 		img := bytes.Repeat([]byte{0x89, 'P', 'N', 'G'}, 1<<18) // 1 MiB
-		model := func(context.Context, string, gen.Input) ([]queuetest.Image, error) {
+		model := func(context.Context, string, gen.Input) ([]queuetest.Rendering, error) {
 			mu.Lock()
 			runs++
 			mu.Unlock()
-			out := make([]queuetest.Image, 4)
+			out := make([]queuetest.Rendering, 4)
 			for i := range out {
-				out[i] = queuetest.Image{ContentType: "image/png", Data: bytes.Clone(img), Width: 1, Height: 1}
+				out[i] = queuetest.Rendering{ContentType: "image/png", Data: bytes.Clone(img), Width: 1, Height: 1}
 			}
 			return out, nil
 		}

@@ -21,7 +21,7 @@ func ExampleServer_Inject() {
 	srv.Inject(queuetest.OpResult, queuetest.DropBefore())
 
 	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken("k"), wrapper.WithHTTPClient(srv.Client()),
-		wrapper.WithBackoff(wrapper.BackoffFunc(func(int) time.Duration { return time.Millisecond })))
+		wrapper.WithBackoff(func(int) time.Duration { return time.Millisecond }))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -697,7 +697,7 @@ func syncPlaceholder(j *job, i int) string {
 
 // dataURIPrefix is the start of im's data URI as it stands inside a JSON
 // string (escaped: the type comes from the model).
-func dataURIPrefix(im Image) string {
+func dataURIPrefix(im Rendering) string {
 	b, _ := json.Marshal("data:" + im.ContentType + ";base64,")
 	return string(b[1 : len(b)-1])
 }
@@ -706,7 +706,7 @@ func dataURIPrefix(im Image) string {
 // placeholders: each image's data URI written straight into a buffer of
 // the final size, reserved in the budget first; it is kept on j (j.syncMu
 // held) and j's outputs, delivered only inline, are given back.
-func (s *Server) encodeSync(j *job, withPlaceholders []byte, images []Image) ([]byte, error) {
+func (s *Server) encodeSync(j *job, withPlaceholders []byte, images []Rendering) ([]byte, error) {
 	size := int64(len(withPlaceholders))
 	for i, im := range images {
 		size += int64(len(dataURIPrefix(im))+base64.StdEncoding.EncodedLen(len(im.Data))) - int64(len(syncPlaceholder(j, i)))

@@ -19,10 +19,10 @@ import (
 
 // Model produces the images of one job from its input. Return a
 // *ModelError to make the result call answer a model failure.
-type Model func(ctx context.Context, requestID string, in gen.Input) ([]Image, error)
+type Model func(ctx context.Context, requestID string, in gen.Input) ([]Rendering, error)
 
-// Image is one output image of a Model.
-type Image struct {
+// Rendering is one output image of a Model.
+type Rendering struct {
 	ContentType   string // "image/jpeg" or "image/png"
 	Data          []byte
 	Width, Height int
@@ -47,7 +47,7 @@ var placeholders struct {
 
 // PlaceholderModel is the default Model: num_images copies of an 8x8 image
 // in the requested format.
-func PlaceholderModel(_ context.Context, _ string, in gen.Input) ([]Image, error) {
+func PlaceholderModel(_ context.Context, _ string, in gen.Input) ([]Rendering, error) {
 	placeholders.once.Do(func() {
 		img := image.NewRGBA(image.Rect(0, 0, 8, 8))
 		for i := range img.Pix {
@@ -63,11 +63,11 @@ func PlaceholderModel(_ context.Context, _ string, in gen.Input) ([]Image, error
 	if in.NumImages != nil {
 		n = *in.NumImages
 	}
-	im := Image{ContentType: "image/jpeg", Data: placeholders.jpeg, Width: 8, Height: 8}
+	im := Rendering{ContentType: "image/jpeg", Data: placeholders.jpeg, Width: 8, Height: 8}
 	if in.OutputFormat != nil && *in.OutputFormat == gen.InputOutputFormatPng {
-		im = Image{ContentType: "image/png", Data: placeholders.png, Width: 8, Height: 8}
+		im = Rendering{ContentType: "image/png", Data: placeholders.png, Width: 8, Height: 8}
 	}
-	out := make([]Image, n)
+	out := make([]Rendering, n)
 	for i := range out {
 		out[i] = im
 	}
@@ -90,7 +90,7 @@ type job struct {
 	stop context.CancelFunc
 
 	done   chan struct{} // closed when the model has run: images, units, err set
-	images []Image       // nil for a sync_mode job once its result is encoded
+	images []Rendering   // nil for a sync_mode job once its result is encoded
 	units  int           // images made: what the job is billed
 	err    error
 
@@ -300,7 +300,7 @@ func (s *Server) render(j *job) {
 func (j *job) dropImages() { j.images = nil }
 
 // output waits for the model's outputs of j.
-func (s *Server) output(ctx context.Context, j *job) ([]Image, error) {
+func (s *Server) output(ctx context.Context, j *job) ([]Rendering, error) {
 	select {
 	case <-j.done:
 		return j.images, j.err

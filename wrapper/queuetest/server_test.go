@@ -371,7 +371,7 @@ func TestStatusStream(t *testing.T) {
 
 func TestItsOwnAnswersAreCheckedAgainstTheSpec(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		model := func(context.Context, string, gen.Input) ([]queuetest.Image, error) {
+		model := func(context.Context, string, gen.Input) ([]queuetest.Rendering, error) {
 			return nil, &queuetest.ModelError{StatusCode: 418, Detail: "teapot"} // a code the spec does not document
 		}
 		srv := queuetest.NewPipeServer(queuetest.WithContract(spectest.Contract()), queuetest.QueueTime(0), queuetest.RunTime(0), queuetest.WithModel(model))

@@ -45,7 +45,7 @@ func (c *tc) put(url, ctype string, data []byte) (*http.Response, []byte) {
 func TestStorageUploadsAFileAJobReads(t *testing.T) {
 	var mu sync.Mutex
 	var seen string
-	model := func(ctx context.Context, id string, in gen.Input) ([]queuetest.Image, error) {
+	model := func(ctx context.Context, id string, in gen.Input) ([]queuetest.Rendering, error) {
 		mu.Lock()
 		seen = in.ImageURL
 		mu.Unlock()

@@ -27,7 +27,7 @@ import (
 func TestWebhookDeliveredAndVerified(t *testing.T) {
 	signer := webhooktest.NewSigner()
 	signer.UserID = "u-42"
-	failing := func(ctx context.Context, id string, in gen.Input) ([]queuetest.Image, error) {
+	failing := func(ctx context.Context, id string, in gen.Input) ([]queuetest.Rendering, error) {
 		if in.Prompt == "fail" {
 			return nil, &queuetest.ModelError{StatusCode: 422, Field: "image_url", Detail: "could not download"}
 		}
@@ -38,7 +38,7 @@ func TestWebhookDeliveredAndVerified(t *testing.T) {
 
 	events := make(chan wrapper.WebhookEvent, 4)
 	v := &wrapper.WebhookVerifier{JWKSURL: srv.URL + queuetest.JWKSPath, UserID: "u-42"}
-	hook := httptest.NewServer(wrapper.WebhookHandler(v, func(_ context.Context, ev wrapper.WebhookEvent) error {
+	hook := httptest.NewServer(v.Handler(func(_ context.Context, ev wrapper.WebhookEvent) error {
 		events <- ev
 		return nil
 	}))
@@ -127,7 +127,7 @@ func TestWebhookRetriesWithBackoff(t *testing.T) {
 		srv := queuetest.NewPipeServer(queuetest.Webhooks(signer), queuetest.QueueTime(time.Second), queuetest.RunTime(2*time.Second))
 		defer srv.Close()
 		v := &wrapper.WebhookVerifier{JWKSURL: "http://" + queuetest.PipeHost + queuetest.JWKSPath, HTTPClient: srv.Client()}
-		receiver := wrapper.WebhookHandler(v, func(_ context.Context, ev wrapper.WebhookEvent) error {
+		receiver := v.Handler(func(_ context.Context, ev wrapper.WebhookEvent) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if n := failures[ev.RequestID]; n != 0 {

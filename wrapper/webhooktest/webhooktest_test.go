@@ -29,10 +29,10 @@ func TestSignIsFalsFormat(t *testing.T) {
 	s := webhooktest.NewSigner()
 	s.Now = func() time.Time { return time.Unix(1_800_000_000, 0) }
 	h := s.Sign("r-1", "u-1", []byte(okBody))
-	assert.Equal(t, "r-1", h.Get(wrapper.HeaderWebhookRequestID))
-	assert.Equal(t, "u-1", h.Get(wrapper.HeaderWebhookUserID))
-	assert.Equal(t, "1800000000", h.Get(wrapper.HeaderWebhookTimestamp))
-	sig, err := hex.DecodeString(h.Get(wrapper.HeaderWebhookSignature))
+	assert.Equal(t, "r-1", h.Get("X-Fal-Webhook-Request-Id"))
+	assert.Equal(t, "u-1", h.Get("X-Fal-Webhook-User-Id"))
+	assert.Equal(t, "1800000000", h.Get("X-Fal-Webhook-Timestamp"))
+	sig, err := hex.DecodeString(h.Get("X-Fal-Webhook-Signature"))
 	require.NoError(t, err, "hex")
 	sum := sha256.Sum256([]byte(okBody))
 	msg := "r-1\nu-1\n1800000000\n" + hex.EncodeToString(sum[:])
@@ -60,7 +60,7 @@ func TestJWKSShape(t *testing.T) {
 	assert.Equal(t, 405, rec.Code)
 }
 
-// End to end: Deliver, signed by the kit, verified by WebhookHandler
+// End to end: Deliver, signed by the kit, verified by WebhookVerifier.Handler
 // against the kit's JWKS; another signer's deliveries are refused.
 func TestDeliverVerifiesAgainstTheJWKS(t *testing.T) {
 	s := webhooktest.NewSigner()
@@ -68,7 +68,7 @@ func TestDeliverVerifiesAgainstTheJWKS(t *testing.T) {
 	defer keys.Close()
 	v := &wrapper.WebhookVerifier{JWKSURL: keys.URL}
 	var got []wrapper.WebhookEvent
-	hook := httptest.NewServer(wrapper.WebhookHandler(v, func(_ context.Context, ev wrapper.WebhookEvent) error {
+	hook := httptest.NewServer(v.Handler(func(_ context.Context, ev wrapper.WebhookEvent) error {
 		got = append(got, ev)
 		return nil
 	}))
@@ -106,7 +106,7 @@ func ExampleSigner_Deliver() {
 	keys := httptest.NewServer(signer.JWKS())
 	defer keys.Close()
 	v := &wrapper.WebhookVerifier{JWKSURL: keys.URL}
-	hook := httptest.NewServer(wrapper.WebhookHandler(v, func(_ context.Context, ev wrapper.WebhookEvent) error {
+	hook := httptest.NewServer(v.Handler(func(_ context.Context, ev wrapper.WebhookEvent) error {
 		fmt.Println(ev.RequestID, ev.Status, ev.UserID)
 		return nil
 	}))

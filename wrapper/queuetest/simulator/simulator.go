@@ -121,7 +121,7 @@ func NewModel(cfg Config) queuetest.Model {
 	if cfg.FetchImages {
 		fetch = publicClient()
 	}
-	return func(ctx context.Context, _ string, in gen.Input) ([]queuetest.Image, error) {
+	return func(ctx context.Context, _ string, in gen.Input) ([]queuetest.Rendering, error) {
 		select {
 		case renders <- struct{}{}:
 			defer func() { <-renders }()
@@ -167,7 +167,7 @@ func renderBytes(m color.Model, w, h, n int) int64 {
 	return px*per + px*4 + int64(n)*(px*4+64<<10)
 }
 
-func render(ctx context.Context, src image.Image, in gen.Input) ([]queuetest.Image, error) {
+func render(ctx context.Context, src image.Image, in gen.Input) ([]queuetest.Rendering, error) {
 	n := 1
 	if in.NumImages != nil {
 		n = *in.NumImages
@@ -181,7 +181,7 @@ func render(ctx context.Context, src image.Image, in gen.Input) ([]queuetest.Ima
 		seed = *in.Seed
 	}
 	png := in.OutputFormat != nil && *in.OutputFormat == gen.InputOutputFormatPng
-	out := make([]queuetest.Image, 0, n)
+	out := make([]queuetest.Rendering, 0, n)
 	var buf bytes.Buffer
 	for i := range n {
 		img, err := Transform(ctx, src, in.Prompt, seed+int64(i), strength)
@@ -201,7 +201,7 @@ func render(ctx context.Context, src image.Image, in gen.Input) ([]queuetest.Ima
 		}
 		b := img.Bounds()
 		// Exactly its bytes: the buffer is reused for the next image.
-		out = append(out, queuetest.Image{ContentType: typ, Data: bytes.Clone(buf.Bytes()), Width: b.Dx(), Height: b.Dy()})
+		out = append(out, queuetest.Rendering{ContentType: typ, Data: bytes.Clone(buf.Bytes()), Width: b.Dx(), Height: b.Dy()})
 	}
 	return out, nil
 }

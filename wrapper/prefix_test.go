@@ -1,0 +1,94 @@
+package wrapper_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/synctest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+)
+
+// Every error the package returns reads with one "fluxi2i: " prefix, at
+// its start, however many of the package's errors it wraps: the wrapping
+// types put what they wrap after their own text without its prefix.
+func TestErrorsCarryOnePrefix(t *testing.T) {
+	apiErr := &wrapper.APIError{Op: "status", RequestID: "r-1", StatusCode: 503, ErrorType: "runner_scheduling_failure", Detail: "busy"}
+	submitErr := &wrapper.SubmitError{Attempts: 2, Err: &wrapper.APIError{Op: "submit", StatusCode: 500}}
+	cases := map[string]error{
+		"APIError":                    apiErr,
+		"JobError of an APIError":     &wrapper.JobError{RequestID: "r-1", Status: wrapper.StatusInQueue, Err: apiErr},
+		"JobError of a context error": &wrapper.JobError{RequestID: "r-1", Cancelled: true, Err: context.DeadlineExceeded},
+		"JobError of a sentinel":      &wrapper.JobError{RequestID: "r-1", Err: wrapper.ErrNotFound},
+		"JobError of a SubmitError":   &wrapper.JobError{RequestID: "r-1", Err: submitErr},
+		"SubmitError":                 submitErr,
+		"SubmitError, outcome unknown, with the history's answer": &wrapper.SubmitError{Attempts: 3, Unknown: true,
+			Err: &wrapper.JobError{RequestID: "r-1", Err: apiErr}, History: wrapper.ErrHistoryUnavailable},
+		"InputError holding a library error": &wrapper.InputError{Fields: []wrapper.FieldError{
+			{Field: "--image", Message: wrapper.ErrNotAnImage.Error()}, {Field: "strength", Message: "must be at most 1"}}},
+		"WebhookError": &wrapper.WebhookError{Reason: wrapper.ErrWebhookSignature, Detail: "forged"},
+	}
+	for _, sentinel := range []error{wrapper.ErrNotFound, wrapper.ErrOutcomeUnknown, wrapper.ErrNotInHistory, wrapper.ErrHistoryUnavailable,
+		wrapper.ErrAlreadyCompleted, wrapper.ErrNoCredentials, wrapper.ErrNotAnImage} {
+		cases[sentinel.Error()] = sentinel
+	}
+
+	// What the package itself returns.
+	got := func(name string, err error) {
+		t.Helper()
+		require.Error(t, err, name)
+		cases[name] = err
+	}
+	_, err := wrapper.New(wrapper.WithEnvironment(nil), wrapper.WithAPIKey("two\nlines"))
+	got("New, a bad key", err)
+	_, err = wrapper.New(wrapper.WithEnvironment(nil), wrapper.WithBaseURL("ftp://example.com"), wrapper.WithBearerToken("k"))
+	got("New, a bad base URL", err)
+	_, err = wrapper.ImageFile(filepath.Join(t.TempDir(), "missing.png"))
+	got("ImageFile, no file", err)
+	_, err = wrapper.ImageBytes([]byte("%PDF-1.7"))
+	got("ImageBytes, not an image", err)
+	_, err = wrapper.ImageReader(bytes.NewReader(make([]byte, 100)), 10)
+	got("ImageReader, too large", err)
+	_, err = wrapper.DecodeWebhook([]byte("{"))
+	got("DecodeWebhook, not JSON", err)
+	err = (&wrapper.WebhookVerifier{}).Verify(context.Background(), http.Header{}, nil)
+	got("Verify, no headers", err)
+
+	synctest.Test(t, func(t *testing.T) {
+		model := func(context.Context, string, gen.Input) ([]queuetest.Rendering, error) {
+			return nil, &queuetest.ModelError{StatusCode: 422, Field: "prompt", Detail: "refused"}
+		}
+		_, c := setup(t, []queuetest.Option{queuetest.WithModel(model)})
+		ctx := context.Background()
+		_, err := c.Wait(ctx, "nope")
+		got("Wait, an unknown request", err)
+		_, err = c.Result(ctx, "nope")
+		got("Result, an unknown request", err)
+		_, err = c.Run(ctx, input())
+		got("Run, the model fails", err)
+		_, err = c.Submit(ctx, input(), wrapper.WithBaseURL("http://example.com"))
+		got("Submit, an option of New", err)
+		path := filepath.Join(t.TempDir(), "gone.png")
+		require.NoError(t, os.WriteFile(path, []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"), 0o644))
+		im, err := wrapper.ImageFile(path)
+		require.NoError(t, err)
+		require.NoError(t, os.Remove(path))
+		_, err = c.Submit(ctx, gen.Input{Prompt: "p"}, wrapper.WithImage(im))
+		got("Submit, the image file gone since ImageFile", err)
+	})
+
+	for name, err := range cases {
+		msg := err.Error()
+		assert.True(t, strings.HasPrefix(msg, "fluxi2i: "), "%s: %q", name, msg)
+		assert.Equal(t, 1, strings.Count(msg, "fluxi2i:"), "%s: %q", name, msg)
+	}
+}
