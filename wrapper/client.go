@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 )
 
 // The library's version, and the base URLs of the two ways to reach the
@@ -122,11 +124,11 @@ func (s *settings) fromEnv() error {
 		switch {
 		case env(EnvAPIKey) != "":
 			if err := WithAPIKey(env(EnvAPIKey)).set(s); err != nil {
-				return fmt.Errorf("%s: %w", EnvAPIKey, err)
+				return errprefix.Errorf("fluxi2i: %s: %w", EnvAPIKey, err)
 			}
 		case env(EnvFalKey) != "":
 			if err := s.setAuth("Key", env(EnvFalKey)); err != nil {
-				return fmt.Errorf("%s: %w", EnvFalKey, err)
+				return errprefix.Errorf("fluxi2i: %s: %w", EnvFalKey, err)
 			}
 			if s.base == nil && env(EnvBaseURL) == "" {
 				s.base, _ = parseBase(FalURL)
@@ -140,7 +142,7 @@ func (s *settings) fromEnv() error {
 		}
 		u, err := parseBase(raw)
 		if err != nil {
-			return fmt.Errorf("%s: %w", EnvBaseURL, err)
+			return errprefix.Errorf("fluxi2i: %s: %w", EnvBaseURL, err)
 		}
 		s.base = u
 	}

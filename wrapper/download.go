@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 	"github.com/fluxi2i/fluxi2i/internal/media"
 	"github.com/fluxi2i/fluxi2i/internal/names"
 	"github.com/fluxi2i/fluxi2i/internal/netguard"
@@ -211,7 +212,7 @@ func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix st
 			return err
 		})
 		if err != nil {
-			return paths, fmt.Errorf("image %d: %w", i, err)
+			return paths, errprefix.Errorf("fluxi2i: image %d: %w", i, err)
 		}
 		paths = append(paths, path)
 	}

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -62,6 +64,23 @@ func TestErrorsCarryOnePrefix(t *testing.T) {
 	got("DecodeWebhook, not JSON", err)
 	err = (&wrapper.WebhookVerifier{}).Verify(context.Background(), http.Header{}, nil)
 	got("Verify, no headers", err)
+	_, err = wrapper.New(wrapper.WithEnvironment(func(k string) string {
+		return map[string]string{wrapper.EnvAPIKey: "two\nlines"}[k]
+	}))
+	got("New, a bad key in the environment", err)
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer busy.Close()
+	bc, err := wrapper.New(wrapper.WithEnvironment(nil), wrapper.WithBaseURL(busy.URL))
+	require.NoError(t, err)
+	tctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = bc.Status(tctx, "r-1", false)
+	got("Status, the context ends while retrying", err)
+	_, err = bc.SaveImages(context.Background(), &gen.Output{Images: []gen.Image{{URL: "data:image/png;base64,AAAA"}}}, t.TempDir(), "x")
+	got("SaveImages, not an image", err)
 
 	synctest.Test(t, func(t *testing.T) {
 		model := func(context.Context, string, gen.Input) ([]queuetest.Rendering, error) {
@@ -75,6 +94,14 @@ func TestErrorsCarryOnePrefix(t *testing.T) {
 		got("Result, an unknown request", err)
 		_, err = c.Run(ctx, input())
 		got("Run, the model fails", err)
+		_, c2 := setup(t, nil)
+		q, err := c2.Submit(ctx, input())
+		require.NoError(t, err)
+		_, err = c2.Wait(ctx, q.RequestID)
+		require.NoError(t, err)
+		err = c2.Cancel(ctx, q.RequestID)
+		require.ErrorIs(t, err, wrapper.ErrAlreadyCompleted)
+		got("Cancel, already completed", err)
 		_, err = c.Submit(ctx, input(), wrapper.WithBaseURL("http://example.com"))
 		got("Submit, an option of New", err)
 		path := filepath.Join(t.TempDir(), "gone.png")

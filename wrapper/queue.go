@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 )
 
 // Status values the queue is known to send (the spec's JobStatus). Others
@@ -333,7 +334,7 @@ func (c *Client) cancel(ctx context.Context, s *settings, id string) error {
 	})
 	var apiErr *APIError
 	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusBadRequest && apiErr.Detail == "ALREADY_COMPLETED" {
-		return fmt.Errorf("%w: %w", ErrAlreadyCompleted, err)
+		return errprefix.Errorf("fluxi2i: %w: %w", ErrAlreadyCompleted, err)
 	}
 	return err
 }

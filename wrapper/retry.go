@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 )
 
 // maxRetryAfter bounds a server's Retry-After; the context bounds it too.
@@ -176,16 +177,24 @@ func (c *Client) do(ctx context.Context, s *settings, o op, run try) (attempts i
 		}
 		return n, err
 	}
+	// stopped is the failure of a call whose context ended, after n
+	// requests, the last of which failed with last (nil: none failed).
+	stopped := func(n int, last error) (int, error) {
+		if last == nil {
+			return fail(n, errprefix.Errorf("fluxi2i: %s%s: %w", o.name, ofID(o.id), ctx.Err()))
+		}
+		return fail(n, errprefix.Errorf("fluxi2i: %s%s: %w (the last attempt: %v)", o.name, ofID(o.id), ctx.Err(), last))
+	}
 	var prev outcome // the last plain 5xx of a finished job's result
 	repeats, plain, warned, resubmitWarned := 0, 0, false, false
 	spent := 0 // attempts against the retry budget: since the last that progressed
 	for n := 1; ; n++ {
-		if err := ctx.Err(); err != nil {
-			return fail(n-1, err) // nothing more was sent
+		if ctx.Err() != nil {
+			return stopped(n-1, nil) // nothing more was sent
 		}
 		if o.via == nil || o.via.paced {
-			if err := c.waitPause(ctx, o.name); err != nil {
-				return fail(n-1, err)
+			if c.waitPause(ctx, o.name) != nil {
+				return stopped(n-1, nil)
 			}
 		}
 		a := &attempt{op: o.name, id: o.id, resend: n - 1, via: o.via}
@@ -232,7 +241,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, run try) (attempts i
 		}
 		switch {
 		case ctx.Err() != nil:
-			return fail(n, fmt.Errorf("%w (the last attempt: %v)", ctx.Err(), err))
+			return stopped(n, err)
 		case o.submit && s.atMostOnce && ambiguous:
 			return fail(n, err)
 		case !retry, o.once:
@@ -263,8 +272,8 @@ func (c *Client) do(ctx context.Context, s *settings, o op, run try) (attempts i
 		}
 		c.set.log.Debug("fluxi2i: retrying", "op", o.name, "request_id", o.id, "attempt", n+1, "wait", wait, "error", err)
 		c.event(ctx, JobEvent{Kind: EventRetry, RequestID: o.id, Op: o.name, Attempt: n + 1, Delay: wait, Reason: failureText(err, a.status)})
-		if err := sleep(ctx, wait); err != nil {
-			return fail(n, err)
+		if sleep(ctx, wait) != nil {
+			return stopped(n, err)
 		}
 		c.stats.retries.Add(1)
 		if o.submit {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/endpoint"
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 )
 
 // Settling a lost submit. fal has no idempotency key: when a submit's
@@ -37,7 +38,7 @@ type historyError struct {
 	notFound bool // the history answered, and the job is not in it
 }
 
-func (e *historyError) Error() string { return "request history: " + e.why }
+func (e *historyError) Error() string { return "fluxi2i: request history: " + e.why }
 
 func (e *historyError) Is(target error) bool {
 	if e.notFound {
@@ -157,7 +158,7 @@ func (c *Client) settle(ctx context.Context, s *settings, ls *lostSubmit) (*Queu
 			return unsettled(ctx.Err())
 		}
 		if err != nil && permanentHistory(err) {
-			why := err.Error()
+			why := errprefix.Strip(err.Error())
 			c.histDown.CompareAndSwap(nil, &why)
 			continue // reported above
 		}
@@ -173,7 +174,7 @@ func (c *Client) settle(ctx context.Context, s *settings, ls *lostSubmit) (*Queu
 		if !time.Now().Before(deadline) {
 			switch {
 			case ls.failed != nil:
-				return unsettled(&historyError{why: "could not be read: " + ls.failed.Error()})
+				return unsettled(&historyError{why: "could not be read: " + errprefix.Strip(ls.failed.Error())})
 			case ls.truncated:
 				return unsettled(&historyError{why: fmt.Sprintf("more than %d pages of jobs ended in the window: the search was cut short", settlePages)})
 			}
