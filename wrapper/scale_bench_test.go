@@ -1,0 +1,311 @@
+package wrapper_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/wrapper"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
+)
+
+// Knobs of BenchmarkScale, for attributing its figures (the defaults are
+// what the benchmark measures).
+var (
+	scaleIdleConns  = flag.Int("scale.idleconns", 0, "BenchmarkScale: MaxIdleConnsPerHost of both clients' transport (0: the fake's client as it is, 256)")
+	scaleMaxStreams = flag.Int("scale.maxstreams", 0, "BenchmarkScale: WithMaxStreams of the wrapper (0: the default)")
+	scaleContract   = flag.Bool("scale.contract", true, "BenchmarkScale: the fake checks every request, answer and event against openapi.yaml")
+)
+
+// BenchmarkScale runs many whole jobs at once against queuetest on real
+// loopback TCP (NewServer, httptest), in two shapes, each job going
+// through queue positions 2, 1, 0 and IN_PROGRESS before COMPLETED (a
+// status stream is worth it):
+//   - 2000x20: 2,000 jobs 20 at a time, each queued 20 ms and run 50 ms;
+//   - 5000x2000: 5,000 jobs 2,000 at a time, each queued 1 s and run 1 s:
+//     1,000 jobs a second, which two cores hold for the floor (at 20 ms and
+//     50 ms, 2,000 jobs at once would ask for 28,000 jobs a second, and
+//     detection would measure nothing but a saturated CPU, the floor's
+//     p50 included: 240-450 ms).
+//
+// One iteration is a whole shape (run it with -benchtime 1x):
+//
+//	go test -run '^$' -bench Scale -benchtime 1x ./wrapper
+//
+// Two clients, each against a fresh server, in the same run:
+//   - raw-net-http, the floor: three requests a job, with hand-written
+//     URLs: the submit, the status stream (read line by line until the
+//     COMPLETED event, then to its end, so that the connection goes back to
+//     the pool) and the result, decoded into gen's types;
+//   - wrapper: wrapper.New with defaults only (base URL, token and the same
+//     HTTP client settings) calling Run.
+//
+// Both send through a clone of the fake's client transport
+// (http.DefaultTransport's settings with MaxIdleConnsPerHost 256;
+// -scale.idleconns changes it for both), with a dial counter.
+//
+// It reports: cpu-ms/job, the process's CPU (user+sys, getrusage) over
+// the shape's run divided by the jobs: the fake server's CPU (and, by
+// default, its checks of the traffic against openapi.yaml, which
+// -scale.contract=false turns off) is in it for both clients; p50-ms and
+// p99-ms, the detection latency of every job (from the moment the fake
+// completes it to the moment its result is requested, srv.Detection);
+// req/job, the submits, status calls, status streams and result calls the
+// server received per job; dials/job, the TCP connections the client
+// opened per job; and peak-goroutines (client and server, sampled every
+// 5 ms).
+func BenchmarkScale(b *testing.B) {
+	shapes := []scaleShape{
+		{jobs: 2000, conc: 20, queue: 20 * time.Millisecond, run: 50 * time.Millisecond},
+		{jobs: 5000, conc: 2000, queue: time.Second, run: time.Second},
+	}
+	body, _ := json.Marshal(input())
+	for _, sh := range shapes {
+		b.Run(fmt.Sprintf("%dx%d", sh.jobs, sh.conc), func(b *testing.B) {
+			b.Run("raw-net-http", func(b *testing.B) {
+				scaleRun(b, sh, func(srv *queuetest.Server, hc *http.Client) func(context.Context) (string, error) {
+					auth := "Bearer " + testToken
+					return func(ctx context.Context) (string, error) { return rawStreamJob(ctx, hc, srv.URL, auth, body) }
+				})
+			})
+			b.Run("wrapper", func(b *testing.B) {
+				scaleRun(b, sh, func(srv *queuetest.Server, hc *http.Client) func(context.Context) (string, error) {
+					opts := []wrapper.Option{wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc)}
+					if *scaleMaxStreams > 0 {
+						opts = append(opts, wrapper.WithMaxStreams(*scaleMaxStreams))
+					}
+					c, err := wrapper.New(opts...)
+					if err != nil {
+						b.Fatal(err)
+					}
+					return func(ctx context.Context) (string, error) {
+						res, err := c.Run(ctx, input())
+						if err != nil {
+							return "", err
+						}
+						return res.RequestID, nil
+					}
+				})
+			})
+		})
+	}
+}
+
+// scaleShape is a load of BenchmarkScale: jobs jobs, conc at a time, each
+// queued and run for the fake's times.
+type scaleShape struct {
+	jobs, conc int
+	queue, run time.Duration
+}
+
+// scaleRun runs the shape's jobs per iteration, each iteration against a
+// fresh server, and reports the figures BenchmarkScale describes. client
+// makes the job function for a server and HTTP client; the job returns its
+// request id.
+func scaleRun(b *testing.B, sh scaleShape, client func(*queuetest.Server, *http.Client) func(context.Context) (string, error)) {
+	jobs, conc := sh.jobs, sh.conc
+	var cpu time.Duration
+	var lat []time.Duration
+	var requests, dials int64
+	var peak int
+	runs := 0
+	for b.Loop() {
+		opts := []queuetest.Option{queuetest.QueueTime(sh.queue), queuetest.RunTime(sh.run), queuetest.LogLines(0)}
+		if *scaleContract {
+			opts = append(opts, queuetest.WithContract(spectest.Contract()))
+		}
+		srv := queuetest.NewServer(opts...)
+		tr := srv.Client().Transport.(*http.Transport).Clone()
+		if *scaleIdleConns > 0 {
+			tr.MaxIdleConnsPerHost = *scaleIdleConns
+		}
+		var dialed atomic.Int64
+		d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dialed.Add(1)
+			return d.DialContext(ctx, network, addr)
+		}
+		hc := &http.Client{Transport: tr}
+		job := client(srv, hc)
+
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ids := make([]string, jobs)
+		var next atomic.Int64
+		var failed atomic.Int64
+		var firstErr error
+		var errOnce sync.Once
+		stop := make(chan struct{})
+		peakc := make(chan int)
+		go func() {
+			top := 0
+			t := time.NewTicker(5 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					peakc <- top
+					return
+				case <-t.C:
+					top = max(top, runtime.NumGoroutine())
+				}
+			}
+		}()
+		before := rusageCPU()
+		var wg sync.WaitGroup
+		for range conc {
+			wg.Go(func() {
+				for {
+					i := next.Add(1) - 1
+					if i >= int64(jobs) || ctx.Err() != nil {
+						return
+					}
+					id, err := job(ctx)
+					if err != nil {
+						failed.Add(1)
+						errOnce.Do(func() { firstErr = err })
+						continue
+					}
+					ids[i] = id
+				}
+			})
+		}
+		wg.Wait()
+		cpu += rusageCPU() - before
+		close(stop)
+		peak = max(peak, <-peakc)
+		cancel()
+		st := srv.Stats()
+		violations := srv.Violations()
+		for _, id := range ids {
+			if id == "" {
+				continue
+			}
+			done, asked, ok := srv.Detection(id)
+			if !ok {
+				b.Fatalf("no detection record for %s", id)
+			}
+			lat = append(lat, asked.Sub(done))
+		}
+		tr.CloseIdleConnections()
+		srv.Close()
+		if n := failed.Load(); n > 0 {
+			b.Fatalf("%d of %d jobs failed; the first: %v", n, jobs, firstErr)
+		}
+		if len(violations) > 0 {
+			b.Fatalf("traffic that broke openapi/openapi.yaml: %d, the first: %s", len(violations), violations[0])
+		}
+		if st.Jobs != int64(jobs) {
+			b.Fatalf("the server queued %d jobs, not %d", st.Jobs, jobs)
+		}
+		requests += st.Submits + st.StatusCalls + st.StreamCalls + st.ResultCalls
+		dials += dialed.Load()
+		runs++
+	}
+	n := float64(runs * jobs)
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(float64(cpu)/float64(time.Millisecond)/n, "cpu-ms/job")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(requests)/n, "req/job")
+	b.ReportMetric(float64(dials)/n, "dials/job")
+	b.ReportMetric(float64(peak), "peak-goroutines")
+}
+
+// rusageCPU is the process's CPU time so far, user and system.
+func rusageCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// rawStreamJob is the floor of BenchmarkScale: a plain net/http client
+// making the three requests of a job (submit, status stream, result) with
+// hand-written URLs, decoding gen's types. It returns the request id.
+func rawStreamJob(ctx context.Context, hc *http.Client, base, auth string, body []byte) (string, error) {
+	send := func(method, url, accept string, payload []byte) (*http.Response, error) {
+		var r io.Reader
+		if payload != nil {
+			r = bytes.NewReader(payload)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, url, r)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", auth)
+		req.Header.Set("Accept", accept)
+		if payload != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 300 {
+			resp.Body.Close()
+			return nil, fmt.Errorf("%s %s: HTTP %d", method, url, resp.StatusCode)
+		}
+		return resp, nil
+	}
+	decode := func(method, url string, payload []byte, into any) error {
+		resp, err := send(method, url, "application/json", payload)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(into)
+	}
+	var q gen.Enqueued
+	if err := decode(http.MethodPost, base+"/fal-ai/flux-1/dev/image-to-image", body, &q); err != nil {
+		return "", err
+	}
+	job := base + "/fal-ai/flux-1/requests/" + q.RequestID
+	resp, err := send(http.MethodGet, job+"/status/stream", "text/event-stream", nil)
+	if err != nil {
+		return "", err
+	}
+	completed := false
+	sc := bufio.NewScanner(resp.Body)
+	for !completed && sc.Scan() {
+		data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: "))
+		if !ok {
+			continue
+		}
+		var st gen.QueueStatus
+		if err := json.Unmarshal(data, &st); err != nil {
+			resp.Body.Close()
+			return "", err
+		}
+		completed = st.Status == wrapper.StatusCompleted
+	}
+	io.Copy(io.Discard, resp.Body) // to its end: the connection is reused
+	resp.Body.Close()
+	if !completed {
+		return "", errors.Join(errors.New("the status stream ended before COMPLETED"), sc.Err())
+	}
+	var out gen.Output
+	if err := decode(http.MethodGet, job, nil, &out); err != nil {
+		return "", err
+	}
+	return q.RequestID, nil
+}
