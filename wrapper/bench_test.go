@@ -270,7 +270,7 @@ var inflightBench = flag.Int("inflight.bench", 10000, "jobs at once in Benchmark
 // (client and fake server together; the live bytes the GC marked, forced
 // every 100 ms) and
 // the peak goroutine count, for the wrapper polling, the wrapper in its
-// default mode (up to 512 streams, the rest polling), and the baseline: a
+// default mode (32 streams at once, half the pool of 64, the rest polling), and the baseline: a
 // minimal net/http client polling every 500 ms as fal's JS client does.
 func BenchmarkJobsInFlight(b *testing.B) {
 	n := *inflightBench

@@ -46,7 +46,8 @@ type Client struct {
 	proxyRoute  route         // the proxy's forwards: likewise, uncapped (the proxy caps)
 	dlOnce      sync.Once     // makes dlRoute
 	dlRoute     route         // images: guarded (download.go), never with the key
-	streamSlots chan struct{} // one token per open status stream
+	streamSlots chan struct{} // one token per open status stream; nil: no cap
+	multiplexed atomic.Bool   // an answer came over HTTP/2: streams share connections
 	paused      sync.Map      // op name -> *atomic.Int64: unix nanoseconds until which that operation waits (a 429)
 	userAgent   []string      // {the User-Agent}, set without allocating
 	histOrigin  *url.URL
@@ -82,7 +83,6 @@ func New(opts ...Option) (*Client, error) {
 		pollMax:    2 * time.Second,
 		cancelWait: 5 * time.Second,
 		maxBody:    64 << 20,
-		maxStreams: 512,
 		idle:       30 * time.Second,
 		getenv:     os.Getenv,
 	}
@@ -107,14 +107,36 @@ func New(opts ...Option) (*Client, error) {
 		server:      s.base.String(),
 		histOrigin:  historyOrigin(s.base, s.history),
 		storeOrigin: storageOrigin(s.base),
-		streamSlots: make(chan struct{}, s.maxStreams),
 		userAgent:   []string{s.userAgent},
+	}
+	if n := streamCap(&s); n > 0 {
+		c.streamSlots = make(chan struct{}, n)
 	}
 	c.apiServer, c.histServer = c.server+"/", c.histOrigin.String()+"/"
 	queue := originBound(s.hc, s.base, c.histOrigin, c.storeOrigin)
 	c.apiRoute = route{hc: queue, auth: true, capped: true, paced: true}
 	c.proxyRoute = route{hc: queue, auth: true}
 	return c, nil
+}
+
+// streamCap is how many status streams a client holds open at once:
+// WithMaxStreams' number; otherwise, while answers come over HTTP/1.x
+// (where a stream holds a connection of its own), half the connections
+// the transport allows per host when it limits them (the other half for
+// the jobs' calls), and no cap when it does not. Over HTTP/2, streams
+// share connections: only WithMaxStreams caps them (see watch).
+func streamCap(s *settings) int {
+	if s.maxStreams > 0 {
+		return s.maxStreams
+	}
+	rt := s.hc.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	if tr, ok := rt.(*http.Transport); ok && tr.MaxConnsPerHost > 0 {
+		return max(1, tr.MaxConnsPerHost/2)
+	}
+	return 0
 }
 
 // fromEnv fills what the options left unset from the environment.

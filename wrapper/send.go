@@ -112,6 +112,9 @@ func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http
 		return nil, err
 	}
 	a.status, a.header = resp.StatusCode, resp.Header
+	if resp.ProtoMajor >= 2 && !c.multiplexed.Load() {
+		c.multiplexed.Store(true)
+	}
 	a.body = answerBody{ReadCloser: resp.Body, a: a}
 	if via.capped {
 		a.body.limit = c.set.maxBody

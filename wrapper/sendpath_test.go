@@ -11,8 +11,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -21,6 +23,7 @@ import (
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
+	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
 )
 
 // ownDone is a context whose Done channel is its own: a context derived
@@ -136,4 +139,57 @@ func TestAFinishedStreamKeepsItsConnection(t *testing.T) {
 	}
 	assert.EqualValues(t, 3, srv.Stats().StreamCalls)
 	assert.EqualValues(t, 1, dials.Load(), "connections dialed for three jobs")
+}
+
+// The stream cap follows the transport: with no limit on connections every
+// job streams (600 at once here; the cap was 512, the rest polled); with
+// MaxConnsPerHost, half the pool streams over HTTP/1.1 and the rest poll;
+// over HTTP/2, where streams share connections, that pool holds them all.
+func TestTheStreamCapFollowsTheTransport(t *testing.T) {
+	jobs := func(t *testing.T, srv *queuetest.Server, base string, hc *http.Client, n int) {
+		t.Helper()
+		c, err := wrapper.New(wrapper.WithBaseURL(base), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc), wrapper.WithEnvironment(nil))
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := range n {
+			wg.Go(func() { _, errs[i] = c.Run(context.Background(), input()) })
+		}
+		wg.Wait()
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+		assert.EqualValues(t, n, srv.Stats().Jobs)
+	}
+	t.Run("no limit", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			srv := spectest.NewPipeServer(t, queuetest.QueueTime(time.Second), queuetest.RunTime(time.Second))
+			jobs(t, srv, srv.URL, srv.Client(), 600)
+			assert.EqualValues(t, 600, srv.Stats().StreamCalls)
+			assert.Zero(t, srv.Stats().StatusCalls, "no job polled")
+		})
+	})
+	t.Run("HTTP/1.1, 4 connections", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			srv := spectest.NewPipeServer(t, queuetest.QueueTime(time.Second), queuetest.RunTime(time.Second))
+			hc := srv.Client()
+			hc.Transport.(*http.Transport).MaxConnsPerHost = 4
+			jobs(t, srv, srv.URL, hc, 8)
+			assert.Positive(t, srv.Stats().StatusCalls, "jobs past 2 streams poll")
+			assert.Less(t, srv.Stats().StreamCalls, int64(8))
+		})
+	})
+	t.Run("HTTP/2, 2 connections", func(t *testing.T) {
+		srv := queuetest.NewServer(queuetest.QueueTime(100*time.Millisecond), queuetest.RunTime(100*time.Millisecond))
+		defer srv.Close()
+		ts := httptest.NewUnstartedServer(srv)
+		ts.EnableHTTP2 = true
+		ts.StartTLS()
+		defer ts.Close()
+		hc := ts.Client()
+		hc.Transport.(*http.Transport).MaxConnsPerHost = 2
+		jobs(t, srv, ts.URL, hc, 8)
+		assert.EqualValues(t, 8, srv.Stats().StreamCalls, "every job streams")
+		assert.Zero(t, srv.Stats().StatusCalls)
+	})
 }

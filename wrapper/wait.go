@@ -145,19 +145,21 @@ func (c *Client) watch(ctx context.Context, s *settings, id string, withLogs boo
 	if mode == StatusPoll {
 		return w.pollRest(ctx)
 	}
-	select {
-	case c.streamSlots <- struct{}{}:
-	default:
-		if mode == StatusAuto {
-			return w.pollRest(ctx) // every stream is taken
-		}
+	if slots := c.streamSlots; slots != nil && (s.maxStreams > 0 || !c.multiplexed.Load()) {
 		select {
-		case c.streamSlots <- struct{}{}:
-		case <-ctx.Done():
-			return w.last, ctx.Err()
+		case slots <- struct{}{}:
+		default:
+			if mode == StatusAuto {
+				return w.pollRest(ctx) // every stream is taken
+			}
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return w.last, ctx.Err()
+			}
 		}
+		defer func() { <-slots }()
 	}
-	defer func() { <-c.streamSlots }()
 	// The stream is retried like any request in StatusStream; in StatusAuto
 	// its first failure hands the job over to polling.
 	_, err := c.do(ctx, s, op{name: "stream", id: id, once: mode == StatusAuto}, w.stream)
