@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -31,7 +32,66 @@ var (
 	scaleIdleConns  = flag.Int("scale.idleconns", 0, "BenchmarkScale: MaxIdleConnsPerHost of both clients' transport (0: the fake's client as it is, 256)")
 	scaleMaxStreams = flag.Int("scale.maxstreams", 0, "BenchmarkScale: WithMaxStreams of the wrapper (0: the default)")
 	scaleContract   = flag.Bool("scale.contract", true, "BenchmarkScale: the fake checks every request, answer and event against openapi.yaml")
+	scaleTrace      = flag.Bool("scale.trace", false, "BenchmarkScale: split detection into its legs (the COMPLETED event read by the client, the result request sent, the request received), timed client-side")
+	scaleDrain      = flag.Bool("scale.drain", false, "BenchmarkScale: the wrapper's status streams are read to their end when closed, as the floor's are (the connection goes back to the pool)")
 )
+
+// traceLegs times, client-side, when each job's COMPLETED event is read
+// from its status stream and when its result request is handed to the
+// transport (-scale.trace).
+type traceLegs struct {
+	http.RoundTripper
+	event, ask sync.Map // request id -> time.Time
+}
+
+func (t *traceLegs) RoundTrip(req *http.Request) (*http.Response, error) {
+	_, job, isJob := strings.Cut(req.URL.Path, "/requests/")
+	id, rest, _ := strings.Cut(job, "/")
+	if isJob && rest == "" && req.Method == http.MethodGet {
+		t.ask.LoadOrStore(id, time.Now())
+	}
+	resp, err := t.RoundTripper.RoundTrip(req)
+	if err == nil && isJob && rest == "status/stream" {
+		resp.Body = &eventTimer{ReadCloser: resp.Body, id: id, at: &t.event}
+	}
+	return resp, err
+}
+
+type eventTimer struct {
+	io.ReadCloser
+	id   string
+	at   *sync.Map
+	seen bool
+}
+
+func (e *eventTimer) Read(p []byte) (int, error) {
+	n, err := e.ReadCloser.Read(p)
+	if !e.seen && bytes.Contains(p[:n], []byte(`"COMPLETED"`)) {
+		e.seen = true
+		e.at.LoadOrStore(e.id, time.Now())
+	}
+	return n, err
+}
+
+// drainStreams reads a status stream's body to its end (64 KiB at most)
+// before closing it, so that its connection is reused: what the floor
+// does after COMPLETED (-scale.drain).
+type drainStreams struct{ http.RoundTripper }
+
+func (d drainStreams) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := d.RoundTripper.RoundTrip(req)
+	if err == nil && strings.HasSuffix(req.URL.Path, "/status/stream") {
+		resp.Body = drainOnClose{resp.Body}
+	}
+	return resp, err
+}
+
+type drainOnClose struct{ io.ReadCloser }
+
+func (b drainOnClose) Close() error {
+	io.CopyN(io.Discard, b.ReadCloser, 64<<10)
+	return b.ReadCloser.Close()
+}
 
 // BenchmarkScale runs many whole jobs at once against queuetest on real
 // loopback TCP (NewServer, httptest), in two shapes, each job going
@@ -68,8 +128,18 @@ var (
 // completes it to the moment its result is requested, srv.Detection);
 // req/job, the submits, status calls, status streams and result calls the
 // server received per job; dials/job, the TCP connections the client
-// opened per job; and peak-goroutines (client and server, sampled every
-// 5 ms).
+// opened per job; peak-goroutines (client and server, sampled every
+// 5 ms); and allocs/job and alloc-KiB/job, the heap allocations of the
+// whole process (client and server) per job.
+//
+// The -scale.* flags attribute the figures: -scale.maxstreams (the
+// wrapper's stream cap), -scale.idleconns (both transports' idle pool),
+// -scale.drain (the wrapper's streams read to their end before they are
+// closed, as the floor's are), -scale.contract=false (no spec checks in
+// the fake), and -scale.trace, which splits detection into event-p50-ms
+// (completion to the COMPLETED event read by the client), ask-p50-ms (to
+// the result request handed to the transport) and send-p50-ms (to the
+// server receiving it).
 func BenchmarkScale(b *testing.B) {
 	shapes := []scaleShape{
 		{jobs: 2000, conc: 20, queue: 20 * time.Millisecond, run: 50 * time.Millisecond},
@@ -86,6 +156,9 @@ func BenchmarkScale(b *testing.B) {
 			})
 			b.Run("wrapper", func(b *testing.B) {
 				scaleRun(b, sh, func(srv *queuetest.Server, hc *http.Client) func(context.Context) (string, error) {
+					if *scaleDrain {
+						hc = &http.Client{Transport: drainStreams{hc.Transport}}
+					}
 					opts := []wrapper.Option{wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc)}
 					if *scaleMaxStreams > 0 {
 						opts = append(opts, wrapper.WithMaxStreams(*scaleMaxStreams))
@@ -123,6 +196,8 @@ func scaleRun(b *testing.B, sh scaleShape, client func(*queuetest.Server, *http.
 	var cpu time.Duration
 	var lat []time.Duration
 	var requests, dials int64
+	var allocs, allocBytes uint64
+	var legs [3][]time.Duration // -scale.trace
 	var peak int
 	runs := 0
 	for b.Loop() {
@@ -142,6 +217,11 @@ func scaleRun(b *testing.B, sh scaleShape, client func(*queuetest.Server, *http.
 			return d.DialContext(ctx, network, addr)
 		}
 		hc := &http.Client{Transport: tr}
+		var trace *traceLegs
+		if *scaleTrace {
+			trace = &traceLegs{RoundTripper: tr}
+			hc = &http.Client{Transport: trace}
+		}
 		job := client(srv, hc)
 
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -166,6 +246,8 @@ func scaleRun(b *testing.B, sh scaleShape, client func(*queuetest.Server, *http.
 				}
 			}
 		}()
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
 		before := rusageCPU()
 		var wg sync.WaitGroup
 		for range conc {
@@ -187,6 +269,9 @@ func scaleRun(b *testing.B, sh scaleShape, client func(*queuetest.Server, *http.
 		}
 		wg.Wait()
 		cpu += rusageCPU() - before
+		runtime.ReadMemStats(&m1)
+		allocs += m1.Mallocs - m0.Mallocs
+		allocBytes += m1.TotalAlloc - m0.TotalAlloc
 		close(stop)
 		peak = max(peak, <-peakc)
 		cancel()
@@ -201,6 +286,16 @@ func scaleRun(b *testing.B, sh scaleShape, client func(*queuetest.Server, *http.
 				b.Fatalf("no detection record for %s", id)
 			}
 			lat = append(lat, asked.Sub(done))
+			if trace != nil {
+				ev, ok1 := trace.event.Load(id)
+				ask, ok2 := trace.ask.Load(id)
+				if !ok1 || !ok2 {
+					b.Fatalf("no trace of %s", id)
+				}
+				legs[0] = append(legs[0], ev.(time.Time).Sub(done))
+				legs[1] = append(legs[1], ask.(time.Time).Sub(ev.(time.Time)))
+				legs[2] = append(legs[2], asked.Sub(ask.(time.Time)))
+			}
 		}
 		tr.CloseIdleConnections()
 		srv.Close()
@@ -224,10 +319,18 @@ func scaleRun(b *testing.B, sh scaleShape, client func(*queuetest.Server, *http.
 	}
 	b.ReportMetric(float64(cpu)/float64(time.Millisecond)/n, "cpu-ms/job")
 	b.ReportMetric(pct(0.50), "p50-ms")
+	if *scaleTrace {
+		for i, name := range []string{"event", "ask", "send"} {
+			slices.Sort(legs[i])
+			b.ReportMetric(float64(legs[i][len(legs[i])/2])/float64(time.Millisecond), name+"-p50-ms")
+		}
+	}
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(float64(requests)/n, "req/job")
 	b.ReportMetric(float64(dials)/n, "dials/job")
 	b.ReportMetric(float64(peak), "peak-goroutines")
+	b.ReportMetric(float64(allocs)/n, "allocs/job")
+	b.ReportMetric(float64(allocBytes)/1024/n, "alloc-KiB/job")
 }
 
 // rusageCPU is the process's CPU time so far, user and system.
