@@ -132,7 +132,8 @@ func (b drainOnClose) Close() error {
 // 5 ms); and allocs/job and alloc-KiB/job, the heap allocations of the
 // whole process (client and server) per job.
 //
-// The -scale.* flags attribute the figures: -scale.maxstreams (the
+// The -scale.* flags (after the package: go test ... ./wrapper
+// -scale.maxstreams 5000) attribute the figures: -scale.maxstreams (the
 // wrapper's stream cap), -scale.idleconns (both transports' idle pool),
 // -scale.drain (the wrapper's streams read to their end before they are
 // closed, as the floor's are), -scale.contract=false (no spec checks in
