@@ -48,6 +48,7 @@ bench:
 ## fuzz: run every fuzz target for FUZZTIME each (default 30s).
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./internal/sse
+	$(GO) test -run '^$$' -fuzz '^FuzzLinesMatchTheReference$$' -fuzztime $(FUZZTIME) ./internal/sse
 	for t in FuzzDecodeStatus FuzzDecodeOutput FuzzAPIError FuzzDataURI FuzzWebhookVerify; do \
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./wrapper || exit 1; \
 	done

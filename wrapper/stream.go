@@ -98,7 +98,7 @@ func (w *watcher) events(body io.Reader, a *attempt) error {
 			}
 			return err
 		}
-		st, err := decodeStatus(append(json.RawMessage(nil), ev.Data...))
+		st, err := decodeStatus(ev.Data) // the event's own copy: kept as Raw
 		if err != nil {
 			a.progressed = events > 0
 			return fmt.Errorf("fluxi2i: stream%s: undecodable event %.200q: %w", ofID(w.id), ev.Data, err)

@@ -105,7 +105,8 @@ type Reader struct {
 	r       *bufio.Reader
 	p       *Parser
 	max     int
-	pending bool // the previous line ended in CR; skip one LF
+	pending bool   // the previous line ended in CR; skip one LF
+	buf     []byte // the line being read
 	// OnLine, when set, is called for every line read (comments and
 	// keepalives included): a stream that sends them is alive.
 	OnLine func()
@@ -147,34 +148,47 @@ func isDigits(b []byte) bool {
 	return len(b) > 0
 }
 
-// line reads one line without its terminator (CRLF, LF or CR).
+// line reads one line without its terminator (CRLF, LF or CR), from the
+// bytes already buffered a run at a time. The line is r's own buffer,
+// good until the next call.
 func (r *Reader) line() ([]byte, error) {
-	var buf []byte
+	r.buf = r.buf[:0]
 	for {
-		b, err := r.r.ReadByte()
-		if err != nil {
-			if errors.Is(err, io.EOF) && len(buf) > 0 {
-				// An unterminated last line ends the stream with it.
-				return nil, io.ErrUnexpectedEOF
+		if r.r.Buffered() == 0 {
+			if _, err := r.r.Peek(1); err != nil {
+				if errors.Is(err, io.EOF) && len(r.buf) > 0 {
+					// An unterminated last line ends the stream with it.
+					return nil, io.ErrUnexpectedEOF
+				}
+				return nil, err
 			}
-			return nil, err
 		}
+		chunk, _ := r.r.Peek(r.r.Buffered())
 		if r.pending {
 			r.pending = false
-			if b == '\n' {
+			if chunk[0] == '\n' {
+				r.r.Discard(1)
 				continue
 			}
 		}
-		switch b {
-		case '\n':
-			return buf, nil
-		case '\r':
-			r.pending = true
-			return buf, nil
+		i := bytes.IndexByte(chunk, '\n')
+		if j := bytes.IndexByte(chunk, '\r'); j >= 0 && (i < 0 || j < i) {
+			i = j
 		}
-		if len(buf) >= r.max {
+		if i < 0 {
+			if len(r.buf)+len(chunk) > r.max {
+				return nil, ErrLineTooLong
+			}
+			r.buf = append(r.buf, chunk...)
+			r.r.Discard(len(chunk))
+			continue
+		}
+		if len(r.buf)+i > r.max {
 			return nil, ErrLineTooLong
 		}
-		buf = append(buf, b)
+		r.buf = append(r.buf, chunk[:i]...)
+		r.pending = chunk[i] == '\r'
+		r.r.Discard(i + 1)
+		return r.buf, nil
 	}
 }

@@ -1,10 +1,12 @@
 package sse
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -104,6 +106,67 @@ func FuzzReader(f *testing.F) {
 			// other than the '\n' joining data lines.
 			if strings.ContainsRune(string(ev.Data), '\r') {
 				t.Fatalf("CR in data %q", ev.Data)
+			}
+		}
+	})
+}
+
+// refLine is the byte-at-a-time reading of one line that line replaced:
+// the reference its result is checked against.
+func refLine(r *bufio.Reader, pending *bool, max int) ([]byte, error) {
+	var buf []byte
+	for {
+		b, err := r.ReadByte()
+		if err != nil {
+			if errors.Is(err, io.EOF) && len(buf) > 0 {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if *pending {
+			*pending = false
+			if b == '\n' {
+				continue
+			}
+		}
+		switch b {
+		case '\n':
+			return buf, nil
+		case '\r':
+			*pending = true
+			return buf, nil
+		}
+		if len(buf) >= max {
+			return nil, ErrLineTooLong
+		}
+		buf = append(buf, b)
+	}
+}
+
+// FuzzLinesMatchTheReference: lines read a buffered run at a time are the
+// byte-at-a-time reader's, whatever the terminators and however the bytes
+// arrive (whole, or one by one).
+func FuzzLinesMatchTheReference(f *testing.F) {
+	for _, s := range []string{"data: a\n\n", "a\r\nb\rc\n\r\n", "\r", "\r\n\n", strings.Repeat("x", 40) + "\ny", "no end"} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, s string, oneByte bool) {
+		var src io.Reader = strings.NewReader(s)
+		if oneByte {
+			src = iotest.OneByteReader(src)
+		}
+		r := NewReader(src, 16)
+		ref := bufio.NewReader(strings.NewReader(s))
+		pending := false
+		for {
+			got, gerr := r.line()
+			want, werr := refLine(ref, &pending, 16)
+			if !errors.Is(gerr, werr) || string(got) != string(want) {
+				t.Fatalf("%q: got %q, %v; want %q, %v", s, got, gerr, want, werr)
+			}
+			if gerr != nil {
+				return
 			}
 		}
 	})
