@@ -74,7 +74,7 @@ type Client struct {
 // fake queue), which gets the placeholder "Bearer local".
 func New(opts ...Option) (*Client, error) {
 	s := settings{
-		hc:         http.DefaultClient,
+		hc:         defaultHTTPClient(),
 		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		userAgent:  "fluxi2i-go/" + Version,
 		backoff:    defaultBackoff(),
@@ -117,6 +117,49 @@ func New(opts ...Option) (*Client, error) {
 	c.apiRoute = route{hc: queue, auth: true, capped: true, paced: true}
 	c.proxyRoute = route{hc: queue, auth: true}
 	return c, nil
+}
+
+// The HTTP client of a Client made without WithHTTPClient: one for every
+// such Client, over a clone of http.DefaultTransport that keeps idle
+// connections for as many requests as thousands of jobs have in flight
+// (http.DefaultTransport keeps 2 a host: at scale, every connection past
+// them is closed after its answer, to be dialed again for the next
+// request). A program that replaced http.DefaultTransport gets
+// http.DefaultClient, which uses it.
+var (
+	sharedMu   sync.Mutex
+	sharedFrom *http.Transport // the http.DefaultTransport shared was cloned from
+	shared     *http.Client
+)
+
+// defaultIdlePerHost is the shared transport's MaxIdleConnsPerHost.
+const defaultIdlePerHost = 1024
+
+func defaultHTTPClient() *http.Client {
+	tr, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return http.DefaultClient
+	}
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if sharedFrom != tr {
+		t := tr.Clone()
+		t.MaxIdleConnsPerHost = defaultIdlePerHost
+		t.MaxIdleConns = max(t.MaxIdleConns, defaultIdlePerHost)
+		sharedFrom, shared = tr, &http.Client{Transport: t}
+	}
+	return shared
+}
+
+// ownTransport reports http.DefaultTransport or the shared clone of it:
+// their dialer is a plain net.Dialer.
+func ownTransport(rt http.RoundTripper) bool {
+	if rt == http.DefaultTransport {
+		return true
+	}
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	return shared != nil && rt == shared.Transport
 }
 
 // streamCap is how many status streams a client holds open at once:

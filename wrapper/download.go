@@ -315,7 +315,7 @@ func guardDownloads(hc *http.Client, base *url.URL) *http.Client {
 	if tr, ok := rt.(*http.Transport); ok {
 		// Without a dialer of the caller's, ours checks addresses before
 		// connecting (the default transport's dialer is a plain one).
-		ours := rt == http.DefaultTransport || (tr.DialContext == nil && tr.Dial == nil)
+		ours := ownTransport(rt) || (tr.DialContext == nil && tr.Dial == nil)
 		g.Transport = &byScheme{plain: guardTransport(tr, baseHost, false, ours), tls: guardTransport(tr, baseHost, true, ours)}
 	} else {
 		// Another RoundTripper decides where it connects: the connection

@@ -178,7 +178,10 @@ func WithEnvironment(getenv func(string) string) Option {
 	})
 }
 
-// WithHTTPClient sends every request through hc (its Transport, Timeout
+// WithHTTPClient sends every request through hc (default: one client
+// shared by every Client, over a clone of http.DefaultTransport keeping
+// up to 1,024 idle connections a host; http.DefaultClient when the program
+// replaced http.DefaultTransport) (its Transport, Timeout
 // and Jar are used; redirects off the configured origin are not followed
 // for API calls). A Timeout bounds each request, the status stream
 // included: a stream it cuts short falls back to polling, so keep it well

@@ -193,3 +193,38 @@ func TestTheStreamCapFollowsTheTransport(t *testing.T) {
 		assert.Zero(t, srv.Stats().StatusCalls)
 	})
 }
+
+// Without WithHTTPClient, a Client keeps the connections its jobs used:
+// a second round of 40 jobs at once dials (almost) nothing new, where
+// http.DefaultClient, which keeps 2 idle connections a host, dialed most
+// of them again.
+func TestTheDefaultClientKeepsItsConnections(t *testing.T) {
+	clearEnv(t)
+	srv := queuetest.NewServer(queuetest.QueueTime(20*time.Millisecond), queuetest.RunTime(20*time.Millisecond))
+	defer srv.Close()
+	var conns atomic.Int32
+	ts := httptest.NewUnstartedServer(srv)
+	ts.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	ts.Start()
+	defer ts.Close()
+	c, err := wrapper.New(wrapper.WithBaseURL(ts.URL), wrapper.WithStatusMode(wrapper.StatusPoll))
+	require.NoError(t, err)
+	round := func() {
+		var wg sync.WaitGroup
+		for range 40 {
+			wg.Go(func() {
+				_, err := c.Run(context.Background(), input())
+				assert.NoError(t, err)
+			})
+		}
+		wg.Wait()
+	}
+	round()
+	first := conns.Load()
+	round()
+	assert.Less(t, conns.Load()-first, int32(5), "connections dialed again in the second round (%d in the first)", first)
+}
