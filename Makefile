@@ -18,7 +18,8 @@ check-generated:
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	sed "s#^output: .*#output: $$tmp/fluxi2i.gen.go#" $(CONFIG) > "$$tmp/config.yaml" && \
 	$(CODEGEN) -config "$$tmp/config.yaml" $(SPEC) && \
-	$(GO) run ./internal/cmd/genvalidate -spec $(SPEC) -types "$$tmp/fluxi2i.gen.go" -out "$$tmp/validate.gen.go" && \
+	$(GO) run ./internal/cmd/genvalidate -spec $(SPEC) -types "$$tmp/fluxi2i.gen.go" -out "$$tmp/validate.gen.go" || \
+		{ echo "check-generated: the generators failed" >&2; exit 1; }; \
 	for f in $(GENFILES); do \
 		if ! diff -u gen/$$f "$$tmp/$$f"; then \
 			echo "gen/$$f is out of date or was edited by hand: run 'make generate' and commit" >&2; exit 1; \

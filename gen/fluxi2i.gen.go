@@ -854,61 +854,45 @@ func (t *ValidationErrorItem_Loc_Item) UnmarshalJSON(b []byte) error {
 	return err
 }
 
-// RequestEditorFn is the function signature for the RequestEditor callback function
+// RequestEditorFn edits a request before it is sent.
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
 
-// Doer performs HTTP requests.
-//
-// The standard http.Client implements this interface.
+// HttpRequestDoer sends requests; *http.Client is one.
 type HttpRequestDoer interface {
 	Do(req *http.Request) (*http.Response, error)
 }
 
-// Client which conforms to the OpenAPI3 specification for this service.
+// Client sends the spec's operations to Server through Client.
 type Client struct {
-	// The endpoint of the server conforming to this interface, with scheme,
-	// https://api.deepmap.com for example. This can contain a path relative
-	// to the server, such as https://api.deepmap.com/dev-test, and all the
-	// paths in the swagger spec will be appended to the server.
+	// Server is the base URL (scheme, host and an optional path prefix).
 	Server string
-
-	// Doer for performing requests, typically a *http.Client with any
-	// customized settings, such as certificate chains.
+	// Client sends the requests (an *http.Client by default).
 	Client HttpRequestDoer
-
-	// A list of callbacks for modifying requests which are generated before sending over
-	// the network.
+	// RequestEditors edit every request before it is sent.
 	RequestEditors []RequestEditorFn
 }
 
-// ClientOption allows setting custom parameters during construction
+// ClientOption configures a Client.
 type ClientOption func(*Client) error
 
-// Creates a new Client, with reasonable defaults
+// NewClient returns a Client for server.
 func NewClient(server string, opts ...ClientOption) (*Client, error) {
-	// create a client with sane default values
-	client := Client{
-		Server: server,
-	}
-	// mutate client and add all optional params
+	client := Client{Server: server}
 	for _, o := range opts {
 		if err := o(&client); err != nil {
 			return nil, err
 		}
 	}
-	// ensure the server URL always has a trailing slash
 	if !strings.HasSuffix(client.Server, "/") {
 		client.Server += "/"
 	}
-	// create httpClient, if not already present
 	if client.Client == nil {
 		client.Client = &http.Client{}
 	}
 	return &client, nil
 }
 
-// WithHTTPClient allows overriding the default Doer, which is
-// automatically created using http.Client. This is useful for tests.
+// WithHTTPClient sends the requests through doer.
 func WithHTTPClient(doer HttpRequestDoer) ClientOption {
 	return func(c *Client) error {
 		c.Client = doer
@@ -916,8 +900,7 @@ func WithHTTPClient(doer HttpRequestDoer) ClientOption {
 	}
 }
 
-// WithRequestEditorFn allows setting up a callback function, which will be
-// called right before sending the request. This can be used to mutate the request.
+// WithRequestEditorFn adds fn to the editors of every request.
 func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 	return func(c *Client) error {
 		c.RequestEditors = append(c.RequestEditors, fn)
@@ -925,1215 +908,599 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 	}
 }
 
-// The interface specification for the client above.
+// ClientInterface is the operations of Client.
 type ClientInterface interface {
-
-	// SubmitWithBody Queue an image-to-image job
-	//
-	// Enqueues one job and answers at once with its request id and the
-	// URLs of its status, result and cancel calls. The job is billed when
-	// it runs; fal offers no idempotency key.
-	//
-	// Takes any type of body and a specified content type.
-	//
-	// Corresponds with POST /fal-ai/flux-1/dev/image-to-image (the `Submit` operationId).
+	// SubmitWithBody sends the Submit operation.
 	SubmitWithBody(ctx context.Context, params *SubmitParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// Submit Queue an image-to-image job
-	//
-	// Enqueues one job and answers at once with its request id and the
-	// URLs of its status, result and cancel calls. The job is billed when
-	// it runs; fal offers no idempotency key.
-	//
-	// Takes a body of the `application/json` content type.
-	//
-	// Corresponds with POST /fal-ai/flux-1/dev/image-to-image (the `Submit` operationId).
+	// Submit sends the Submit operation with a application/json body.
 	Submit(ctx context.Context, params *SubmitParams, body SubmitJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
-
-	// GetResult The model's output, with the model's own status code
-	//
-	// Kept about an hour (six minutes when 10 KB or larger): fetch it
-	// promptly. A failed model answers its error here.
-	//
-	// Corresponds with GET /fal-ai/flux-1/requests/{request_id} (the `GetResult` operationId).
+	// GetResult sends the GetResult operation.
 	GetResult(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*http.Response, error)
-
-	// Cancel Ask the queue to cancel the job
-	//
-	// Only an explicit cancel stops a queued job; dropping the connection does not.
-	//
-	// Corresponds with PUT /fal-ai/flux-1/requests/{request_id}/cancel (the `Cancel` operationId).
+	// Cancel sends the Cancel operation.
 	Cancel(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*http.Response, error)
-
-	// GetStatus The job's queue status
-	//
-	// Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status (the `GetStatus` operationId).
+	// GetStatus sends the GetStatus operation.
 	GetStatus(ctx context.Context, requestID RequestID, params *GetStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error)
-
-	// StreamStatus The job's status changes as Server-Sent Events
-	//
-	// Each event's data is one QueueStatus JSON object; event names are not
-	// used. Logs in events are incremental. The server closes the stream
-	// after COMPLETED; a stream that ends on any other status is an error.
-	//
-	// Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status/stream (the `StreamStatus` operationId).
+	// StreamStatus sends the StreamStatus operation.
 	StreamStatus(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error)
-
-	// InitiateUploadWithBody Start the upload of one file (what fal's JS client does with a Blob or File)
-	//
-	// Answers where to PUT the bytes (upload_url, directly: no key, not
-	// through a proxy, with the file's Content-Type) and the URL the file
-	// will have (file_url), to put into the input.
-	//
-	// Takes any type of body and a specified content type.
-	//
-	// Corresponds with POST /storage/upload/initiate (the `InitiateUpload` operationId).
+	// InitiateUploadWithBody sends the InitiateUpload operation.
 	InitiateUploadWithBody(ctx context.Context, params *InitiateUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// InitiateUpload Start the upload of one file (what fal's JS client does with a Blob or File)
-	//
-	// Answers where to PUT the bytes (upload_url, directly: no key, not
-	// through a proxy, with the file's Content-Type) and the URL the file
-	// will have (file_url), to put into the input.
-	//
-	// Takes a body of the `application/json` content type.
-	//
-	// Corresponds with POST /storage/upload/initiate (the `InitiateUpload` operationId).
+	// InitiateUpload sends the InitiateUpload operation with a application/json body.
 	InitiateUpload(ctx context.Context, params *InitiateUploadParams, body InitiateUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
-
-	// InitiateMultipartUploadWithBody Start the upload of a file in parts (fal's JS client does so past 90 MB)
-	//
-	// The parts are PUT to upload_url's path followed by /{part} (1, 2,
-	// ...; 10 MB each), then POSTed to its path followed by /complete with
-	// the parts' etags.
-	//
-	// Takes any type of body and a specified content type.
-	//
-	// Corresponds with POST /storage/upload/initiate-multipart (the `InitiateMultipartUpload` operationId).
+	// InitiateMultipartUploadWithBody sends the InitiateMultipartUpload operation.
 	InitiateMultipartUploadWithBody(ctx context.Context, params *InitiateMultipartUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// InitiateMultipartUpload Start the upload of a file in parts (fal's JS client does so past 90 MB)
-	//
-	// The parts are PUT to upload_url's path followed by /{part} (1, 2,
-	// ...; 10 MB each), then POSTed to its path followed by /complete with
-	// the parts' etags.
-	//
-	// Takes a body of the `application/json` content type.
-	//
-	// Corresponds with POST /storage/upload/initiate-multipart (the `InitiateMultipartUpload` operationId).
+	// InitiateMultipartUpload sends the InitiateMultipartUpload operation with a application/json body.
 	InitiateMultipartUpload(ctx context.Context, params *InitiateMultipartUploadParams, body InitiateMultipartUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
-
-	// PutUploadWithBody The bytes of a file (the simulator's upload_url; fal's own is opaque)
-	//
-	// No credential is needed or sent; the token is the authority.
-	//
-	// Takes any type of body and a specified content type.
-	//
-	// Corresponds with PUT /storage/uploads/{token} (the `PutUpload` operationId).
+	// PutUploadWithBody sends the PutUpload operation.
 	PutUploadWithBody(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
-
-	// CompleteUploadWithBody Join the parts of a multipart upload (the simulator's form)
-	//
-	// Takes any type of body and a specified content type.
-	//
-	// Corresponds with POST /storage/uploads/{token}/complete (the `CompleteUpload` operationId).
+	// CompleteUploadWithBody sends the CompleteUpload operation.
 	CompleteUploadWithBody(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// CompleteUpload Join the parts of a multipart upload (the simulator's form)
-	//
-	// Takes a body of the `application/json` content type.
-	//
-	// Corresponds with POST /storage/uploads/{token}/complete (the `CompleteUpload` operationId).
+	// CompleteUpload sends the CompleteUpload operation with a application/json body.
 	CompleteUpload(ctx context.Context, token UploadToken, body CompleteUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
-
-	// PutUploadPartWithBody One part of a multipart upload (the simulator's form)
-	//
-	// Takes any type of body and a specified content type.
-	//
-	// Corresponds with PUT /storage/uploads/{token}/{part} (the `PutUploadPart` operationId).
+	// PutUploadPartWithBody sends the PutUploadPart operation.
 	PutUploadPartWithBody(ctx context.Context, token UploadToken, part int, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
-
-	// ListRequestsByEndpoint The request history of an endpoint (ended requests only)
-	//
-	// Lists requests that have ended (terminal statuses only), sorted and
-	// filtered by their end time; a job still queued or running is not
-	// listed yet. With expand=payloads each item carries the submit body
-	// as received (json_input) and the output (json_output); with
-	// X-Fal-Store-IO 0 on the submit no payload is kept. fluxi2i uses it to
-	// settle a submit whose answer was lost: the item whose json_input
-	// equals what it sent, inside the window of that submit.
-	//
-	// Corresponds with GET /v1/models/requests/by-endpoint (the `ListRequestsByEndpoint` operationId).
+	// ListRequestsByEndpoint sends the ListRequestsByEndpoint operation.
 	ListRequestsByEndpoint(ctx context.Context, params *ListRequestsByEndpointParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
-// SubmitWithBody Queue an image-to-image job
-//
-// Enqueues one job and answers at once with its request id and the
-// URLs of its status, result and cancel calls. The job is billed when
-// it runs; fal offers no idempotency key.
-//
-// Takes any type of body and a specified content type.
-//
-// Corresponds with POST /fal-ai/flux-1/dev/image-to-image (the `Submit` operationId).
+// SubmitWithBody sends the Submit operation.
 func (c *Client) SubmitWithBody(ctx context.Context, params *SubmitParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSubmitRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// Submit Queue an image-to-image job
-//
-// Enqueues one job and answers at once with its request id and the
-// URLs of its status, result and cancel calls. The job is billed when
-// it runs; fal offers no idempotency key.
-//
-// Takes a body of the `application/json` content type.
-//
-// Corresponds with POST /fal-ai/flux-1/dev/image-to-image (the `Submit` operationId).
+// Submit sends the Submit operation with a application/json body.
 func (c *Client) Submit(ctx context.Context, params *SubmitParams, body SubmitJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSubmitRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// GetResult The model's output, with the model's own status code
-//
-// Kept about an hour (six minutes when 10 KB or larger): fetch it
-// promptly. A failed model answers its error here.
-//
-// Corresponds with GET /fal-ai/flux-1/requests/{request_id} (the `GetResult` operationId).
+// GetResult sends the GetResult operation.
 func (c *Client) GetResult(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetResultRequest(c.Server, requestID)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// Cancel Ask the queue to cancel the job
-//
-// Only an explicit cancel stops a queued job; dropping the connection does not.
-//
-// Corresponds with PUT /fal-ai/flux-1/requests/{request_id}/cancel (the `Cancel` operationId).
+// Cancel sends the Cancel operation.
 func (c *Client) Cancel(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCancelRequest(c.Server, requestID)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// GetStatus The job's queue status
-//
-// Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status (the `GetStatus` operationId).
+// GetStatus sends the GetStatus operation.
 func (c *Client) GetStatus(ctx context.Context, requestID RequestID, params *GetStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetStatusRequest(c.Server, requestID, params)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// StreamStatus The job's status changes as Server-Sent Events
-//
-// Each event's data is one QueueStatus JSON object; event names are not
-// used. Logs in events are incremental. The server closes the stream
-// after COMPLETED; a stream that ends on any other status is an error.
-//
-// Corresponds with GET /fal-ai/flux-1/requests/{request_id}/status/stream (the `StreamStatus` operationId).
+// StreamStatus sends the StreamStatus operation.
 func (c *Client) StreamStatus(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewStreamStatusRequest(c.Server, requestID, params)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// InitiateUploadWithBody Start the upload of one file (what fal's JS client does with a Blob or File)
-//
-// Answers where to PUT the bytes (upload_url, directly: no key, not
-// through a proxy, with the file's Content-Type) and the URL the file
-// will have (file_url), to put into the input.
-//
-// Takes any type of body and a specified content type.
-//
-// Corresponds with POST /storage/upload/initiate (the `InitiateUpload` operationId).
+// InitiateUploadWithBody sends the InitiateUpload operation.
 func (c *Client) InitiateUploadWithBody(ctx context.Context, params *InitiateUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewInitiateUploadRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// InitiateUpload Start the upload of one file (what fal's JS client does with a Blob or File)
-//
-// Answers where to PUT the bytes (upload_url, directly: no key, not
-// through a proxy, with the file's Content-Type) and the URL the file
-// will have (file_url), to put into the input.
-//
-// Takes a body of the `application/json` content type.
-//
-// Corresponds with POST /storage/upload/initiate (the `InitiateUpload` operationId).
+// InitiateUpload sends the InitiateUpload operation with a application/json body.
 func (c *Client) InitiateUpload(ctx context.Context, params *InitiateUploadParams, body InitiateUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewInitiateUploadRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// InitiateMultipartUploadWithBody Start the upload of a file in parts (fal's JS client does so past 90 MB)
-//
-// The parts are PUT to upload_url's path followed by /{part} (1, 2,
-// ...; 10 MB each), then POSTed to its path followed by /complete with
-// the parts' etags.
-//
-// Takes any type of body and a specified content type.
-//
-// Corresponds with POST /storage/upload/initiate-multipart (the `InitiateMultipartUpload` operationId).
+// InitiateMultipartUploadWithBody sends the InitiateMultipartUpload operation.
 func (c *Client) InitiateMultipartUploadWithBody(ctx context.Context, params *InitiateMultipartUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewInitiateMultipartUploadRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// InitiateMultipartUpload Start the upload of a file in parts (fal's JS client does so past 90 MB)
-//
-// The parts are PUT to upload_url's path followed by /{part} (1, 2,
-// ...; 10 MB each), then POSTed to its path followed by /complete with
-// the parts' etags.
-//
-// Takes a body of the `application/json` content type.
-//
-// Corresponds with POST /storage/upload/initiate-multipart (the `InitiateMultipartUpload` operationId).
+// InitiateMultipartUpload sends the InitiateMultipartUpload operation with a application/json body.
 func (c *Client) InitiateMultipartUpload(ctx context.Context, params *InitiateMultipartUploadParams, body InitiateMultipartUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewInitiateMultipartUploadRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// PutUploadWithBody The bytes of a file (the simulator's upload_url; fal's own is opaque)
-//
-// No credential is needed or sent; the token is the authority.
-//
-// Takes any type of body and a specified content type.
-//
-// Corresponds with PUT /storage/uploads/{token} (the `PutUpload` operationId).
+// PutUploadWithBody sends the PutUpload operation.
 func (c *Client) PutUploadWithBody(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewPutUploadRequestWithBody(c.Server, token, contentType, body)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// CompleteUploadWithBody Join the parts of a multipart upload (the simulator's form)
-//
-// Takes any type of body and a specified content type.
-//
-// Corresponds with POST /storage/uploads/{token}/complete (the `CompleteUpload` operationId).
+// CompleteUploadWithBody sends the CompleteUpload operation.
 func (c *Client) CompleteUploadWithBody(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCompleteUploadRequestWithBody(c.Server, token, contentType, body)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// CompleteUpload Join the parts of a multipart upload (the simulator's form)
-//
-// Takes a body of the `application/json` content type.
-//
-// Corresponds with POST /storage/uploads/{token}/complete (the `CompleteUpload` operationId).
+// CompleteUpload sends the CompleteUpload operation with a application/json body.
 func (c *Client) CompleteUpload(ctx context.Context, token UploadToken, body CompleteUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCompleteUploadRequest(c.Server, token, body)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// PutUploadPartWithBody One part of a multipart upload (the simulator's form)
-//
-// Takes any type of body and a specified content type.
-//
-// Corresponds with PUT /storage/uploads/{token}/{part} (the `PutUploadPart` operationId).
+// PutUploadPartWithBody sends the PutUploadPart operation.
 func (c *Client) PutUploadPartWithBody(ctx context.Context, token UploadToken, part int, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewPutUploadPartRequestWithBody(c.Server, token, part, contentType, body)
 	if err != nil {
 		return nil, err
 	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
+	return c.send(ctx, req, reqEditors)
 }
 
-// ListRequestsByEndpoint The request history of an endpoint (ended requests only)
-//
-// Lists requests that have ended (terminal statuses only), sorted and
-// filtered by their end time; a job still queued or running is not
-// listed yet. With expand=payloads each item carries the submit body
-// as received (json_input) and the output (json_output); with
-// X-Fal-Store-IO 0 on the submit no payload is kept. fluxi2i uses it to
-// settle a submit whose answer was lost: the item whose json_input
-// equals what it sent, inside the window of that submit.
-//
-// Corresponds with GET /v1/models/requests/by-endpoint (the `ListRequestsByEndpoint` operationId).
+// ListRequestsByEndpoint sends the ListRequestsByEndpoint operation.
 func (c *Client) ListRequestsByEndpoint(ctx context.Context, params *ListRequestsByEndpointParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListRequestsByEndpointRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
+	return c.send(ctx, req, reqEditors)
+}
+
+// send runs the editors on req, in ctx, and sends it.
+func (c *Client) send(ctx context.Context, req *http.Request, extra []RequestEditorFn) (*http.Response, error) {
 	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
+	for _, edit := range append(c.RequestEditors[:len(c.RequestEditors):len(c.RequestEditors)], extra...) {
+		if err := edit(ctx, req); err != nil {
+			return nil, err
+		}
 	}
 	return c.Client.Do(req)
 }
 
-// NewSubmitRequest calls the generic Submit builder with application/json body
+// joinServer is server with one "/" at its end, for an operation's path.
+func joinServer(server string) string {
+	if strings.HasSuffix(server, "/") {
+		return server
+	}
+	return server + "/"
+}
+
+// NewSubmitRequest builds the Submit request with body encoded as application/json.
 func NewSubmitRequest(server string, params *SubmitParams, body SubmitJSONRequestBody) (*http.Request, error) {
-	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
-	bodyReader = bytes.NewReader(buf)
-	return NewSubmitRequestWithBody(server, params, "application/json", bodyReader)
+	return NewSubmitRequestWithBody(server, params, "application/json", bytes.NewReader(buf))
 }
 
-// NewSubmitRequestWithBody constructs an http.Request for the Submit method, with any body, and a specified content type
+// NewSubmitRequestWithBody builds the Submit request, with body of type contentType.
 func NewSubmitRequestWithBody(server string, params *SubmitParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
-	serverURL, err := url.Parse(server)
-	if err != nil {
-		return nil, err
-	}
-
-	operationPath := fmt.Sprintf("/fal-ai/flux-1/dev/image-to-image")
-	if operationPath[0] == '/' {
-		operationPath = "." + operationPath
-	}
-
-	queryURL, err := serverURL.Parse(operationPath)
-	if err != nil {
-		return nil, err
-	}
-
+	target := joinServer(server) + fmt.Sprintf("/fal-ai/flux-1/dev/image-to-image")[1:]
 	if params != nil {
-		// queryValues collects non-styled parameters (passthrough, JSON)
-		// that are safe to round-trip through url.Values.Encode().
-		queryValues := queryURL.Query()
-		// rawQueryFragments collects pre-encoded query fragments from
-		// styled parameters, preserving literal commas as delimiters
-		// per the OpenAPI spec (e.g. "color=blue,black,brown").
-		var rawQueryFragments []string
-
+		var query []string
 		if params.FalMaxQueueLength != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "fal_max_queue_length", *params.FalMaxQueueLength, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+			frag, err := runtime.StyleParamWithOptions("form", true, "fal_max_queue_length", *params.FalMaxQueueLength, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""})
+			if err != nil {
 				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
 			}
-
+			query = append(query, frag)
 		}
-
 		if params.FalWebhook != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "fal_webhook", *params.FalWebhook, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uri"}); err != nil {
+			frag, err := runtime.StyleParamWithOptions("form", true, "fal_webhook", *params.FalWebhook, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uri"})
+			if err != nil {
 				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
 			}
-
+			query = append(query, frag)
 		}
-
-		if encoded := queryValues.Encode(); encoded != "" {
-			rawQueryFragments = append(rawQueryFragments, encoded)
+		if len(query) > 0 {
+			target += "?" + strings.Join(query, "&")
 		}
-		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
-
-	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	req, err := http.NewRequest(http.MethodPost, target, body)
 	if err != nil {
 		return nil, err
 	}
-
 	req.Header.Add("Content-Type", contentType)
-
 	if params != nil {
-
 		if params.XFalQueuePriority != nil {
 			var headerParam0 string
-
-			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Queue-Priority", *params.XFalQueuePriority, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
-			if err != nil {
+			if headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Queue-Priority", *params.XFalQueuePriority, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			}
-
 			req.Header.Set("X-Fal-Queue-Priority", headerParam0)
 		}
-
 		if params.XFalRunnerHint != nil {
 			var headerParam1 string
-
-			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Runner-Hint", *params.XFalRunnerHint, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
-			if err != nil {
+			if headerParam1, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Runner-Hint", *params.XFalRunnerHint, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			}
-
 			req.Header.Set("X-Fal-Runner-Hint", headerParam1)
 		}
-
 		if params.XFalRequestTimeout != nil {
 			var headerParam2 string
-
-			headerParam2, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Request-Timeout", *params.XFalRequestTimeout, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "number", Format: "double"})
-			if err != nil {
+			if headerParam2, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Request-Timeout", *params.XFalRequestTimeout, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "number", Format: "double"}); err != nil {
 				return nil, err
 			}
-
 			req.Header.Set("X-Fal-Request-Timeout", headerParam2)
 		}
-
 		if params.XFalStoreIO != nil {
 			var headerParam3 string
-
-			headerParam3, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Store-IO", *params.XFalStoreIO, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
-			if err != nil {
+			if headerParam3, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Store-IO", *params.XFalStoreIO, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			}
-
 			req.Header.Set("X-Fal-Store-IO", headerParam3)
 		}
-
 		if params.XFalObjectLifecyclePreference != nil {
 			var headerParam4 string
-
-			headerParam4, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Object-Lifecycle-Preference", *params.XFalObjectLifecyclePreference, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
-			if err != nil {
+			if headerParam4, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Object-Lifecycle-Preference", *params.XFalObjectLifecyclePreference, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			}
-
 			req.Header.Set("X-Fal-Object-Lifecycle-Preference", headerParam4)
 		}
-
 		if params.XFalNoRetry != nil {
 			var headerParam5 string
-
-			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-No-Retry", *params.XFalNoRetry, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
-			if err != nil {
+			if headerParam5, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-No-Retry", *params.XFalNoRetry, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			}
-
 			req.Header.Set("X-Fal-No-Retry", headerParam5)
 		}
-
 	}
-
 	return req, nil
 }
 
-// NewGetResultRequest constructs an http.Request for the GetResult method
+// NewGetResultRequest builds the GetResult request.
 func NewGetResultRequest(server string, requestID RequestID) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
+	pathParam0 = url.PathEscape(string(requestID)) // the simple style of a string
 
-	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "request_id", requestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	target := joinServer(server) + fmt.Sprintf("/fal-ai/flux-1/requests/%s", pathParam0)[1:]
+	req, err := http.NewRequest(http.MethodGet, target, nil)
 	if err != nil {
 		return nil, err
 	}
-
-	serverURL, err := url.Parse(server)
-	if err != nil {
-		return nil, err
-	}
-
-	operationPath := fmt.Sprintf("/fal-ai/flux-1/requests/%s", pathParam0)
-	if operationPath[0] == '/' {
-		operationPath = "." + operationPath
-	}
-
-	queryURL, err := serverURL.Parse(operationPath)
-	if err != nil {
-		return nil, err
-	}
-
-	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
-	if err != nil {
-		return nil, err
-	}
-
 	return req, nil
 }
 
-// NewCancelRequest constructs an http.Request for the Cancel method
+// NewCancelRequest builds the Cancel request.
 func NewCancelRequest(server string, requestID RequestID) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
+	pathParam0 = url.PathEscape(string(requestID)) // the simple style of a string
 
-	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "request_id", requestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	target := joinServer(server) + fmt.Sprintf("/fal-ai/flux-1/requests/%s/cancel", pathParam0)[1:]
+	req, err := http.NewRequest(http.MethodPut, target, nil)
 	if err != nil {
 		return nil, err
 	}
-
-	serverURL, err := url.Parse(server)
-	if err != nil {
-		return nil, err
-	}
-
-	operationPath := fmt.Sprintf("/fal-ai/flux-1/requests/%s/cancel", pathParam0)
-	if operationPath[0] == '/' {
-		operationPath = "." + operationPath
-	}
-
-	queryURL, err := serverURL.Parse(operationPath)
-	if err != nil {
-		return nil, err
-	}
-
-	req, err := http.NewRequest(http.MethodPut, queryURL.String(), nil)
-	if err != nil {
-		return nil, err
-	}
-
 	return req, nil
 }
 
-// NewGetStatusRequest constructs an http.Request for the GetStatus method
+// NewGetStatusRequest builds the GetStatus request.
 func NewGetStatusRequest(server string, requestID RequestID, params *GetStatusParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
+	pathParam0 = url.PathEscape(string(requestID)) // the simple style of a string
 
-	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "request_id", requestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
-	if err != nil {
-		return nil, err
-	}
-
-	serverURL, err := url.Parse(server)
-	if err != nil {
-		return nil, err
-	}
-
-	operationPath := fmt.Sprintf("/fal-ai/flux-1/requests/%s/status", pathParam0)
-	if operationPath[0] == '/' {
-		operationPath = "." + operationPath
-	}
-
-	queryURL, err := serverURL.Parse(operationPath)
-	if err != nil {
-		return nil, err
-	}
-
+	target := joinServer(server) + fmt.Sprintf("/fal-ai/flux-1/requests/%s/status", pathParam0)[1:]
 	if params != nil {
-		// queryValues collects non-styled parameters (passthrough, JSON)
-		// that are safe to round-trip through url.Values.Encode().
-		queryValues := queryURL.Query()
-		// rawQueryFragments collects pre-encoded query fragments from
-		// styled parameters, preserving literal commas as delimiters
-		// per the OpenAPI spec (e.g. "color=blue,black,brown").
-		var rawQueryFragments []string
-
+		var query []string
 		if params.Logs != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "logs", *params.Logs, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+			frag, err := runtime.StyleParamWithOptions("form", true, "logs", *params.Logs, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""})
+			if err != nil {
 				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
 			}
-
+			query = append(query, frag)
 		}
-
-		if encoded := queryValues.Encode(); encoded != "" {
-			rawQueryFragments = append(rawQueryFragments, encoded)
+		if len(query) > 0 {
+			target += "?" + strings.Join(query, "&")
 		}
-		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
-
-	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	req, err := http.NewRequest(http.MethodGet, target, nil)
 	if err != nil {
 		return nil, err
 	}
-
 	return req, nil
 }
 
-// NewStreamStatusRequest constructs an http.Request for the StreamStatus method
+// NewStreamStatusRequest builds the StreamStatus request.
 func NewStreamStatusRequest(server string, requestID RequestID, params *StreamStatusParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
+	pathParam0 = url.PathEscape(string(requestID)) // the simple style of a string
 
-	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "request_id", requestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
-	if err != nil {
-		return nil, err
-	}
-
-	serverURL, err := url.Parse(server)
-	if err != nil {
-		return nil, err
-	}
-
-	operationPath := fmt.Sprintf("/fal-ai/flux-1/requests/%s/status/stream", pathParam0)
-	if operationPath[0] == '/' {
-		operationPath = "." + operationPath
-	}
-
-	queryURL, err := serverURL.Parse(operationPath)
-	if err != nil {
-		return nil, err
-	}
-
+	target := joinServer(server) + fmt.Sprintf("/fal-ai/flux-1/requests/%s/status/stream", pathParam0)[1:]
 	if params != nil {
-		// queryValues collects non-styled parameters (passthrough, JSON)
-		// that are safe to round-trip through url.Values.Encode().
-		queryValues := queryURL.Query()
-		// rawQueryFragments collects pre-encoded query fragments from
-		// styled parameters, preserving literal commas as delimiters
-		// per the OpenAPI spec (e.g. "color=blue,black,brown").
-		var rawQueryFragments []string
-
+		var query []string
 		if params.Logs != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "logs", *params.Logs, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+			frag, err := runtime.StyleParamWithOptions("form", true, "logs", *params.Logs, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""})
+			if err != nil {
 				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
 			}
-
+			query = append(query, frag)
 		}
-
-		if encoded := queryValues.Encode(); encoded != "" {
-			rawQueryFragments = append(rawQueryFragments, encoded)
+		if len(query) > 0 {
+			target += "?" + strings.Join(query, "&")
 		}
-		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
-
-	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	req, err := http.NewRequest(http.MethodGet, target, nil)
 	if err != nil {
 		return nil, err
 	}
-
 	return req, nil
 }
 
-// NewInitiateUploadRequest calls the generic InitiateUpload builder with application/json body
+// NewInitiateUploadRequest builds the InitiateUpload request with body encoded as application/json.
 func NewInitiateUploadRequest(server string, params *InitiateUploadParams, body InitiateUploadJSONRequestBody) (*http.Request, error) {
-	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
-	bodyReader = bytes.NewReader(buf)
-	return NewInitiateUploadRequestWithBody(server, params, "application/json", bodyReader)
+	return NewInitiateUploadRequestWithBody(server, params, "application/json", bytes.NewReader(buf))
 }
 
-// NewInitiateUploadRequestWithBody constructs an http.Request for the InitiateUpload method, with any body, and a specified content type
+// NewInitiateUploadRequestWithBody builds the InitiateUpload request, with body of type contentType.
 func NewInitiateUploadRequestWithBody(server string, params *InitiateUploadParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
-	serverURL, err := url.Parse(server)
-	if err != nil {
-		return nil, err
-	}
-
-	operationPath := fmt.Sprintf("/storage/upload/initiate")
-	if operationPath[0] == '/' {
-		operationPath = "." + operationPath
-	}
-
-	queryURL, err := serverURL.Parse(operationPath)
-	if err != nil {
-		return nil, err
-	}
-
+	target := joinServer(server) + fmt.Sprintf("/storage/upload/initiate")[1:]
 	if params != nil {
-		// queryValues collects non-styled parameters (passthrough, JSON)
-		// that are safe to round-trip through url.Values.Encode().
-		queryValues := queryURL.Query()
-		// rawQueryFragments collects pre-encoded query fragments from
-		// styled parameters, preserving literal commas as delimiters
-		// per the OpenAPI spec (e.g. "color=blue,black,brown").
-		var rawQueryFragments []string
-
-		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "storage_type", params.StorageType, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
-			return nil, err
-		} else {
-			for _, qp := range strings.Split(queryFrag, "&") {
-				rawQueryFragments = append(rawQueryFragments, qp)
-			}
-		}
-
-		if encoded := queryValues.Encode(); encoded != "" {
-			rawQueryFragments = append(rawQueryFragments, encoded)
-		}
-		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
-	}
-
-	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
-	if err != nil {
-		return nil, err
-	}
-
-	req.Header.Add("Content-Type", contentType)
-
-	if params != nil {
-
-		if params.XFalObjectLifecycle != nil {
-			var headerParam0 string
-
-			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Object-Lifecycle", *params.XFalObjectLifecycle, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+		var query []string
+		{
+			frag, err := runtime.StyleParamWithOptions("form", true, "storage_type", params.StorageType, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""})
 			if err != nil {
 				return nil, err
 			}
-
+			query = append(query, frag)
+		}
+		if len(query) > 0 {
+			target += "?" + strings.Join(query, "&")
+		}
+	}
+	req, err := http.NewRequest(http.MethodPost, target, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Add("Content-Type", contentType)
+	if params != nil {
+		if params.XFalObjectLifecycle != nil {
+			var headerParam0 string
+			if headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Object-Lifecycle", *params.XFalObjectLifecycle, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
 			req.Header.Set("X-Fal-Object-Lifecycle", headerParam0)
 		}
-
 	}
-
 	return req, nil
 }
 
-// NewInitiateMultipartUploadRequest calls the generic InitiateMultipartUpload builder with application/json body
+// NewInitiateMultipartUploadRequest builds the InitiateMultipartUpload request with body encoded as application/json.
 func NewInitiateMultipartUploadRequest(server string, params *InitiateMultipartUploadParams, body InitiateMultipartUploadJSONRequestBody) (*http.Request, error) {
-	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
-	bodyReader = bytes.NewReader(buf)
-	return NewInitiateMultipartUploadRequestWithBody(server, params, "application/json", bodyReader)
+	return NewInitiateMultipartUploadRequestWithBody(server, params, "application/json", bytes.NewReader(buf))
 }
 
-// NewInitiateMultipartUploadRequestWithBody constructs an http.Request for the InitiateMultipartUpload method, with any body, and a specified content type
+// NewInitiateMultipartUploadRequestWithBody builds the InitiateMultipartUpload request, with body of type contentType.
 func NewInitiateMultipartUploadRequestWithBody(server string, params *InitiateMultipartUploadParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
-	serverURL, err := url.Parse(server)
-	if err != nil {
-		return nil, err
-	}
-
-	operationPath := fmt.Sprintf("/storage/upload/initiate-multipart")
-	if operationPath[0] == '/' {
-		operationPath = "." + operationPath
-	}
-
-	queryURL, err := serverURL.Parse(operationPath)
-	if err != nil {
-		return nil, err
-	}
-
+	target := joinServer(server) + fmt.Sprintf("/storage/upload/initiate-multipart")[1:]
 	if params != nil {
-		// queryValues collects non-styled parameters (passthrough, JSON)
-		// that are safe to round-trip through url.Values.Encode().
-		queryValues := queryURL.Query()
-		// rawQueryFragments collects pre-encoded query fragments from
-		// styled parameters, preserving literal commas as delimiters
-		// per the OpenAPI spec (e.g. "color=blue,black,brown").
-		var rawQueryFragments []string
-
-		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "storage_type", params.StorageType, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
-			return nil, err
-		} else {
-			for _, qp := range strings.Split(queryFrag, "&") {
-				rawQueryFragments = append(rawQueryFragments, qp)
-			}
-		}
-
-		if encoded := queryValues.Encode(); encoded != "" {
-			rawQueryFragments = append(rawQueryFragments, encoded)
-		}
-		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
-	}
-
-	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
-	if err != nil {
-		return nil, err
-	}
-
-	req.Header.Add("Content-Type", contentType)
-
-	if params != nil {
-
-		if params.XFalObjectLifecycle != nil {
-			var headerParam0 string
-
-			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Object-Lifecycle", *params.XFalObjectLifecycle, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+		var query []string
+		{
+			frag, err := runtime.StyleParamWithOptions("form", true, "storage_type", params.StorageType, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""})
 			if err != nil {
 				return nil, err
 			}
-
+			query = append(query, frag)
+		}
+		if len(query) > 0 {
+			target += "?" + strings.Join(query, "&")
+		}
+	}
+	req, err := http.NewRequest(http.MethodPost, target, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Add("Content-Type", contentType)
+	if params != nil {
+		if params.XFalObjectLifecycle != nil {
+			var headerParam0 string
+			if headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Fal-Object-Lifecycle", *params.XFalObjectLifecycle, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
 			req.Header.Set("X-Fal-Object-Lifecycle", headerParam0)
 		}
-
 	}
-
 	return req, nil
 }
 
-// NewPutUploadRequestWithBody constructs an http.Request for the PutUpload method, with any body, and a specified content type
+// NewPutUploadRequestWithBody builds the PutUpload request, with body of type contentType.
 func NewPutUploadRequestWithBody(server string, token UploadToken, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
+	pathParam0 = url.PathEscape(string(token)) // the simple style of a string
 
-	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "token", token, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	target := joinServer(server) + fmt.Sprintf("/storage/uploads/%s", pathParam0)[1:]
+	req, err := http.NewRequest(http.MethodPut, target, body)
 	if err != nil {
 		return nil, err
 	}
-
-	serverURL, err := url.Parse(server)
-	if err != nil {
-		return nil, err
-	}
-
-	operationPath := fmt.Sprintf("/storage/uploads/%s", pathParam0)
-	if operationPath[0] == '/' {
-		operationPath = "." + operationPath
-	}
-
-	queryURL, err := serverURL.Parse(operationPath)
-	if err != nil {
-		return nil, err
-	}
-
-	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
-	if err != nil {
-		return nil, err
-	}
-
 	req.Header.Add("Content-Type", contentType)
-
 	return req, nil
 }
 
-// NewCompleteUploadRequest calls the generic CompleteUpload builder with application/json body
+// NewCompleteUploadRequest builds the CompleteUpload request with body encoded as application/json.
 func NewCompleteUploadRequest(server string, token UploadToken, body CompleteUploadJSONRequestBody) (*http.Request, error) {
-	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
-	bodyReader = bytes.NewReader(buf)
-	return NewCompleteUploadRequestWithBody(server, token, "application/json", bodyReader)
+	return NewCompleteUploadRequestWithBody(server, token, "application/json", bytes.NewReader(buf))
 }
 
-// NewCompleteUploadRequestWithBody constructs an http.Request for the CompleteUpload method, with any body, and a specified content type
+// NewCompleteUploadRequestWithBody builds the CompleteUpload request, with body of type contentType.
 func NewCompleteUploadRequestWithBody(server string, token UploadToken, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
+	pathParam0 = url.PathEscape(string(token)) // the simple style of a string
 
-	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "token", token, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	target := joinServer(server) + fmt.Sprintf("/storage/uploads/%s/complete", pathParam0)[1:]
+	req, err := http.NewRequest(http.MethodPost, target, body)
 	if err != nil {
 		return nil, err
 	}
-
-	serverURL, err := url.Parse(server)
-	if err != nil {
-		return nil, err
-	}
-
-	operationPath := fmt.Sprintf("/storage/uploads/%s/complete", pathParam0)
-	if operationPath[0] == '/' {
-		operationPath = "." + operationPath
-	}
-
-	queryURL, err := serverURL.Parse(operationPath)
-	if err != nil {
-		return nil, err
-	}
-
-	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
-	if err != nil {
-		return nil, err
-	}
-
 	req.Header.Add("Content-Type", contentType)
-
 	return req, nil
 }
 
-// NewPutUploadPartRequestWithBody constructs an http.Request for the PutUploadPart method, with any body, and a specified content type
+// NewPutUploadPartRequestWithBody builds the PutUploadPart request, with body of type contentType.
 func NewPutUploadPartRequestWithBody(server string, token UploadToken, part int, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
-
-	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "token", token, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
-	if err != nil {
-		return nil, err
-	}
+	pathParam0 = url.PathEscape(string(token)) // the simple style of a string
 
 	var pathParam1 string
-
-	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "part", part, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: ""})
-	if err != nil {
+	if pathParam1, err = runtime.StyleParamWithOptions("simple", false, "part", part, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: ""}); err != nil {
 		return nil, err
 	}
 
-	serverURL, err := url.Parse(server)
+	target := joinServer(server) + fmt.Sprintf("/storage/uploads/%s/%s", pathParam0, pathParam1)[1:]
+	req, err := http.NewRequest(http.MethodPut, target, body)
 	if err != nil {
 		return nil, err
 	}
-
-	operationPath := fmt.Sprintf("/storage/uploads/%s/%s", pathParam0, pathParam1)
-	if operationPath[0] == '/' {
-		operationPath = "." + operationPath
-	}
-
-	queryURL, err := serverURL.Parse(operationPath)
-	if err != nil {
-		return nil, err
-	}
-
-	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
-	if err != nil {
-		return nil, err
-	}
-
 	req.Header.Add("Content-Type", contentType)
-
 	return req, nil
 }
 
-// NewListRequestsByEndpointRequest constructs an http.Request for the ListRequestsByEndpoint method
+// NewListRequestsByEndpointRequest builds the ListRequestsByEndpoint request.
 func NewListRequestsByEndpointRequest(server string, params *ListRequestsByEndpointParams) (*http.Request, error) {
 	var err error
 
-	serverURL, err := url.Parse(server)
-	if err != nil {
-		return nil, err
-	}
-
-	operationPath := fmt.Sprintf("/v1/models/requests/by-endpoint")
-	if operationPath[0] == '/' {
-		operationPath = "." + operationPath
-	}
-
-	queryURL, err := serverURL.Parse(operationPath)
-	if err != nil {
-		return nil, err
-	}
-
+	target := joinServer(server) + fmt.Sprintf("/v1/models/requests/by-endpoint")[1:]
 	if params != nil {
-		// queryValues collects non-styled parameters (passthrough, JSON)
-		// that are safe to round-trip through url.Values.Encode().
-		queryValues := queryURL.Query()
-		// rawQueryFragments collects pre-encoded query fragments from
-		// styled parameters, preserving literal commas as delimiters
-		// per the OpenAPI spec (e.g. "color=blue,black,brown").
-		var rawQueryFragments []string
-
-		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "endpoint_id", params.EndpointID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
-			return nil, err
-		} else {
-			for _, qp := range strings.Split(queryFrag, "&") {
-				rawQueryFragments = append(rawQueryFragments, qp)
+		var query []string
+		{
+			frag, err := runtime.StyleParamWithOptions("form", true, "endpoint_id", params.EndpointID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
 			}
+			query = append(query, frag)
 		}
-
 		if params.Start != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "start", *params.Start, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+			frag, err := runtime.StyleParamWithOptions("form", true, "start", *params.Start, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"})
+			if err != nil {
 				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
 			}
-
+			query = append(query, frag)
 		}
-
 		if params.End != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "end", *params.End, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+			frag, err := runtime.StyleParamWithOptions("form", true, "end", *params.End, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"})
+			if err != nil {
 				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
 			}
-
+			query = append(query, frag)
 		}
-
 		if params.Status != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			frag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""})
+			if err != nil {
 				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
 			}
-
+			query = append(query, frag)
 		}
-
 		if params.RequestID != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "request_id", *params.RequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			frag, err := runtime.StyleParamWithOptions("form", true, "request_id", *params.RequestID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""})
+			if err != nil {
 				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
 			}
-
+			query = append(query, frag)
 		}
-
 		if params.Limit != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+			frag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""})
+			if err != nil {
 				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
 			}
-
+			query = append(query, frag)
 		}
-
 		if params.Cursor != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			frag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""})
+			if err != nil {
 				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
 			}
-
+			query = append(query, frag)
 		}
-
 		if params.SortBy != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "sort_by", *params.SortBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			frag, err := runtime.StyleParamWithOptions("form", true, "sort_by", *params.SortBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""})
+			if err != nil {
 				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
 			}
-
+			query = append(query, frag)
 		}
-
 		if params.Expand != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "expand", *params.Expand, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			frag, err := runtime.StyleParamWithOptions("form", true, "expand", *params.Expand, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""})
+			if err != nil {
 				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
 			}
-
+			query = append(query, frag)
 		}
-
-		if encoded := queryValues.Encode(); encoded != "" {
-			rawQueryFragments = append(rawQueryFragments, encoded)
+		if len(query) > 0 {
+			target += "?" + strings.Join(query, "&")
 		}
-		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
-
-	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	req, err := http.NewRequest(http.MethodGet, target, nil)
 	if err != nil {
 		return nil, err
 	}
-
 	return req, nil
-}
-
-func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
-	for _, r := range c.RequestEditors {
-		if err := r(ctx, req); err != nil {
-			return err
-		}
-	}
-	for _, r := range additionalEditors {
-		if err := r(ctx, req); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // ClientWithResponses builds on ClientInterface to offer response payloads

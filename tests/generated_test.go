@@ -23,7 +23,7 @@ func TestCheckGeneratedCatchesAHandEdit(t *testing.T) {
 		t.Skip("no make")
 	}
 	dir := t.TempDir()
-	for _, p := range []string{"go.mod", "go.sum", "Makefile", "generate.go", "tools.go", "openapi/openapi.yaml", "openapi/oapi-codegen.yaml", "gen/fluxi2i.gen.go", "gen/validate.gen.go", "internal/cmd/genvalidate/main.go"} {
+	for _, p := range []string{"go.mod", "go.sum", "Makefile", "generate.go", "tools.go", "openapi/openapi.yaml", "openapi/oapi-codegen.yaml", "openapi/templates/client.tmpl", "gen/fluxi2i.gen.go", "gen/validate.gen.go", "internal/cmd/genvalidate/main.go"} {
 		b, err := os.ReadFile(filepath.Join("..", p))
 		require.NoError(t, err)
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755))
@@ -46,6 +46,15 @@ func TestCheckGeneratedCatchesAHandEdit(t *testing.T) {
 	assert.Error(t, err)
 	assert.Contains(t, out, "a hand edit")
 	assert.Contains(t, out, "make generate")
+
+	// A generator that fails fails the check (it used to end in "gen/
+	// matches", the status of its last echo).
+	require.NoError(t, os.WriteFile(gen, b, 0o644))
+	require.NoError(t, os.Remove(filepath.Join(dir, "openapi/templates/client.tmpl")))
+	out, err = check()
+	assert.Error(t, err)
+	assert.Contains(t, out, "the generators failed")
+	assert.NotContains(t, out, "gen/ matches")
 }
 
 // TestGeneratedCodeHasNoEmbeddedSpec: embedded-spec stays off, or every
