@@ -33,7 +33,6 @@ var (
 	scaleMaxStreams = flag.Int("scale.maxstreams", 0, "BenchmarkScale: WithMaxStreams of the wrapper (0: the default)")
 	scaleContract   = flag.Bool("scale.contract", true, "BenchmarkScale: the fake checks every request, answer and event against openapi.yaml")
 	scaleTrace      = flag.Bool("scale.trace", false, "BenchmarkScale: split detection into its legs (the COMPLETED event read by the client, the result request sent, the request received), timed client-side")
-	scaleDrain      = flag.Bool("scale.drain", false, "BenchmarkScale: the wrapper's status streams are read to their end when closed, as the floor's are (the connection goes back to the pool)")
 )
 
 // traceLegs times, client-side, when each job's COMPLETED event is read
@@ -71,26 +70,6 @@ func (e *eventTimer) Read(p []byte) (int, error) {
 		e.at.LoadOrStore(e.id, time.Now())
 	}
 	return n, err
-}
-
-// drainStreams reads a status stream's body to its end (64 KiB at most)
-// before closing it, so that its connection is reused: what the floor
-// does after COMPLETED (-scale.drain).
-type drainStreams struct{ http.RoundTripper }
-
-func (d drainStreams) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := d.RoundTripper.RoundTrip(req)
-	if err == nil && strings.HasSuffix(req.URL.Path, "/status/stream") {
-		resp.Body = drainOnClose{resp.Body}
-	}
-	return resp, err
-}
-
-type drainOnClose struct{ io.ReadCloser }
-
-func (b drainOnClose) Close() error {
-	io.CopyN(io.Discard, b.ReadCloser, 64<<10)
-	return b.ReadCloser.Close()
 }
 
 // BenchmarkScale runs many whole jobs at once against queuetest on real
@@ -135,8 +114,7 @@ func (b drainOnClose) Close() error {
 // The -scale.* flags (after the package: go test ... ./wrapper
 // -scale.maxstreams 5000) attribute the figures: -scale.maxstreams (the
 // wrapper's stream cap), -scale.idleconns (both transports' idle pool),
-// -scale.drain (the wrapper's streams read to their end before they are
-// closed, as the floor's are), -scale.contract=false (no spec checks in
+// -scale.contract=false (no spec checks in
 // the fake), and -scale.trace, which splits detection into event-p50-ms
 // (completion to the COMPLETED event read by the client), ask-p50-ms (to
 // the result request handed to the transport) and send-p50-ms (to the
@@ -157,9 +135,6 @@ func BenchmarkScale(b *testing.B) {
 			})
 			b.Run("wrapper", func(b *testing.B) {
 				scaleRun(b, sh, func(srv *queuetest.Server, hc *http.Client) func(context.Context) (string, error) {
-					if *scaleDrain {
-						hc = &http.Client{Transport: drainStreams{hc.Transport}}
-					}
 					opts := []wrapper.Option{wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc)}
 					if *scaleMaxStreams > 0 {
 						opts = append(opts, wrapper.WithMaxStreams(*scaleMaxStreams))
