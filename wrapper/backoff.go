@@ -11,9 +11,6 @@ import (
 // retry n waits a random duration in [0, min(10 s, 250 ms·2^(n-1))).
 type Backoff func(attempt int) time.Duration
 
-// Delay calls b.
-func (b Backoff) Delay(attempt int) time.Duration { return b(attempt) }
-
 // defaultBackoff is the backoff New uses: 250 ms doubling, capped at 10 s,
 // with full jitter.
 func defaultBackoff() Backoff { return exponential(250*time.Millisecond, 10*time.Second) }

@@ -13,7 +13,7 @@ func TestBackoffIsExponentialWithFullJitter(t *testing.T) {
 	for attempt, ceil := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 3: 400 * time.Millisecond, 5: time.Second, 60: time.Second} {
 		var top time.Duration
 		for range 2000 {
-			d := b.Delay(attempt)
+			d := b(attempt)
 			require.GreaterOrEqual(t, d, time.Duration(0))
 			require.Less(t, d, ceil)
 			top = max(top, d)
@@ -31,7 +31,7 @@ func TestDefaultBackoffHasFullJitter(t *testing.T) {
 	var sum time.Duration
 	const n = 4000
 	for range n {
-		d := b.Delay(3)
+		d := b(3)
 		require.True(t, d >= 0 && d < ceil, "%v outside [0, %v)", d, ceil)
 		lo, hi, sum = min(lo, d), max(hi, d), sum+d
 	}
@@ -39,6 +39,6 @@ func TestDefaultBackoffHasFullJitter(t *testing.T) {
 	assert.Greater(t, hi, ceil*9/10, "some are long")
 	assert.InDelta(t, float64(ceil/2), float64(sum/n), float64(ceil/10), "uniform on average")
 	for range 200 {
-		require.Less(t, b.Delay(30), 10*time.Second, "capped at 10 s")
+		require.Less(t, b(30), 10*time.Second, "capped at 10 s")
 	}
 }

@@ -81,7 +81,8 @@
 // forwards): it attaches the credential for a configured origin, arms the
 // idle limit, tells the Observer, and hands back the answer with a body
 // whose Close ends the attempt (an answer body is capped at
-// WithMaxResponseBytes, and a read that fails is a failed attempt). One
+// WithMaxResponseBytes, but for a proxy forward, which package proxy
+// caps; a read that fails is a failed attempt). One
 // loop runs the attempts of an operation, deciding each retry by a pure
 // classification of the attempt's outcome and a pure delay (Retry-After or
 // the backoff); the attempt's state is a value that loop owns. gen builds
@@ -91,6 +92,14 @@
 // stream is retried (its budget starts afresh after a stream that
 // delivered events); in StatusAuto its first failure hands the job to
 // polling.
+//
+// At scale: the number of status streams open at once follows the
+// transport (WithMaxStreams): over HTTP/1.x, where each holds a
+// connection, half of an *http.Transport's MaxConnsPerHost when it is
+// set, no cap when it is not; over HTTP/2, no cap. A stream is read to
+// its end after COMPLETED, so its connection carries the result call, and
+// Clients made without WithHTTPClient share one transport that keeps up
+// to 1,024 idle connections a host (http.DefaultTransport keeps 2).
 //
 // # Errors
 //

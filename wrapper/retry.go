@@ -68,7 +68,7 @@ func retryDelay(o outcome, attempt int, b Backoff, floor time.Duration, now time
 	if d := retryAfter(o.header, now); d >= 0 {
 		return max(d, floor)
 	}
-	return b.Delay(attempt)
+	return b(attempt)
 }
 
 // retryAfter parses Retry-After (seconds or an HTTP date), capped at
