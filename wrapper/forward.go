@@ -8,7 +8,6 @@ import (
 
 func init() {
 	bridge.Of = func(client any) bridge.Forwarder { return forwarder{client.(*Client)} }
-	bridge.Normalize = normalize
 }
 
 // forwarder is a Client as the proxy (wrapper/proxy) sees it.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fluxi2i/fluxi2i/gen"
 	"github.com/fluxi2i/fluxi2i/internal/errprefix"
+	"github.com/fluxi2i/fluxi2i/internal/inputcheck"
 )
 
 // Status values the queue is known to send (the spec's JobStatus). Others
@@ -110,7 +111,7 @@ func (p *payload) reader() (io.ReadCloser, error) {
 // encode validates in and s's submit parameters and returns the submit's
 // body.
 func (c *Client) encode(in gen.Input, s *settings) (*payload, error) {
-	in = normalize(in)
+	in = inputcheck.Normalize(in)
 	if s.image != nil {
 		in.ImageURL = s.image.prefix() // a valid, empty data URI of the sniffed type
 	}

@@ -5,19 +5,6 @@ import (
 	"github.com/fluxi2i/fluxi2i/internal/inputcheck"
 )
 
-// normalize returns in with the upstream docs' "default" value of
-// output_format and acceleration turned into leaving the field out, which
-// is what it means.
-func normalize(in gen.Input) gen.Input {
-	if in.OutputFormat != nil && *in.OutputFormat == "default" {
-		in.OutputFormat = nil
-	}
-	if in.Acceleration != nil && *in.Acceleration == "default" {
-		in.Acceleration = nil
-	}
-	return in
-}
-
 // Validate checks in before anything is sent, returning an *InputError
 // naming every bad field and what is allowed. The upstream docs' "default"
 // value of output_format and acceleration means leaving the field out, and
@@ -27,7 +14,7 @@ func normalize(in gen.Input) gen.Input {
 // the contract, as at fal; Validate also checks its form: an http(s) URL
 // with a host, or a base64 data URI of a jpeg, png, webp, gif or avif image
 // (the scheme in any case, media type parameters allowed).
-func Validate(in gen.Input) error { return validate(normalize(in)) }
+func Validate(in gen.Input) error { return validate(inputcheck.Normalize(in)) }
 
 // validate is Validate of a normalized input.
 func validate(in gen.Input) error {

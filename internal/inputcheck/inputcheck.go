@@ -14,6 +14,20 @@ import (
 	"github.com/fluxi2i/fluxi2i/internal/media"
 )
 
+// Normalize returns in as the client sends it: the upstream docs'
+// "default" value of output_format and acceleration means leaving the
+// field out. The client (Submit, Validate), the proxy and batch's input
+// digests all apply it.
+func Normalize(in gen.Input) gen.Input {
+	if in.OutputFormat != nil && *in.OutputFormat == "default" {
+		in.OutputFormat = nil
+	}
+	if in.Acceleration != nil && *in.Acceleration == "default" {
+		in.Acceleration = nil
+	}
+	return in
+}
+
 // Input returns one violation per bad field of in: the form of a
 // non-empty image_url (ImageURL) first, then gen.ValidateInput's, in name
 // order. It takes in as it is: the upstream docs' "default" of

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/inputcheck"
 	"github.com/fluxi2i/fluxi2i/internal/regular"
 )
 
@@ -74,14 +75,7 @@ func shortDigest(b []byte) string {
 // canonical is in as Submit sends it, without image_url: each field's
 // JSON, and all of them as canonical JSON (sorted keys).
 func canonical(in gen.Input) (map[string]json.RawMessage, []byte, error) {
-	// The upstream docs' "default" means leaving the field out
-	// (wrapper.Validate, Submit).
-	if in.OutputFormat != nil && *in.OutputFormat == "default" {
-		in.OutputFormat = nil
-	}
-	if in.Acceleration != nil && *in.Acceleration == "default" {
-		in.Acceleration = nil
-	}
+	in = inputcheck.Normalize(in) // "default" left out, as Submit does
 	in.ImageURL = ""
 	b, err := json.Marshal(in)
 	if err != nil {

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/inputcheck"
 	"github.com/fluxi2i/fluxi2i/wrapper"
-	"github.com/fluxi2i/fluxi2i/wrapper/internal/bridge"
 )
 
 // call is one proxied request, for the operations gen's routes dispatch.
@@ -124,7 +124,7 @@ func (o operations) Submit(w http.ResponseWriter, r *http.Request, params gen.Su
 	// fields only, the upstream docs' "default" left out. The browser's
 	// bytes are not needed any more.
 	body = nil
-	if body, err = encodeInput(bridge.Normalize(in)); err != nil {
+	if body, err = encodeInput(inputcheck.Normalize(in)); err != nil {
 		h.refuse(w, r, http.StatusUnprocessableEntity, "input", err.Error())
 		return
 	}

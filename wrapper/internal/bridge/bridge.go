@@ -2,11 +2,7 @@
 // *wrapper.Client holds without widening wrapper's exported surface.
 package bridge
 
-import (
-	"net/http"
-
-	"github.com/fluxi2i/fluxi2i/gen"
-)
+import "net/http"
 
 // Forwarder is what the proxy needs of a client.
 type Forwarder interface {
@@ -25,7 +21,3 @@ type Forwarder interface {
 
 // Of returns the Forwarder of a *wrapper.Client; wrapper sets it.
 var Of func(client any) Forwarder
-
-// Normalize is what Submit does to an input before sending it (the
-// upstream docs' "default" left out); wrapper sets it.
-var Normalize func(gen.Input) gen.Input
