@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -217,7 +218,9 @@ func (c *Client) submitBody(ctx context.Context, p *payload, s *settings) (*Queu
 		c.known.add(q.RequestID, time.Now())
 	}
 	c.stats.submits.Add(1)
-	c.set.log.Debug("fluxi2i: queued", "request_id", q.RequestID, "attempts", attempts)
+	if c.set.log.Enabled(ctx, slog.LevelDebug) { // the arguments cost even when nothing is logged
+		c.set.log.Debug("fluxi2i: queued", "request_id", q.RequestID, "attempts", attempts)
+	}
 	c.event(ctx, JobEvent{Kind: EventQueued, RequestID: q.RequestID, QueuePosition: q.QueuePosition})
 	return &q, nil
 }

@@ -51,6 +51,7 @@ type attempt struct {
 	cancel context.CancelFunc // ends the attempt's context
 	idle   idleTimer          // cancels the attempt when it stalls
 	body   answerBody         // the answer's body wrapper (storage)
+	sent   sentBody           // the request's body wrapper (storage)
 	ended  atomic.Bool
 	obs    Observer        // set once the observer saw the request start
 	obsCtx context.Context // what StartRequest returned
@@ -100,7 +101,8 @@ func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http
 	}
 	req = req.WithContext(ctx)
 	if req.Body != nil && req.Body != http.NoBody {
-		req.Body = &sentBody{ReadCloser: req.Body, idle: &a.idle}
+		a.sent = sentBody{ReadCloser: req.Body, idle: &a.idle}
+		req.Body = &a.sent
 	}
 	resp, err := via.hc.Do(req)
 	if err != nil {
