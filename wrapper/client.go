@@ -43,6 +43,7 @@ type Client struct {
 	apiServer   string        // the base URL, as gen's request builders take it (with a final slash)
 	histServer  string        // the request history's origin, likewise
 	apiRoute    route         // API calls: bound to the configured origins, with the key
+	streamRoute route         // status streams: likewise, uncapped (each event is capped)
 	proxyRoute  route         // the proxy's forwards: likewise, uncapped (the proxy caps)
 	dlOnce      sync.Once     // makes dlRoute
 	dlRoute     route         // images: guarded (download.go), never with the key
@@ -115,6 +116,7 @@ func New(opts ...Option) (*Client, error) {
 	c.apiServer, c.histServer = c.server+"/", c.histOrigin.String()+"/"
 	queue := originBound(s.hc, s.base, c.histOrigin, c.storeOrigin)
 	c.apiRoute = route{hc: queue, auth: true, capped: true, paced: true}
+	c.streamRoute = route{hc: queue, auth: true, paced: true}
 	c.proxyRoute = route{hc: queue, auth: true}
 	return c, nil
 }

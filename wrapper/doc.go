@@ -96,10 +96,11 @@
 // At scale: the number of status streams open at once follows the
 // transport (WithMaxStreams): over HTTP/1.x, where each holds a
 // connection, half of an *http.Transport's MaxConnsPerHost when it is
-// set, no cap when it is not; over HTTP/2, no cap. A stream is read to
-// its end after COMPLETED, so its connection carries the result call, and
-// Clients made without WithHTTPClient share one transport that keeps up
-// to 1,024 idle connections a host (http.DefaultTransport keeps 2).
+// set, no cap when it is not; once the queue answers over HTTP/2, no cap.
+// After COMPLETED a stream is read to its end (for 10 ms at most), so its
+// connection carries the result call, and Clients made without
+// WithHTTPClient share one transport that keeps up to 1,024 idle
+// connections a host (http.DefaultTransport keeps 2).
 //
 // # Errors
 //

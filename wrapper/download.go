@@ -102,7 +102,7 @@ func (c *Client) fetchImage(ctx context.Context, a *attempt, img gen.Image) (io.
 			return nil, fmt.Errorf("fluxi2i: image url: %w", err)
 		}
 		if int64(d.EncodedLen())/4*3 > c.set.maxBody {
-			return nil, &tooLargeError{c.set.maxBody}
+			return nil, fmt.Errorf("fluxi2i: image url: %w", &tooLargeError{c.set.maxBody})
 		}
 		data, err := d.Decode()
 		if err != nil {
@@ -134,7 +134,7 @@ func (c *Client) fetchImage(ctx context.Context, a *attempt, img gen.Image) (io.
 		case !imageContentType(ct):
 			err = permanent{fmt.Errorf("%w: the answer from %s declares %.40q", ErrNotAnImage, req.URL.Host, ct)}
 		case resp.ContentLength > c.set.maxBody:
-			err = &tooLargeError{c.set.maxBody}
+			err = &sendError{op: a.op, id: a.id, sent: true, err: &tooLargeError{c.set.maxBody}}
 		}
 		if err != nil {
 			a.err = err
@@ -192,7 +192,7 @@ func (c *Client) SaveImages(ctx context.Context, out *gen.Output, dir, prefix st
 		return nil, fmt.Errorf("%w: %d", errTooManyImages, len(out.Images))
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("fluxi2i: saving images: %w", err)
 	}
 	var paths []string
 	for i, img := range out.Images {

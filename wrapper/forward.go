@@ -23,5 +23,7 @@ func (f forwarder) StorageServer() string { return f.c.storeOrigin.String() }
 // ends the attempt.
 func (f forwarder) Forward(req *http.Request) (*http.Response, error) {
 	a := &attempt{op: "proxy", via: &f.c.proxyRoute}
-	return f.c.send(req.Context(), a, req)
+	resp, err := f.c.send(req.Context(), a, req)
+	a.judge(err) // the proxy relays whatever came; closing the body ends the attempt
+	return resp, err
 }

@@ -82,7 +82,7 @@ type JobEnd struct {
 
 // RequestInfo describes one HTTP attempt.
 type RequestInfo struct {
-	Op        string // "submit", "status", "stream", "result", "cancel", "history", "download"
+	Op        string // "submit", "status", "stream", "result", "cancel", "history", "download", "proxy" (package proxy's forwards)
 	RequestID string
 	Resend    int // attempts of the same request before this one
 }

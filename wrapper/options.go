@@ -233,8 +233,8 @@ func WithMaxResponseBytes(n int64) Option {
 // WithMaxStreams caps how many status streams the client holds open at
 // once. By default the transport decides: over HTTP/1.x, where each
 // stream holds a connection, half of an *http.Transport's MaxConnsPerHost
-// when it is set (no cap when it is not); over HTTP/2, where streams
-// share connections, no cap. In StatusAuto a job that finds every stream
+// when it is set (no cap when it is not); once the queue answers over
+// HTTP/2, where streams share connections, no cap. In StatusAuto a job that finds every stream
 // taken polls instead; in StatusStream it waits for one.
 func WithMaxStreams(n int) Option {
 	return option("WithMaxStreams", scopeClient, func(s *settings) error {

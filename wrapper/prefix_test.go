@@ -81,6 +81,25 @@ func TestErrorsCarryOnePrefix(t *testing.T) {
 	got("Status, the context ends while retrying", err)
 	_, err = bc.SaveImages(context.Background(), &gen.Output{Images: []gen.Image{{URL: "data:image/png;base64,AAAA"}}}, t.TempDir(), "x")
 	got("SaveImages, not an image", err)
+	small, err := wrapper.New(wrapper.WithEnvironment(nil), wrapper.WithBaseURL(busy.URL), wrapper.WithMaxResponseBytes(4))
+	require.NoError(t, err)
+	_, _, err = small.OpenImage(context.Background(), gen.Image{URL: "data:image/png;base64,AAAAAAAAAAAAAAAA"})
+	got("OpenImage, a data URI over the size limit", err)
+	file := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	_, err = bc.SaveImages(context.Background(), &gen.Output{Images: []gen.Image{{URL: "data:image/png;base64,AAAA"}}}, filepath.Join(file, "dir"), "x")
+	got("SaveImages, a folder that cannot be made", err)
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status": "IN_`))
+	}))
+	defer broken.Close()
+	brc, err := wrapper.New(wrapper.WithEnvironment(nil), wrapper.WithBaseURL(broken.URL), wrapper.WithRetries(0))
+	require.NoError(t, err)
+	_, err = brc.Status(context.Background(), "r-1", false)
+	got("Status, an undecodable answer", err)
+	_, err = brc.Result(context.Background(), "r-1")
+	got("Result, an undecodable answer", err)
 
 	synctest.Test(t, func(t *testing.T) {
 		model := func(context.Context, string, gen.Input) ([]queuetest.Rendering, error) {

@@ -206,9 +206,9 @@ func (c *Client) submitBody(ctx context.Context, p *payload, s *settings) (*Queu
 			return nil
 		}
 		if err == nil {
-			err = fmt.Errorf("undecodable HTTP %d answer: no request_id", a.status)
+			err = errors.New("no request_id")
 		}
-		return err
+		return undecodable(a, err)
 	})
 	if err != nil {
 		return nil, err
@@ -250,7 +250,7 @@ func (c *Client) status(ctx context.Context, s *settings, id string, withLogs bo
 		}
 		r, err := gen.ParseGetStatusResponse(resp)
 		if err != nil {
-			return err
+			return undecodable(a, err)
 		}
 		qs := r.JSON200
 		if qs == nil {
@@ -288,7 +288,7 @@ func (c *Client) result(ctx context.Context, s *settings, id string, persist per
 		}
 		r, err := gen.ParseGetResultResponse(resp)
 		if err != nil {
-			return err
+			return undecodable(a, err)
 		}
 		if r.JSON200 == nil || r.JSON200.Images == nil {
 			return fmt.Errorf("fluxi2i: result%s: undecodable HTTP %d answer: no images", ofID(id), a.status)
@@ -325,7 +325,7 @@ func (c *Client) cancel(ctx context.Context, s *settings, id string) error {
 		r, err := gen.ParseCancelResponse(resp)
 		switch {
 		case err != nil:
-			return err
+			return undecodable(a, err)
 		case r.JSON202 != nil:
 			return nil
 		case r.JSON200 != nil && r.JSON200.Success:
@@ -344,10 +344,23 @@ func (c *Client) cancel(ctx context.Context, s *settings, id string) error {
 }
 
 func checkID(id string) error {
-	if id == "" {
+	switch id {
+	case "":
 		return invalid("request_id", "must not be empty")
+	case ".", "..":
+		return invalid("request_id", "must not be %q: a dot segment would name another path", id)
 	}
 	return nil
+}
+
+// undecodable is err, gen's parser's failure to decode a 2xx answer of a,
+// as an error of the operation; a failure to read it is one already.
+func undecodable(a *attempt, err error) error {
+	var se *sendError
+	if errors.As(err, &se) {
+		return err
+	}
+	return errprefix.Errorf("fluxi2i: %s%s: undecodable HTTP %d answer: %w", a.op, ofID(a.id), a.status, err)
 }
 
 func deref[T any](p *T) T {

@@ -203,11 +203,13 @@ func (c *Client) do(ctx context.Context, s *settings, o op, run try) (attempts i
 			sent = time.Now()
 		}
 		err := run(ctx, a)
+		a.judge(err)
 		if err == nil {
-			c.health.ok()
+			if a.started {
+				c.health.ok()
+			}
 			return n, nil
 		}
-		a.fail(err)
 		if !a.started { // never reached the wire
 			return fail(n-1, err)
 		}

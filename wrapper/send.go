@@ -19,8 +19,11 @@ import (
 // whose state is an *attempt value owned by whoever makes it (the retry
 // loop, do, for all but the proxy's forwards): no state travels in the
 // context. send hands back the answer whatever its status, with a body
-// that ends the attempt when closed (gen's parsers close it when they have
-// read it); a failure to send ends it at once. checkAnswer is the funnel:
+// whose Close ends the attempt's transport (gen's parsers close it when
+// they have read it); a failure to send ends it at once. The Observer
+// hears of the attempt when its body is closed and its owner has judged
+// it (judge): a parsed answer that proves undecodable is a failure there
+// too. checkAnswer is the funnel:
 // a non-2xx answer becomes an *APIError. gen builds every API request
 // (its New…Request builders, from the spec) and parses every answer (its
 // Parse…Response parsers); roundTrip joins the two for an API call.
@@ -48,34 +51,44 @@ type attempt struct {
 	// failed (a status stream's events): the retry budget starts afresh.
 	progressed bool
 
-	cancel context.CancelFunc // ends the attempt's context
-	idle   idleTimer          // cancels the attempt when it stalls
-	body   answerBody         // the answer's body wrapper (storage)
-	sent   sentBody           // the request's body wrapper (storage)
-	ended  atomic.Bool
-	obs    Observer        // set once the observer saw the request start
-	obsCtx context.Context // what StartRequest returned
+	cancel   context.CancelFunc // ends the attempt's context
+	idle     idleTimer          // cancels the attempt when it stalls
+	body     answerBody         // the answer's body wrapper (storage)
+	sent     sentBody           // the request's body wrapper (storage)
+	released atomic.Bool        // the timer stopped and the context ended
+	parties  atomic.Int32       // the verdict, and the answer's body while open
+	obs      Observer           // set once the observer saw the request start
+	obsCtx   context.Context    // what StartRequest returned
 }
 
-// end ends the attempt once: it stops the idle timer, ends the attempt's
-// context and tells the observer, with a.err.
-func (a *attempt) end() {
-	if !a.started || !a.ended.CompareAndSwap(false, true) {
-		return
+// release stops the idle timer and ends the attempt's context, once.
+func (a *attempt) release() {
+	if a.released.CompareAndSwap(false, true) {
+		a.idle.stop()
+		a.cancel()
 	}
-	a.idle.stop()
-	a.cancel()
-	if a.obs != nil {
+}
+
+// done is one party's end of the attempt (its body closed, its verdict
+// given); the last tells the observer, with a.err.
+func (a *attempt) done() {
+	if a.parties.Add(-1) == 0 && a.obs != nil {
 		a.obs.EndRequest(a.obsCtx, RequestEnd{Op: a.op, StatusCode: a.status, Err: a.err})
 	}
 }
 
-// fail ends the attempt with err, unless it has already ended.
-func (a *attempt) fail(err error) {
-	if !a.ended.Load() {
-		a.err = err
-		a.end()
+// judge is the owner's verdict on the attempt: err is its failure (nil: it
+// succeeded). A failed attempt's transport is released at once; a
+// successful one's, when its body is closed (OpenImage hands it over).
+func (a *attempt) judge(err error) {
+	if !a.started {
+		return
 	}
+	if err != nil {
+		a.err = err
+		a.release()
+	}
+	a.done()
 }
 
 // send sends req as the attempt a: the request's context ends when ctx
@@ -87,6 +100,7 @@ func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http
 		via = &c.apiRoute
 	}
 	a.started = true
+	a.parties.Store(1) // the verdict; the body is the other
 	ctx, a.cancel = context.WithCancel(ctx)
 	a.idle.start(c.set.idle, a.cancel)
 	if via.auth {
@@ -110,12 +124,13 @@ func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http
 			err = errIdle
 		}
 		err = &sendError{op: a.op, id: a.id, sent: !notSent(err), err: scrubURL(err)}
-		a.fail(err)
+		a.release()
 		return nil, err
 	}
 	a.status, a.header = resp.StatusCode, resp.Header
-	if resp.ProtoMajor >= 2 && !c.multiplexed.Load() {
-		c.multiplexed.Store(true)
+	a.parties.Add(1)
+	if (via == &c.apiRoute || via == &c.streamRoute) && resp.ProtoMajor >= 2 && !c.multiplexed.Load() {
+		c.multiplexed.Store(true) // the queue speaks HTTP/2: streams share connections
 	}
 	a.body = answerBody{ReadCloser: resp.Body, a: a}
 	if via.capped {
@@ -207,6 +222,7 @@ type idleTimer struct {
 	d      time.Duration
 	t      *time.Timer
 	fired  atomic.Bool
+	fixed  bool // deadline was set: progress no longer resets it
 	cancel context.CancelFunc
 }
 
@@ -220,11 +236,15 @@ func (i *idleTimer) fire() {
 	i.cancel() // fired tells the idle limit from the caller's cancel
 }
 
-func (i *idleTimer) reset() { i.t.Reset(i.d) }
+func (i *idleTimer) reset() {
+	if !i.fixed {
+		i.t.Reset(i.d)
+	}
+}
 
-// shorten makes the limit d from now on.
-func (i *idleTimer) shorten(d time.Duration) {
-	i.d = d
+// deadline makes the attempt end d from now, whatever it reads meanwhile.
+func (i *idleTimer) deadline(d time.Duration) {
+	i.fixed = true
 	i.t.Reset(d)
 }
 func (i *idleTimer) stop() { i.t.Stop() }
@@ -251,9 +271,10 @@ func (b *sentBody) Read(p []byte) (int, error) {
 // it ends the attempt.
 type answerBody struct {
 	io.ReadCloser
-	a     *attempt
-	limit int64
-	n     int64
+	a      *attempt
+	limit  int64
+	n      int64
+	closed bool // Close was called: a second one is only the body's
 }
 
 func (b *answerBody) Read(p []byte) (int, error) {
@@ -276,7 +297,11 @@ func (b *answerBody) Read(p []byte) (int, error) {
 
 func (b *answerBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.a.end()
+	if !b.closed {
+		b.closed = true
+		b.a.release()
+		b.a.done()
+	}
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -227,4 +228,143 @@ func TestTheDefaultClientKeepsItsConnections(t *testing.T) {
 	first := conns.Load()
 	round()
 	assert.Less(t, conns.Load()-first, int32(5), "connections dialed again in the second round (%d in the first)", first)
+}
+
+// recorder is an Observer that keeps every request's end.
+type recorder struct {
+	mu   sync.Mutex
+	ends []wrapper.RequestEnd
+}
+
+func (r *recorder) StartJob(ctx context.Context, _ wrapper.JobStart) context.Context { return ctx }
+func (r *recorder) JobEvent(context.Context, wrapper.JobEvent)                       {}
+func (r *recorder) EndJob(context.Context, wrapper.JobEnd)                           {}
+func (r *recorder) StartRequest(ctx context.Context, _ *http.Request, _ wrapper.RequestInfo) context.Context {
+	return ctx
+}
+func (r *recorder) EndRequest(_ context.Context, end wrapper.RequestEnd) {
+	r.mu.Lock()
+	r.ends = append(r.ends, end)
+	r.mu.Unlock()
+}
+
+// An attempt ends for the Observer when its body is closed and its owner
+// has judged it: a 2xx whose body gen's parser cannot decode is a failed
+// attempt there too (the parser's Close used to end it as a success).
+func TestTheObserverHearsAnUndecodableAnswerAsAFailure(t *testing.T) {
+	clearEnv(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"status": "COMPL`)
+	}))
+	defer srv.Close()
+	rec := &recorder{}
+	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithObserver(rec), wrapper.WithRetries(0))
+	require.NoError(t, err)
+	_, err = c.Status(context.Background(), "r-1", false)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "fluxi2i: status of request r-1: undecodable HTTP 200 answer")
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.Len(t, rec.ends, 1)
+	assert.Equal(t, 200, rec.ends[0].StatusCode)
+	assert.Error(t, rec.ends[0].Err, "the attempt failed")
+}
+
+// The status stream is not capped as a whole at WithMaxResponseBytes (each
+// event is, at 1 MiB): a long stream of a chatty job is followed to its
+// end. It used to fail the wait past the cap, without a retry.
+func TestALongStreamIsNotCappedAsAWhole(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, c := setup(t, []queuetest.Option{queuetest.QueueTime(time.Second), queuetest.RunTime(5 * time.Second), queuetest.LogLines(40)},
+			wrapper.WithStatusMode(wrapper.StatusStream), wrapper.WithMaxResponseBytes(4096))
+		out, err := c.Run(context.Background(), input(), wrapper.WithOnUpdate(func(wrapper.Status) {}))
+		require.NoError(t, err)
+		assert.NotEmpty(t, out.Images)
+		assert.EqualValues(t, 1, srv.Stats().StreamCalls)
+	})
+}
+
+// After COMPLETED the stream is read to its end for 10 ms at most, however
+// the server trickles bytes meanwhile (each read used to give it 10 ms more).
+func TestAFinishedStreamIsDrainedBriefly(t *testing.T) {
+	clearEnv(t)
+	var resultAsked atomic.Int64
+	var completedAt atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == http.MethodPost:
+			io.WriteString(w, `{"status":"IN_QUEUE","request_id":"r-1"}`)
+		case strings.HasSuffix(r.URL.Path, "/status/stream"):
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: {\"status\":\"COMPLETED\",\"request_id\":\"r-1\"}\n\n")
+			w.(http.Flusher).Flush()
+			completedAt.Store(time.Now().UnixNano())
+			for range 200 { // a server that keeps the stream open, trickling
+				time.Sleep(5 * time.Millisecond)
+				if _, err := io.WriteString(w, ":\n"); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+			}
+		default:
+			resultAsked.Store(time.Now().UnixNano())
+			io.WriteString(w, `{"images":[],"timings":{},"seed":1,"has_nsfw_concepts":[],"prompt":"p"}`)
+		}
+	}))
+	defer srv.Close()
+	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithStatusMode(wrapper.StatusStream))
+	require.NoError(t, err)
+	_, err = c.Run(context.Background(), input())
+	require.NoError(t, err)
+	wait := time.Duration(resultAsked.Load() - completedAt.Load())
+	assert.Less(t, wait, 300*time.Millisecond, "the result was asked %v after COMPLETED", wait)
+}
+
+// "." and ".." are refused as request ids before anything is sent: a dot
+// segment in the job's path would name another resource.
+func TestADotSegmentIsNotARequestID(t *testing.T) {
+	c := downloadClient(t, "http://127.0.0.1:1")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, id := range []string{".", ".."} {
+		_, err := c.Wait(ctx, id)
+		var ie *wrapper.InputError
+		require.ErrorAs(t, err, &ie, id)
+		assert.Equal(t, "request_id", ie.Fields[0].Field)
+	}
+}
+
+// Only the queue's own answers tell whether streams share connections: an
+// image downloaded over HTTP/2 from another server leaves an HTTP/1.1
+// queue's stream cap in place (one such download used to lift it).
+func TestAnotherServersHTTP2LeavesTheStreamCap(t *testing.T) {
+	clearEnv(t)
+	q := queuetest.NewServer(queuetest.QueueTime(300*time.Millisecond), queuetest.RunTime(300*time.Millisecond))
+	defer q.Close()
+	img := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "image/jpeg")
+		w.Write(heads["image/jpeg"])
+	}))
+	img.EnableHTTP2 = true
+	img.StartTLS()
+	defer img.Close()
+	tr := img.Client().Transport.(*http.Transport).Clone()
+	tr.MaxConnsPerHost = 4 // over HTTP/1.1: 2 streams at once
+	c, err := wrapper.New(wrapper.WithBaseURL(q.URL), wrapper.WithHTTPClient(&http.Client{Transport: tr}))
+	require.NoError(t, err)
+	rc, _, err := c.OpenImage(context.Background(), gen.Image{URL: img.URL + "/a.jpeg"})
+	require.NoError(t, err)
+	rc.Close()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			_, err := c.Run(context.Background(), input())
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	assert.Positive(t, q.Stats().StatusCalls, "jobs past the 2 streams poll")
+	assert.Less(t, q.Stats().StreamCalls, int64(8))
 }

@@ -155,7 +155,7 @@ func (c *Client) settle(ctx context.Context, s *settings, ls *lostSubmit) (*Queu
 			return q, nil
 		}
 		if ctx.Err() != nil {
-			return unsettled(ctx.Err())
+			return unsettled(errprefix.Errorf("fluxi2i: settling a lost submit: %w", ctx.Err()))
 		}
 		if err != nil && permanentHistory(err) {
 			why := errprefix.Strip(err.Error())
@@ -181,7 +181,7 @@ func (c *Client) settle(ctx context.Context, s *settings, ls *lostSubmit) (*Queu
 			return unsettled(&historyError{why: fmt.Sprintf("no job with this input ended within %v of the submit", s.settleWindow()), notFound: true})
 		}
 		if err := sleep(ctx, min(delay, time.Until(deadline))); err != nil {
-			return unsettled(err)
+			return unsettled(errprefix.Errorf("fluxi2i: settling a lost submit: %w", err))
 		}
 		delay = min(delay*2, 15*time.Second)
 	}
@@ -235,7 +235,7 @@ func (c *Client) searchHistory(ctx context.Context, s *settings, ls *lostSubmit)
 			}
 			r, err := gen.ParseListRequestsByEndpointResponse(resp)
 			if err != nil {
-				return err
+				return undecodable(a, err)
 			}
 			if r.JSON200 == nil {
 				return fmt.Errorf("fluxi2i: history: undecodable HTTP %d answer", a.status)

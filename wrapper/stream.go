@@ -74,9 +74,10 @@ func (w *watcher) stream(ctx context.Context, a *attempt) error {
 	err = w.events(resp.Body, a)
 	if err == nil {
 		// The job ended, and the server ends its stream: reading that end
-		// (for a moment at most) keeps the connection for the result call,
-		// where closing the body first would drop it.
-		a.idle.shorten(streamDrain)
+		// (for 10 ms at most, whatever arrives meanwhile) keeps the
+		// connection for the result call, where closing the body first
+		// would drop it.
+		a.idle.deadline(streamDrain)
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	}
 	a.err = err

@@ -162,7 +162,7 @@ func (c *Client) watch(ctx context.Context, s *settings, id string, withLogs boo
 	}
 	// The stream is retried like any request in StatusStream; in StatusAuto
 	// its first failure hands the job over to polling.
-	_, err := c.do(ctx, s, op{name: "stream", id: id, once: mode == StatusAuto}, w.stream)
+	_, err := c.do(ctx, s, op{name: "stream", id: id, via: &c.streamRoute, once: mode == StatusAuto}, w.stream)
 	switch {
 	case err == nil:
 		return w.last, nil
