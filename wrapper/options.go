@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 )
 
 // Option is one setting. The same type configures a Client (New) and one
@@ -116,8 +117,28 @@ func (s *settings) apply(have scope, call string, opts []Option) error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return optionErrors(errs)
 }
+
+// optionErrors is several options refused at once: one message, with one
+// prefix, that unwraps to each.
+type optionErrors []error
+
+func (e optionErrors) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = errprefix.Strip(err.Error())
+	}
+	return errprefix.Prefix + strings.Join(msgs, "; ")
+}
+
+func (e optionErrors) Unwrap() []error { return e }
 
 func option(name string, needs scope, set func(*settings) error) Option {
 	return Option{name: name, needs: needs, set: set}
