@@ -85,7 +85,6 @@ func (c *Client) openImage(ctx context.Context, a *attempt, img gen.Image) (*ope
 		}
 	}
 	if err != nil {
-		a.err = err
 		rc.Close()
 		return nil, err
 	}
@@ -137,7 +136,6 @@ func (c *Client) fetchImage(ctx context.Context, a *attempt, img gen.Image) (io.
 			err = &sendError{op: a.op, id: a.id, sent: true, err: &tooLargeError{c.set.maxBody}}
 		}
 		if err != nil {
-			a.err = err
 			resp.Body.Close()
 			return nil, err
 		}

@@ -353,16 +353,6 @@ func checkID(id string) error {
 	return nil
 }
 
-// undecodable is err, gen's parser's failure to decode a 2xx answer of a,
-// as an error of the operation; a failure to read it is one already.
-func undecodable(a *attempt, err error) error {
-	var se *sendError
-	if errors.As(err, &se) {
-		return err
-	}
-	return errprefix.Errorf("fluxi2i: %s%s: undecodable HTTP %d answer: %w", a.op, ofID(a.id), a.status, err)
-}
-
 func deref[T any](p *T) T {
 	var zero T
 	if p == nil {

@@ -188,16 +188,20 @@ func (c *Client) do(ctx context.Context, s *settings, o op, run try) (attempts i
 	var prev outcome // the last plain 5xx of a finished job's result
 	repeats, plain, warned, resubmitWarned := 0, 0, false, false
 	spent := 0 // attempts against the retry budget: since the last that progressed
+	via := o.via
+	if via == nil {
+		via = &c.apiRoute
+	}
 	for n := 1; ; n++ {
 		if ctx.Err() != nil {
 			return stopped(n-1, nil) // nothing more was sent
 		}
-		if o.via == nil || o.via.paced {
+		if via.paced {
 			if c.waitPause(ctx, o.name) != nil {
 				return stopped(n-1, nil)
 			}
 		}
-		a := &attempt{op: o.name, id: o.id, resend: n - 1, via: o.via}
+		a := &attempt{op: o.name, id: o.id, resend: n - 1, via: via}
 		var sent time.Time // a submit's attempts are the window the history is searched in
 		if o.submit {
 			sent = time.Now()

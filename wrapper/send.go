@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"sync/atomic"
 	"time"
+
+	"github.com/fluxi2i/fluxi2i/internal/errprefix"
 )
 
 // The one send path.
@@ -41,7 +43,7 @@ type route struct {
 type attempt struct {
 	op, id string
 	resend int    // attempts of the same request before this one
-	via    *route // nil: an API call
+	via    *route // where the request goes
 
 	started bool        // send was reached: the request was built
 	status  int         // the answer's status code, 0 when none came
@@ -96,9 +98,6 @@ func (a *attempt) judge(err error) {
 // is then errIdle) or when the attempt ends.
 func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http.Response, error) {
 	via := a.via
-	if via == nil {
-		via = &c.apiRoute
-	}
 	a.started = true
 	a.parties.Store(1) // the verdict; the body is the other
 	ctx, a.cancel = context.WithCancel(ctx)
@@ -157,7 +156,6 @@ func checkAnswer(a *attempt, resp *http.Response) error {
 	if err == nil {
 		err = apiError(a.op, a.id, resp, b)
 	}
-	a.err = err
 	resp.Body.Close()
 	return err
 }
@@ -177,6 +175,16 @@ func (c *Client) roundTrip(ctx context.Context, a *attempt, req *http.Request, b
 		return nil, err
 	}
 	return resp, nil
+}
+
+// undecodable is err, gen's parser's failure to decode a 2xx answer of a,
+// as an error of the operation; a failure to read it is one already.
+func undecodable(a *attempt, err error) error {
+	var se *sendError
+	if errors.As(err, &se) {
+		return err
+	}
+	return errprefix.Errorf("fluxi2i: %s%s: undecodable HTTP %d answer: %w", a.op, ofID(a.id), a.status, err)
 }
 
 // authorize sets the User-Agent and the credential, the latter only for a

@@ -70,7 +70,7 @@ func (w *watcher) stream(ctx context.Context, a *attempt) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close() // ends the attempt, with a.err
+	defer resp.Body.Close() // ends the attempt's transport; do's verdict ends the rest
 	err = w.events(resp.Body, a)
 	if err == nil {
 		// The job ended, and the server ends its stream: reading that end
@@ -80,7 +80,6 @@ func (w *watcher) stream(ctx context.Context, a *attempt) error {
 		a.idle.deadline(streamDrain)
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	}
-	a.err = err
 	return err
 }
 
