@@ -1092,12 +1092,32 @@ func (c *Client) send(ctx context.Context, req *http.Request, extra []RequestEdi
 	return c.Client.Do(req)
 }
 
-// joinServer is server with one "/" at its end, for an operation's path.
-func joinServer(server string) string {
-	if strings.HasSuffix(server, "/") {
-		return server
+// joinPath is server and path joined by one "/", each "%s" of path
+// replaced in turn by one of params (styled and escaped already): the
+// request's URL, made in one allocation.
+func joinPath(server, path string, params ...string) string {
+	n := len(server) + len(path) + 1
+	for _, p := range params {
+		n += len(p)
 	}
-	return server + "/"
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(server)
+	if !strings.HasSuffix(server, "/") {
+		b.WriteByte('/')
+	}
+	path = path[1:]
+	for _, p := range params {
+		i := strings.Index(path, "%s")
+		if i < 0 {
+			break
+		}
+		b.WriteString(path[:i])
+		b.WriteString(p)
+		path = path[i+2:]
+	}
+	b.WriteString(path)
+	return b.String()
 }
 
 // NewSubmitRequest builds the Submit request with body encoded as application/json.
@@ -1113,7 +1133,7 @@ func NewSubmitRequest(server string, params *SubmitParams, body SubmitJSONReques
 func NewSubmitRequestWithBody(server string, params *SubmitParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
-	target := joinServer(server) + fmt.Sprintf("/fal-ai/flux-1/dev/image-to-image")[1:]
+	target := joinPath(server, "/fal-ai/flux-1/dev/image-to-image")
 	if params != nil {
 		var query []string
 		if params.FalMaxQueueLength != nil {
@@ -1193,7 +1213,7 @@ func NewGetResultRequest(server string, requestID RequestID) (*http.Request, err
 	var pathParam0 string
 	pathParam0 = url.PathEscape(string(requestID)) // the simple style of a string
 
-	target := joinServer(server) + fmt.Sprintf("/fal-ai/flux-1/requests/%s", pathParam0)[1:]
+	target := joinPath(server, "/fal-ai/flux-1/requests/%s", pathParam0)
 	req, err := http.NewRequest(http.MethodGet, target, nil)
 	if err != nil {
 		return nil, err
@@ -1208,7 +1228,7 @@ func NewCancelRequest(server string, requestID RequestID) (*http.Request, error)
 	var pathParam0 string
 	pathParam0 = url.PathEscape(string(requestID)) // the simple style of a string
 
-	target := joinServer(server) + fmt.Sprintf("/fal-ai/flux-1/requests/%s/cancel", pathParam0)[1:]
+	target := joinPath(server, "/fal-ai/flux-1/requests/%s/cancel", pathParam0)
 	req, err := http.NewRequest(http.MethodPut, target, nil)
 	if err != nil {
 		return nil, err
@@ -1223,7 +1243,7 @@ func NewGetStatusRequest(server string, requestID RequestID, params *GetStatusPa
 	var pathParam0 string
 	pathParam0 = url.PathEscape(string(requestID)) // the simple style of a string
 
-	target := joinServer(server) + fmt.Sprintf("/fal-ai/flux-1/requests/%s/status", pathParam0)[1:]
+	target := joinPath(server, "/fal-ai/flux-1/requests/%s/status", pathParam0)
 	if params != nil {
 		var query []string
 		if params.Logs != nil {
@@ -1251,7 +1271,7 @@ func NewStreamStatusRequest(server string, requestID RequestID, params *StreamSt
 	var pathParam0 string
 	pathParam0 = url.PathEscape(string(requestID)) // the simple style of a string
 
-	target := joinServer(server) + fmt.Sprintf("/fal-ai/flux-1/requests/%s/status/stream", pathParam0)[1:]
+	target := joinPath(server, "/fal-ai/flux-1/requests/%s/status/stream", pathParam0)
 	if params != nil {
 		var query []string
 		if params.Logs != nil {
@@ -1285,7 +1305,7 @@ func NewInitiateUploadRequest(server string, params *InitiateUploadParams, body 
 func NewInitiateUploadRequestWithBody(server string, params *InitiateUploadParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
-	target := joinServer(server) + fmt.Sprintf("/storage/upload/initiate")[1:]
+	target := joinPath(server, "/storage/upload/initiate")
 	if params != nil {
 		var query []string
 		{
@@ -1329,7 +1349,7 @@ func NewInitiateMultipartUploadRequest(server string, params *InitiateMultipartU
 func NewInitiateMultipartUploadRequestWithBody(server string, params *InitiateMultipartUploadParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
-	target := joinServer(server) + fmt.Sprintf("/storage/upload/initiate-multipart")[1:]
+	target := joinPath(server, "/storage/upload/initiate-multipart")
 	if params != nil {
 		var query []string
 		{
@@ -1367,7 +1387,7 @@ func NewPutUploadRequestWithBody(server string, token UploadToken, contentType s
 	var pathParam0 string
 	pathParam0 = url.PathEscape(string(token)) // the simple style of a string
 
-	target := joinServer(server) + fmt.Sprintf("/storage/uploads/%s", pathParam0)[1:]
+	target := joinPath(server, "/storage/uploads/%s", pathParam0)
 	req, err := http.NewRequest(http.MethodPut, target, body)
 	if err != nil {
 		return nil, err
@@ -1392,7 +1412,7 @@ func NewCompleteUploadRequestWithBody(server string, token UploadToken, contentT
 	var pathParam0 string
 	pathParam0 = url.PathEscape(string(token)) // the simple style of a string
 
-	target := joinServer(server) + fmt.Sprintf("/storage/uploads/%s/complete", pathParam0)[1:]
+	target := joinPath(server, "/storage/uploads/%s/complete", pathParam0)
 	req, err := http.NewRequest(http.MethodPost, target, body)
 	if err != nil {
 		return nil, err
@@ -1413,7 +1433,7 @@ func NewPutUploadPartRequestWithBody(server string, token UploadToken, part int,
 		return nil, err
 	}
 
-	target := joinServer(server) + fmt.Sprintf("/storage/uploads/%s/%s", pathParam0, pathParam1)[1:]
+	target := joinPath(server, "/storage/uploads/%s/%s", pathParam0, pathParam1)
 	req, err := http.NewRequest(http.MethodPut, target, body)
 	if err != nil {
 		return nil, err
@@ -1426,7 +1446,7 @@ func NewPutUploadPartRequestWithBody(server string, token UploadToken, part int,
 func NewListRequestsByEndpointRequest(server string, params *ListRequestsByEndpointParams) (*http.Request, error) {
 	var err error
 
-	target := joinServer(server) + fmt.Sprintf("/v1/models/requests/by-endpoint")[1:]
+	target := joinPath(server, "/v1/models/requests/by-endpoint")
 	if params != nil {
 		var query []string
 		{

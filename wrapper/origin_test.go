@@ -74,6 +74,8 @@ func TestEveryRequestIsBuiltFromTheSpec(t *testing.T) {
 		want(gen.NewCancelRequest(server, id)),
 	}, got)
 	assert.Contains(t, got[1], "/base/fal-ai/flux-1/requests/r1%2Fx%20y/status/stream")
+	assert.Equal(t, want(gen.NewGetResultRequest(server, id)), want(gen.NewGetResultRequest(srv.URL+"/base", id)),
+		"one \"/\" joins the server and the path, whether the server ends in one or not")
 }
 
 // The request history lives at fal's Platform API for fal's queue, and on
