@@ -85,7 +85,10 @@
 // caps; a read that fails is a failed attempt). One
 // loop runs the attempts of an operation, deciding each retry by a pure
 // classification of the attempt's outcome and a pure delay (Retry-After or
-// the backoff); the attempt's state is a value that loop owns. gen builds
+// the backoff); the attempt's state is a value that loop owns. An attempt
+// sends under a context and an idle timer of its own, or under the ones a
+// job's Run or Wait lends its calls (their lane), shared by one request
+// after another until one does not end cleanly. gen builds
 // every API request from the spec and parses every answer; a non-2xx
 // answer becomes an *APIError in one place before a parser sees it. The
 // status stream is an attempt like any other: in StatusStream a broken

@@ -72,7 +72,7 @@ func (c *Client) Submit(ctx context.Context, in gen.Input, opts ...Option) (*Que
 		return nil, err
 	}
 	ctx, end := c.startJob(ctx, JobStart{Call: "submit", Input: &in})
-	q, err := c.submit(ctx, in, s)
+	q, err := c.submit(ctx, in, s, nil)
 	if err != nil {
 		end("", nil, err)
 		return nil, err
@@ -85,12 +85,13 @@ func (c *Client) Submit(ctx context.Context, in gen.Input, opts ...Option) (*Que
 // is encoded; the image is streamed in its place.
 const imageMarker = "fluxi2i:streamed-image:7f3a9c"
 
-func (c *Client) submit(ctx context.Context, in gen.Input, s *settings) (*Queued, error) {
+// submit sends in, its attempts under l (nil: each under its own lane).
+func (c *Client) submit(ctx context.Context, in gen.Input, s *settings, l *lane) (*Queued, error) {
 	p, err := c.encode(in, s)
 	if err != nil {
 		return nil, err
 	}
-	return c.submitBody(ctx, p, s)
+	return c.submitBody(ctx, p, s, l)
 }
 
 // payload is a submit's JSON body, made afresh for every attempt: whole,
@@ -149,7 +150,7 @@ func (c *Client) encode(in gen.Input, s *settings) (*payload, error) {
 }
 
 // submitBody sends the submit of body p.
-func (c *Client) submitBody(ctx context.Context, p *payload, s *settings) (*Queued, error) {
+func (c *Client) submitBody(ctx context.Context, p *payload, s *settings, l *lane) (*Queued, error) {
 	var q Queued
 	params := &s.params
 	if *params == (gen.SubmitParams{}) {
@@ -162,7 +163,7 @@ func (c *Client) submitBody(ctx context.Context, p *payload, s *settings) (*Queu
 		}
 		return err
 	}
-	attempts, err := c.do(ctx, s, op{name: "submit", submit: true, settle: settle}, func(ctx context.Context, a *attempt) error {
+	attempts, err := c.do(ctx, s, op{name: "submit", submit: true, settle: settle, lane: l}, func(ctx context.Context, a *attempt) error {
 		var body io.Reader
 		if p.whole != nil {
 			body = bytes.NewReader(p.whole) // gen's request knows its length
@@ -230,18 +231,18 @@ func (c *Client) Status(ctx context.Context, requestID string, withLogs bool) (*
 	if err := checkID(requestID); err != nil {
 		return nil, err
 	}
-	return c.status(ctx, &c.set, requestID, withLogs, persistNone)
+	return c.status(ctx, &c.set, requestID, withLogs, persistNone, nil)
 }
 
 var logsOn = gen.GetStatusParamsLogsN1
 
-func (c *Client) status(ctx context.Context, s *settings, id string, withLogs bool, persist persistence) (*Status, error) {
+func (c *Client) status(ctx context.Context, s *settings, id string, withLogs bool, persist persistence, l *lane) (*Status, error) {
 	var st Status
 	var params *gen.GetStatusParams // nil: no query to build
 	if withLogs {
 		params = &gen.GetStatusParams{Logs: &logsOn}
 	}
-	_, err := c.do(ctx, s, op{name: "status", id: id, persist: persist}, func(ctx context.Context, a *attempt) error {
+	_, err := c.do(ctx, s, op{name: "status", id: id, persist: persist, lane: l}, func(ctx context.Context, a *attempt) error {
 		c.stats.polls.Add(1)
 		req, err := gen.NewGetStatusRequest(c.apiServer, id, params)
 		resp, err := c.roundTrip(ctx, a, req, err)
@@ -275,12 +276,12 @@ func (c *Client) Result(ctx context.Context, requestID string) (*Result, error) 
 		return nil, err
 	}
 	c.known.add(requestID, time.Now()) // never the job of another lost submit
-	return c.result(ctx, &c.set, requestID, persistNone)
+	return c.result(ctx, &c.set, requestID, persistNone, nil)
 }
 
-func (c *Client) result(ctx context.Context, s *settings, id string, persist persistence) (*Result, error) {
+func (c *Client) result(ctx context.Context, s *settings, id string, persist persistence, l *lane) (*Result, error) {
 	var res Result
-	_, err := c.do(ctx, s, op{name: "result", id: id, persist: persist}, func(ctx context.Context, a *attempt) error {
+	_, err := c.do(ctx, s, op{name: "result", id: id, persist: persist, lane: l}, func(ctx context.Context, a *attempt) error {
 		req, err := gen.NewGetResultRequest(c.apiServer, id)
 		resp, err := c.roundTrip(ctx, a, req, err)
 		if err != nil {

@@ -111,6 +111,9 @@ type op struct {
 	// settle looks for the job of a submit whose attempts from first to
 	// last may have queued it; nil when it finds it (settle.go).
 	settle func(ctx context.Context, first, last time.Time) error
+	// lane is the owner's lane its attempts send under (nil: each its
+	// own).
+	lane *lane
 }
 
 // resultRepeats is how many times in a row a finished job's result call
@@ -201,7 +204,7 @@ func (c *Client) do(ctx context.Context, s *settings, o op, run try) (attempts i
 				return stopped(n-1, nil)
 			}
 		}
-		a := &attempt{op: o.name, id: o.id, resend: n - 1, via: via}
+		a := &attempt{op: o.name, id: o.id, resend: n - 1, via: via, lane: o.lane}
 		var sent time.Time // a submit's attempts are the window the history is searched in
 		if o.submit {
 			sent = time.Now()

@@ -16,7 +16,9 @@ func (c *Client) Run(ctx context.Context, in gen.Input, opts ...Option) (*Result
 		return nil, err
 	}
 	ctx, end := c.startJob(ctx, JobStart{Call: "run", Input: &in})
-	q, err := c.submit(ctx, in, s)
+	l := &lane{shared: true} // the job's calls, one after another
+	defer l.end()
+	q, err := c.submit(ctx, in, s, l)
 	if err != nil {
 		end("", nil, err)
 		return nil, err
@@ -24,7 +26,7 @@ func (c *Client) Run(ctx context.Context, in gen.Input, opts ...Option) (*Result
 	if s.onQueued != nil {
 		s.onQueued(q)
 	}
-	res, err := c.wait(ctx, s, q.RequestID)
+	res, err := c.wait(ctx, s, q.RequestID, l)
 	end(q.RequestID, res, err)
 	return res, err
 }

@@ -53,21 +53,77 @@ type attempt struct {
 	// failed (a status stream's events): the retry budget starts afresh.
 	progressed bool
 
-	cancel   context.CancelFunc // ends the attempt's context
-	idle     idleTimer          // cancels the attempt when it stalls
-	body     answerBody         // the answer's body wrapper (storage)
-	sent     sentBody           // the request's body wrapper (storage)
-	released atomic.Bool        // the timer stopped and the context ended
-	parties  atomic.Int32       // the verdict, and the answer's body while open
-	obs      Observer           // set once the observer saw the request start
-	obsCtx   context.Context    // what StartRequest returned
+	lane     *lane           // what it sends under: its owner's, or nil (its own)
+	idle     *idleTimer      // the lane's timer: cancels the attempt when it stalls
+	body     answerBody      // the answer's body wrapper (storage)
+	sent     sentBody        // the request's body wrapper (storage)
+	released atomic.Bool     // the attempt left its lane
+	parties  atomic.Int32    // the verdict, and the answer's body while open
+	obs      Observer        // set once the observer saw the request start
+	obsCtx   context.Context // what StartRequest returned
 }
 
-// release stops the idle timer and ends the attempt's context, once.
-func (a *attempt) release() {
+// release ends the attempt's use of its lane, once. A clean end (the
+// answer read to its end) leaves a shared lane as it is, for the next
+// attempt; any other end, or the end of a lane of its own, stops the
+// lane's timer and ends its context, which aborts what is still in flight.
+func (a *attempt) release(clean bool) {
 	if a.released.CompareAndSwap(false, true) {
-		a.idle.stop()
-		a.cancel()
+		a.lane.leave(clean)
+	}
+}
+
+// lane is the context and idle timer that attempts send under, one at a
+// time. An attempt has one of its own, made for it and ended with it,
+// unless its owner lends it one: Run lends the one of its job to its
+// submit, status and result calls, whose attempts then share one context
+// and one timer (made again only after an attempt that did not end
+// cleanly: a failure, a stall, an answer abandoned before its end). Every
+// attempt of a shared lane sends under its owner's context; the owner
+// ends the lane when it returns.
+type lane struct {
+	shared bool
+	busy   atomic.Bool     // an attempt is sending under it
+	ctx    context.Context // ends when idle fires or the lane ends
+	idle   *idleTimer      // nil: no context yet, or the last one ended
+}
+
+// enter readies l for an attempt under ctx, with the idle limit d, and
+// returns the context to send under; false when another attempt is under
+// it (the caller then takes a lane of its own).
+func (l *lane) enter(ctx context.Context, d time.Duration) (context.Context, bool) {
+	if !l.busy.CompareAndSwap(false, true) {
+		return nil, false
+	}
+	if l.idle != nil {
+		l.idle.rearm(d)
+		return l.ctx, true
+	}
+	var cancel context.CancelFunc
+	l.ctx, cancel = context.WithCancel(ctx)
+	l.idle = &idleTimer{d: d, cancel: cancel}
+	l.idle.t = time.AfterFunc(d, l.idle.fire)
+	return l.ctx, true
+}
+
+// leave ends an attempt under l: clean keeps a shared lane's context for
+// the next attempt, with its timer stopped (one that fired meanwhile ends
+// the lane: its context is gone).
+func (l *lane) leave(clean bool) {
+	if clean && l.shared && l.idle.t.Stop() {
+		l.busy.Store(false)
+		return
+	}
+	l.end()
+	l.busy.Store(false)
+}
+
+// end stops the lane's timer and ends its context.
+func (l *lane) end() {
+	if l.idle != nil {
+		l.idle.t.Stop()
+		l.idle.cancel()
+		l.idle = nil
 	}
 }
 
@@ -88,7 +144,7 @@ func (a *attempt) judge(err error) {
 	}
 	if err != nil {
 		a.err = err
-		a.release()
+		a.release(false)
 	}
 	a.done()
 }
@@ -100,8 +156,15 @@ func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http
 	via := a.via
 	a.started = true
 	a.parties.Store(1) // the verdict; the body is the other
-	ctx, a.cancel = context.WithCancel(ctx)
-	a.idle.start(c.set.idle, a.cancel)
+	lctx, ok := ctx, false
+	if a.lane != nil {
+		lctx, ok = a.lane.enter(ctx, c.set.idle)
+	}
+	if !ok {
+		a.lane = new(lane)
+		lctx, _ = a.lane.enter(ctx, c.set.idle)
+	}
+	ctx, a.idle = lctx, a.lane.idle
 	if via.auth {
 		c.authorize(req)
 	} else {
@@ -114,7 +177,7 @@ func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http
 	}
 	req = req.WithContext(ctx)
 	if req.Body != nil && req.Body != http.NoBody {
-		a.sent = sentBody{ReadCloser: req.Body, idle: &a.idle}
+		a.sent = sentBody{ReadCloser: req.Body, idle: a.idle}
 		req.Body = &a.sent
 	}
 	resp, err := via.hc.Do(req)
@@ -123,7 +186,7 @@ func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http
 			err = errIdle
 		}
 		err = &sendError{op: a.op, id: a.id, sent: !notSent(err), err: scrubURL(err)}
-		a.release()
+		a.release(false)
 		return nil, err
 	}
 	a.status, a.header = resp.StatusCode, resp.Header
@@ -234,9 +297,10 @@ type idleTimer struct {
 	cancel context.CancelFunc
 }
 
-func (i *idleTimer) start(d time.Duration, cancel context.CancelFunc) {
-	i.d, i.cancel = d, cancel
-	i.t = time.AfterFunc(d, i.fire)
+// rearm starts the stopped timer again, for d from now.
+func (i *idleTimer) rearm(d time.Duration) {
+	i.d, i.fixed = d, false
+	i.t.Reset(d)
 }
 
 func (i *idleTimer) fire() {
@@ -255,7 +319,6 @@ func (i *idleTimer) deadline(d time.Duration) {
 	i.fixed = true
 	i.t.Reset(d)
 }
-func (i *idleTimer) stop() { i.t.Stop() }
 
 // sentBody is a request body: every read that moves bytes resets the idle
 // timer.
@@ -282,6 +345,7 @@ type answerBody struct {
 	a      *attempt
 	limit  int64
 	n      int64
+	eof    bool // read to its end
 	closed bool // Close was called: a second one is only the body's
 }
 
@@ -299,6 +363,8 @@ func (b *answerBody) Read(p []byte) (int, error) {
 			err = errIdle
 		}
 		return n, &sendError{op: b.a.op, id: b.a.id, sent: true, err: fmt.Errorf("reading the HTTP %d answer: %w", b.a.status, err)}
+	case err == io.EOF:
+		b.eof = true
 	}
 	return n, err
 }
@@ -307,7 +373,7 @@ func (b *answerBody) Close() error {
 	err := b.ReadCloser.Close()
 	if !b.closed {
 		b.closed = true
-		b.a.release()
+		b.a.release(b.eof)
 		b.a.done()
 	}
 	return err

@@ -368,3 +368,37 @@ func TestAnotherServersHTTP2LeavesTheStreamCap(t *testing.T) {
 	assert.Positive(t, q.Stats().StatusCalls, "jobs past the 2 streams poll")
 	assert.Less(t, q.Stats().StreamCalls, int64(8))
 }
+
+// A job's Run sends its submit, status polls and result under one context
+// and one idle timer (its lane), not a context and a timer each: an answer
+// read to its end, an error answer included, leaves the lane for the next
+// request; one cut short ends it, and the next request gets a fresh one.
+// Every context ends by the time Run returns.
+func TestARunsRequestsShareOneContext(t *testing.T) {
+	clearEnv(t)
+	srv := queuetest.NewServer(queuetest.QueueTime(0), queuetest.RunTime(0), queuetest.WithContract(spectest.Contract()))
+	defer srv.Close()
+	var mu sync.Mutex
+	var ctxs []context.Context
+	hc := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+		mu.Lock()
+		ctxs = append(ctxs, r.Context())
+		mu.Unlock()
+		return srv.Client().Transport.RoundTrip(r)
+	})}
+	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc),
+		wrapper.WithStatusMode(wrapper.StatusPoll), wrapper.WithBackoff(func(int) time.Duration { return time.Millisecond }))
+	require.NoError(t, err)
+	srv.Inject(queuetest.OpStatus, queuetest.Fail(503), queuetest.Truncate())
+	_, err = c.Run(context.Background(), input())
+	require.NoError(t, err)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, ctxs, 5, "submit, status (503), status (cut short), status, result")
+	assert.True(t, ctxs[0] == ctxs[1] && ctxs[1] == ctxs[2], "the submit, the 503 and the next status share one context")
+	assert.True(t, ctxs[3] != ctxs[2], "the answer cut short ended its context: the next request has another")
+	assert.True(t, ctxs[3] == ctxs[4], "the last status and the result share one")
+	for i, x := range ctxs {
+		assert.Error(t, x.Err(), "request %d's context ended", i)
+	}
+}

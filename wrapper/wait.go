@@ -47,7 +47,9 @@ func (c *Client) Wait(ctx context.Context, requestID string, opts ...Option) (*R
 	}
 	c.known.add(requestID, time.Now()) // never the job of another lost submit
 	ctx, end := c.startJob(ctx, JobStart{Call: "wait", RequestID: requestID})
-	res, err := c.wait(ctx, s, requestID)
+	l := &lane{shared: true} // the job's calls, one after another
+	defer l.end()
+	res, err := c.wait(ctx, s, requestID, l)
 	end(requestID, res, err)
 	return res, err
 }
@@ -67,24 +69,26 @@ func (c *Client) Updates(ctx context.Context, requestID string, opts ...Option) 
 			return
 		}
 		c.known.add(requestID, time.Now()) // never the job of another lost submit
-		last, err := c.watch(ctx, s, requestID, true, func(st Status) bool { return yield(st, nil) })
+		last, err := c.watch(ctx, s, requestID, true, func(st Status) bool { return yield(st, nil) }, nil)
 		if err != nil && !errors.Is(err, errStopped) {
 			yield(Status{}, &JobError{RequestID: requestID, Status: last.Status, Err: err})
 		}
 	}
 }
 
-func (c *Client) wait(ctx context.Context, s *settings, id string) (*Result, error) {
+// wait follows the job until it ends and fetches its result, the attempts
+// under l (nil: each under its own lane).
+func (c *Client) wait(ctx context.Context, s *settings, id string, l *lane) (*Result, error) {
 	last, err := c.watch(ctx, s, id, s.onUpdate != nil, func(st Status) bool {
 		if s.onUpdate != nil {
 			s.onUpdate(st)
 		}
 		return true
-	})
+	}, l)
 	if err != nil {
 		return nil, c.abandon(ctx, s, id, last, err)
 	}
-	out, err := c.result(ctx, s, id, persistUnanswered)
+	out, err := c.result(ctx, s, id, persistUnanswered, l)
 	if err != nil {
 		return nil, c.abandon(ctx, s, id, last, err)
 	}
@@ -121,6 +125,7 @@ type watcher struct {
 	seen     bool // last holds a status
 	seenLogs int  // log lines already handed out
 	ctx      context.Context
+	lane     *lane // what the stream and the polls send under (nil: each its own)
 }
 
 // observe records st and emits it when it is the first or a change.
@@ -139,9 +144,9 @@ func (w *watcher) observe(st Status) bool {
 
 // watch follows the job until it ends, in the given mode, and returns the
 // last status seen.
-func (c *Client) watch(ctx context.Context, s *settings, id string, withLogs bool, emit func(Status) bool) (Status, error) {
+func (c *Client) watch(ctx context.Context, s *settings, id string, withLogs bool, emit func(Status) bool, l *lane) (Status, error) {
 	mode := s.mode
-	w := &watcher{c: c, s: s, id: id, withLogs: withLogs, emit: emit, ctx: ctx}
+	w := &watcher{c: c, s: s, id: id, withLogs: withLogs, emit: emit, ctx: ctx, lane: l}
 	if mode == StatusPoll {
 		return w.pollRest(ctx)
 	}
@@ -162,7 +167,7 @@ func (c *Client) watch(ctx context.Context, s *settings, id string, withLogs boo
 	}
 	// The stream is retried like any request in StatusStream; in StatusAuto
 	// its first failure hands the job over to polling.
-	_, err := c.do(ctx, s, op{name: "stream", id: id, via: &c.streamRoute, once: mode == StatusAuto}, w.stream)
+	_, err := c.do(ctx, s, op{name: "stream", id: id, via: &c.streamRoute, once: mode == StatusAuto, lane: l}, w.stream)
 	switch {
 	case err == nil:
 		return w.last, nil
@@ -186,7 +191,7 @@ func (w *watcher) pollRest(ctx context.Context) (Status, error) {
 func (w *watcher) poll(ctx context.Context) error {
 	delay := w.s.pollFirst
 	for {
-		p, err := w.c.status(ctx, w.s, w.id, w.withLogs, persistRetryable)
+		p, err := w.c.status(ctx, w.s, w.id, w.withLogs, persistRetryable, w.lane)
 		if err != nil {
 			return err
 		}
