@@ -948,7 +948,7 @@ type ClientInterface interface {
 
 // SubmitWithBody sends the Submit operation.
 func (c *Client) SubmitWithBody(ctx context.Context, params *SubmitParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewSubmitRequestWithBody(c.Server, params, contentType, body)
+	req, err := NewSubmitRequestWithBodyWithContext(ctx, c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -957,7 +957,7 @@ func (c *Client) SubmitWithBody(ctx context.Context, params *SubmitParams, conte
 
 // Submit sends the Submit operation with a application/json body.
 func (c *Client) Submit(ctx context.Context, params *SubmitParams, body SubmitJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewSubmitRequest(c.Server, params, body)
+	req, err := NewSubmitRequestWithContext(ctx, c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -966,7 +966,7 @@ func (c *Client) Submit(ctx context.Context, params *SubmitParams, body SubmitJS
 
 // GetResult sends the GetResult operation.
 func (c *Client) GetResult(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewGetResultRequest(c.Server, requestID)
+	req, err := NewGetResultRequestWithContext(ctx, c.Server, requestID)
 	if err != nil {
 		return nil, err
 	}
@@ -975,7 +975,7 @@ func (c *Client) GetResult(ctx context.Context, requestID RequestID, reqEditors 
 
 // Cancel sends the Cancel operation.
 func (c *Client) Cancel(ctx context.Context, requestID RequestID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCancelRequest(c.Server, requestID)
+	req, err := NewCancelRequestWithContext(ctx, c.Server, requestID)
 	if err != nil {
 		return nil, err
 	}
@@ -984,7 +984,7 @@ func (c *Client) Cancel(ctx context.Context, requestID RequestID, reqEditors ...
 
 // GetStatus sends the GetStatus operation.
 func (c *Client) GetStatus(ctx context.Context, requestID RequestID, params *GetStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewGetStatusRequest(c.Server, requestID, params)
+	req, err := NewGetStatusRequestWithContext(ctx, c.Server, requestID, params)
 	if err != nil {
 		return nil, err
 	}
@@ -993,7 +993,7 @@ func (c *Client) GetStatus(ctx context.Context, requestID RequestID, params *Get
 
 // StreamStatus sends the StreamStatus operation.
 func (c *Client) StreamStatus(ctx context.Context, requestID RequestID, params *StreamStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewStreamStatusRequest(c.Server, requestID, params)
+	req, err := NewStreamStatusRequestWithContext(ctx, c.Server, requestID, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1002,7 +1002,7 @@ func (c *Client) StreamStatus(ctx context.Context, requestID RequestID, params *
 
 // InitiateUploadWithBody sends the InitiateUpload operation.
 func (c *Client) InitiateUploadWithBody(ctx context.Context, params *InitiateUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewInitiateUploadRequestWithBody(c.Server, params, contentType, body)
+	req, err := NewInitiateUploadRequestWithBodyWithContext(ctx, c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1011,7 +1011,7 @@ func (c *Client) InitiateUploadWithBody(ctx context.Context, params *InitiateUpl
 
 // InitiateUpload sends the InitiateUpload operation with a application/json body.
 func (c *Client) InitiateUpload(ctx context.Context, params *InitiateUploadParams, body InitiateUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewInitiateUploadRequest(c.Server, params, body)
+	req, err := NewInitiateUploadRequestWithContext(ctx, c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1020,7 +1020,7 @@ func (c *Client) InitiateUpload(ctx context.Context, params *InitiateUploadParam
 
 // InitiateMultipartUploadWithBody sends the InitiateMultipartUpload operation.
 func (c *Client) InitiateMultipartUploadWithBody(ctx context.Context, params *InitiateMultipartUploadParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewInitiateMultipartUploadRequestWithBody(c.Server, params, contentType, body)
+	req, err := NewInitiateMultipartUploadRequestWithBodyWithContext(ctx, c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1029,7 +1029,7 @@ func (c *Client) InitiateMultipartUploadWithBody(ctx context.Context, params *In
 
 // InitiateMultipartUpload sends the InitiateMultipartUpload operation with a application/json body.
 func (c *Client) InitiateMultipartUpload(ctx context.Context, params *InitiateMultipartUploadParams, body InitiateMultipartUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewInitiateMultipartUploadRequest(c.Server, params, body)
+	req, err := NewInitiateMultipartUploadRequestWithContext(ctx, c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1038,7 +1038,7 @@ func (c *Client) InitiateMultipartUpload(ctx context.Context, params *InitiateMu
 
 // PutUploadWithBody sends the PutUpload operation.
 func (c *Client) PutUploadWithBody(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewPutUploadRequestWithBody(c.Server, token, contentType, body)
+	req, err := NewPutUploadRequestWithBodyWithContext(ctx, c.Server, token, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1047,7 +1047,7 @@ func (c *Client) PutUploadWithBody(ctx context.Context, token UploadToken, conte
 
 // CompleteUploadWithBody sends the CompleteUpload operation.
 func (c *Client) CompleteUploadWithBody(ctx context.Context, token UploadToken, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCompleteUploadRequestWithBody(c.Server, token, contentType, body)
+	req, err := NewCompleteUploadRequestWithBodyWithContext(ctx, c.Server, token, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1056,7 +1056,7 @@ func (c *Client) CompleteUploadWithBody(ctx context.Context, token UploadToken, 
 
 // CompleteUpload sends the CompleteUpload operation with a application/json body.
 func (c *Client) CompleteUpload(ctx context.Context, token UploadToken, body CompleteUploadJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCompleteUploadRequest(c.Server, token, body)
+	req, err := NewCompleteUploadRequestWithContext(ctx, c.Server, token, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1065,7 +1065,7 @@ func (c *Client) CompleteUpload(ctx context.Context, token UploadToken, body Com
 
 // PutUploadPartWithBody sends the PutUploadPart operation.
 func (c *Client) PutUploadPartWithBody(ctx context.Context, token UploadToken, part int, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewPutUploadPartRequestWithBody(c.Server, token, part, contentType, body)
+	req, err := NewPutUploadPartRequestWithBodyWithContext(ctx, c.Server, token, part, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1074,16 +1074,15 @@ func (c *Client) PutUploadPartWithBody(ctx context.Context, token UploadToken, p
 
 // ListRequestsByEndpoint sends the ListRequestsByEndpoint operation.
 func (c *Client) ListRequestsByEndpoint(ctx context.Context, params *ListRequestsByEndpointParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewListRequestsByEndpointRequest(c.Server, params)
+	req, err := NewListRequestsByEndpointRequestWithContext(ctx, c.Server, params)
 	if err != nil {
 		return nil, err
 	}
 	return c.send(ctx, req, reqEditors)
 }
 
-// send runs the editors on req, in ctx, and sends it.
+// send runs the editors on req, built for ctx, and sends it.
 func (c *Client) send(ctx context.Context, req *http.Request, extra []RequestEditorFn) (*http.Response, error) {
-	req = req.WithContext(ctx)
 	for _, edit := range append(c.RequestEditors[:len(c.RequestEditors):len(c.RequestEditors)], extra...) {
 		if err := edit(ctx, req); err != nil {
 			return nil, err
@@ -1122,15 +1121,25 @@ func joinPath(server, path string, params ...string) string {
 
 // NewSubmitRequest builds the Submit request with body encoded as application/json.
 func NewSubmitRequest(server string, params *SubmitParams, body SubmitJSONRequestBody) (*http.Request, error) {
+	return NewSubmitRequestWithContext(context.Background(), server, params, body)
+}
+
+// NewSubmitRequestWithContext builds the Submit request with body encoded as application/json, for ctx.
+func NewSubmitRequestWithContext(ctx context.Context, server string, params *SubmitParams, body SubmitJSONRequestBody) (*http.Request, error) {
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
-	return NewSubmitRequestWithBody(server, params, "application/json", bytes.NewReader(buf))
+	return NewSubmitRequestWithBodyWithContext(ctx, server, params, "application/json", bytes.NewReader(buf))
 }
 
 // NewSubmitRequestWithBody builds the Submit request, with body of type contentType.
 func NewSubmitRequestWithBody(server string, params *SubmitParams, contentType string, body io.Reader) (*http.Request, error) {
+	return NewSubmitRequestWithBodyWithContext(context.Background(), server, params, contentType, body)
+}
+
+// NewSubmitRequestWithBodyWithContext builds the Submit request, with body of type contentType, for ctx (the request's context, as http.NewRequestWithContext sets it).
+func NewSubmitRequestWithBodyWithContext(ctx context.Context, server string, params *SubmitParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	target := joinPath(server, "/fal-ai/flux-1/dev/image-to-image")
@@ -1154,7 +1163,7 @@ func NewSubmitRequestWithBody(server string, params *SubmitParams, contentType s
 			target += "?" + strings.Join(query, "&")
 		}
 	}
-	req, err := http.NewRequest(http.MethodPost, target, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1208,13 +1217,18 @@ func NewSubmitRequestWithBody(server string, params *SubmitParams, contentType s
 
 // NewGetResultRequest builds the GetResult request.
 func NewGetResultRequest(server string, requestID RequestID) (*http.Request, error) {
+	return NewGetResultRequestWithContext(context.Background(), server, requestID)
+}
+
+// NewGetResultRequestWithContext builds the GetResult request, for ctx (the request's context, as http.NewRequestWithContext sets it).
+func NewGetResultRequestWithContext(ctx context.Context, server string, requestID RequestID) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
 	pathParam0 = url.PathEscape(string(requestID)) // the simple style of a string
 
 	target := joinPath(server, "/fal-ai/flux-1/requests/%s", pathParam0)
-	req, err := http.NewRequest(http.MethodGet, target, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -1223,13 +1237,18 @@ func NewGetResultRequest(server string, requestID RequestID) (*http.Request, err
 
 // NewCancelRequest builds the Cancel request.
 func NewCancelRequest(server string, requestID RequestID) (*http.Request, error) {
+	return NewCancelRequestWithContext(context.Background(), server, requestID)
+}
+
+// NewCancelRequestWithContext builds the Cancel request, for ctx (the request's context, as http.NewRequestWithContext sets it).
+func NewCancelRequestWithContext(ctx context.Context, server string, requestID RequestID) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
 	pathParam0 = url.PathEscape(string(requestID)) // the simple style of a string
 
 	target := joinPath(server, "/fal-ai/flux-1/requests/%s/cancel", pathParam0)
-	req, err := http.NewRequest(http.MethodPut, target, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, target, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -1238,6 +1257,11 @@ func NewCancelRequest(server string, requestID RequestID) (*http.Request, error)
 
 // NewGetStatusRequest builds the GetStatus request.
 func NewGetStatusRequest(server string, requestID RequestID, params *GetStatusParams) (*http.Request, error) {
+	return NewGetStatusRequestWithContext(context.Background(), server, requestID, params)
+}
+
+// NewGetStatusRequestWithContext builds the GetStatus request, for ctx (the request's context, as http.NewRequestWithContext sets it).
+func NewGetStatusRequestWithContext(ctx context.Context, server string, requestID RequestID, params *GetStatusParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -1257,7 +1281,7 @@ func NewGetStatusRequest(server string, requestID RequestID, params *GetStatusPa
 			target += "?" + strings.Join(query, "&")
 		}
 	}
-	req, err := http.NewRequest(http.MethodGet, target, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -1266,6 +1290,11 @@ func NewGetStatusRequest(server string, requestID RequestID, params *GetStatusPa
 
 // NewStreamStatusRequest builds the StreamStatus request.
 func NewStreamStatusRequest(server string, requestID RequestID, params *StreamStatusParams) (*http.Request, error) {
+	return NewStreamStatusRequestWithContext(context.Background(), server, requestID, params)
+}
+
+// NewStreamStatusRequestWithContext builds the StreamStatus request, for ctx (the request's context, as http.NewRequestWithContext sets it).
+func NewStreamStatusRequestWithContext(ctx context.Context, server string, requestID RequestID, params *StreamStatusParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -1285,7 +1314,7 @@ func NewStreamStatusRequest(server string, requestID RequestID, params *StreamSt
 			target += "?" + strings.Join(query, "&")
 		}
 	}
-	req, err := http.NewRequest(http.MethodGet, target, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -1294,15 +1323,25 @@ func NewStreamStatusRequest(server string, requestID RequestID, params *StreamSt
 
 // NewInitiateUploadRequest builds the InitiateUpload request with body encoded as application/json.
 func NewInitiateUploadRequest(server string, params *InitiateUploadParams, body InitiateUploadJSONRequestBody) (*http.Request, error) {
+	return NewInitiateUploadRequestWithContext(context.Background(), server, params, body)
+}
+
+// NewInitiateUploadRequestWithContext builds the InitiateUpload request with body encoded as application/json, for ctx.
+func NewInitiateUploadRequestWithContext(ctx context.Context, server string, params *InitiateUploadParams, body InitiateUploadJSONRequestBody) (*http.Request, error) {
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
-	return NewInitiateUploadRequestWithBody(server, params, "application/json", bytes.NewReader(buf))
+	return NewInitiateUploadRequestWithBodyWithContext(ctx, server, params, "application/json", bytes.NewReader(buf))
 }
 
 // NewInitiateUploadRequestWithBody builds the InitiateUpload request, with body of type contentType.
 func NewInitiateUploadRequestWithBody(server string, params *InitiateUploadParams, contentType string, body io.Reader) (*http.Request, error) {
+	return NewInitiateUploadRequestWithBodyWithContext(context.Background(), server, params, contentType, body)
+}
+
+// NewInitiateUploadRequestWithBodyWithContext builds the InitiateUpload request, with body of type contentType, for ctx (the request's context, as http.NewRequestWithContext sets it).
+func NewInitiateUploadRequestWithBodyWithContext(ctx context.Context, server string, params *InitiateUploadParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	target := joinPath(server, "/storage/upload/initiate")
@@ -1319,7 +1358,7 @@ func NewInitiateUploadRequestWithBody(server string, params *InitiateUploadParam
 			target += "?" + strings.Join(query, "&")
 		}
 	}
-	req, err := http.NewRequest(http.MethodPost, target, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1338,15 +1377,25 @@ func NewInitiateUploadRequestWithBody(server string, params *InitiateUploadParam
 
 // NewInitiateMultipartUploadRequest builds the InitiateMultipartUpload request with body encoded as application/json.
 func NewInitiateMultipartUploadRequest(server string, params *InitiateMultipartUploadParams, body InitiateMultipartUploadJSONRequestBody) (*http.Request, error) {
+	return NewInitiateMultipartUploadRequestWithContext(context.Background(), server, params, body)
+}
+
+// NewInitiateMultipartUploadRequestWithContext builds the InitiateMultipartUpload request with body encoded as application/json, for ctx.
+func NewInitiateMultipartUploadRequestWithContext(ctx context.Context, server string, params *InitiateMultipartUploadParams, body InitiateMultipartUploadJSONRequestBody) (*http.Request, error) {
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
-	return NewInitiateMultipartUploadRequestWithBody(server, params, "application/json", bytes.NewReader(buf))
+	return NewInitiateMultipartUploadRequestWithBodyWithContext(ctx, server, params, "application/json", bytes.NewReader(buf))
 }
 
 // NewInitiateMultipartUploadRequestWithBody builds the InitiateMultipartUpload request, with body of type contentType.
 func NewInitiateMultipartUploadRequestWithBody(server string, params *InitiateMultipartUploadParams, contentType string, body io.Reader) (*http.Request, error) {
+	return NewInitiateMultipartUploadRequestWithBodyWithContext(context.Background(), server, params, contentType, body)
+}
+
+// NewInitiateMultipartUploadRequestWithBodyWithContext builds the InitiateMultipartUpload request, with body of type contentType, for ctx (the request's context, as http.NewRequestWithContext sets it).
+func NewInitiateMultipartUploadRequestWithBodyWithContext(ctx context.Context, server string, params *InitiateMultipartUploadParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	target := joinPath(server, "/storage/upload/initiate-multipart")
@@ -1363,7 +1412,7 @@ func NewInitiateMultipartUploadRequestWithBody(server string, params *InitiateMu
 			target += "?" + strings.Join(query, "&")
 		}
 	}
-	req, err := http.NewRequest(http.MethodPost, target, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1382,13 +1431,18 @@ func NewInitiateMultipartUploadRequestWithBody(server string, params *InitiateMu
 
 // NewPutUploadRequestWithBody builds the PutUpload request, with body of type contentType.
 func NewPutUploadRequestWithBody(server string, token UploadToken, contentType string, body io.Reader) (*http.Request, error) {
+	return NewPutUploadRequestWithBodyWithContext(context.Background(), server, token, contentType, body)
+}
+
+// NewPutUploadRequestWithBodyWithContext builds the PutUpload request, with body of type contentType, for ctx (the request's context, as http.NewRequestWithContext sets it).
+func NewPutUploadRequestWithBodyWithContext(ctx context.Context, server string, token UploadToken, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
 	pathParam0 = url.PathEscape(string(token)) // the simple style of a string
 
 	target := joinPath(server, "/storage/uploads/%s", pathParam0)
-	req, err := http.NewRequest(http.MethodPut, target, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, target, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1398,22 +1452,32 @@ func NewPutUploadRequestWithBody(server string, token UploadToken, contentType s
 
 // NewCompleteUploadRequest builds the CompleteUpload request with body encoded as application/json.
 func NewCompleteUploadRequest(server string, token UploadToken, body CompleteUploadJSONRequestBody) (*http.Request, error) {
+	return NewCompleteUploadRequestWithContext(context.Background(), server, token, body)
+}
+
+// NewCompleteUploadRequestWithContext builds the CompleteUpload request with body encoded as application/json, for ctx.
+func NewCompleteUploadRequestWithContext(ctx context.Context, server string, token UploadToken, body CompleteUploadJSONRequestBody) (*http.Request, error) {
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
-	return NewCompleteUploadRequestWithBody(server, token, "application/json", bytes.NewReader(buf))
+	return NewCompleteUploadRequestWithBodyWithContext(ctx, server, token, "application/json", bytes.NewReader(buf))
 }
 
 // NewCompleteUploadRequestWithBody builds the CompleteUpload request, with body of type contentType.
 func NewCompleteUploadRequestWithBody(server string, token UploadToken, contentType string, body io.Reader) (*http.Request, error) {
+	return NewCompleteUploadRequestWithBodyWithContext(context.Background(), server, token, contentType, body)
+}
+
+// NewCompleteUploadRequestWithBodyWithContext builds the CompleteUpload request, with body of type contentType, for ctx (the request's context, as http.NewRequestWithContext sets it).
+func NewCompleteUploadRequestWithBodyWithContext(ctx context.Context, server string, token UploadToken, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
 	pathParam0 = url.PathEscape(string(token)) // the simple style of a string
 
 	target := joinPath(server, "/storage/uploads/%s/complete", pathParam0)
-	req, err := http.NewRequest(http.MethodPost, target, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1423,6 +1487,11 @@ func NewCompleteUploadRequestWithBody(server string, token UploadToken, contentT
 
 // NewPutUploadPartRequestWithBody builds the PutUploadPart request, with body of type contentType.
 func NewPutUploadPartRequestWithBody(server string, token UploadToken, part int, contentType string, body io.Reader) (*http.Request, error) {
+	return NewPutUploadPartRequestWithBodyWithContext(context.Background(), server, token, part, contentType, body)
+}
+
+// NewPutUploadPartRequestWithBodyWithContext builds the PutUploadPart request, with body of type contentType, for ctx (the request's context, as http.NewRequestWithContext sets it).
+func NewPutUploadPartRequestWithBodyWithContext(ctx context.Context, server string, token UploadToken, part int, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -1434,7 +1503,7 @@ func NewPutUploadPartRequestWithBody(server string, token UploadToken, part int,
 	}
 
 	target := joinPath(server, "/storage/uploads/%s/%s", pathParam0, pathParam1)
-	req, err := http.NewRequest(http.MethodPut, target, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, target, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1444,6 +1513,11 @@ func NewPutUploadPartRequestWithBody(server string, token UploadToken, part int,
 
 // NewListRequestsByEndpointRequest builds the ListRequestsByEndpoint request.
 func NewListRequestsByEndpointRequest(server string, params *ListRequestsByEndpointParams) (*http.Request, error) {
+	return NewListRequestsByEndpointRequestWithContext(context.Background(), server, params)
+}
+
+// NewListRequestsByEndpointRequestWithContext builds the ListRequestsByEndpoint request, for ctx (the request's context, as http.NewRequestWithContext sets it).
+func NewListRequestsByEndpointRequestWithContext(ctx context.Context, server string, params *ListRequestsByEndpointParams) (*http.Request, error) {
 	var err error
 
 	target := joinPath(server, "/v1/models/requests/by-endpoint")
@@ -1516,7 +1590,7 @@ func NewListRequestsByEndpointRequest(server string, params *ListRequestsByEndpo
 			target += "?" + strings.Join(query, "&")
 		}
 	}
-	req, err := http.NewRequest(http.MethodGet, target, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return nil, err
 	}

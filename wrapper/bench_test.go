@@ -28,7 +28,7 @@ import (
 // rawJob is the baseline: a minimal net/http client making the same three
 // calls (submit, status, result), encoding the same input (in every job, as
 // any client must: the wrapper does) and decoding the same types.
-func rawJob(b *testing.B, hc *http.Client, base, auth string, in gen.Input) {
+func rawJob(b testing.TB, hc *http.Client, base, auth string, in gen.Input) {
 	body, err := json.Marshal(in)
 	if err != nil {
 		b.Fatal(err)
@@ -120,16 +120,21 @@ func (c *canned) RoundTrip(req *http.Request) (*http.Response, error) {
 		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)), Request: req}, nil
 }
 
-// BenchmarkJobClientOnly: the same job against canned in-memory answers:
-// the client's own cost, without network or server.
-func BenchmarkJobClientOnly(b *testing.B) {
-	const base = "http://queue.test"
-	rt := &canned{
+// cannedJob is canned answers of one job, r-1, at base.
+func cannedJob() *canned {
+	return &canned{
 		submit: []byte(`{"status":"IN_QUEUE","request_id":"r-1","status_url":"http://queue.test/fal-ai/flux-1/requests/r-1/status","response_url":"http://queue.test/fal-ai/flux-1/requests/r-1","cancel_url":"http://queue.test/fal-ai/flux-1/requests/r-1/cancel","queue_position":0}`),
 		status: []byte(`{"status":"COMPLETED","request_id":"r-1","metrics":{"inference_time":1.5}}`),
 		result: []byte(`{"images":[{"url":"https://fal.media/files/x.jpeg","content_type":"image/jpeg","width":1024,"height":768}],"timings":{"inference":1.5},"seed":12345678901234567,"has_nsfw_concepts":[false],"prompt":"a cat dressed as a wizard"}`),
 	}
-	hc := &http.Client{Transport: rt}
+}
+
+// BenchmarkJobClientOnly: the same job against canned in-memory answers:
+// the client's own cost, without network or server. interleaved runs a
+// job of each in turn and reports their times and ratio.
+func BenchmarkJobClientOnly(b *testing.B) {
+	const base = "http://queue.test"
+	hc := &http.Client{Transport: cannedJob()}
 	in := input()
 	b.Run("raw-net-http", func(b *testing.B) {
 		b.ReportAllocs()
@@ -139,6 +144,28 @@ func BenchmarkJobClientOnly(b *testing.B) {
 	})
 	b.Run("wrapper", func(b *testing.B) {
 		benchRun(b, base, hc, in)
+	})
+	// The two, one job each in turn, each timed on its own: whatever else
+	// the machine does meanwhile falls on both alike, so the ratio holds
+	// from run to run where the two above, minutes apart, drift.
+	b.Run("interleaved", func(b *testing.B) {
+		c, err := wrapper.New(wrapper.WithBaseURL(base), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc), wrapper.WithStatusMode(wrapper.StatusPoll))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var raw, lib time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			rawJob(b, hc, base, "Bearer "+testToken, in)
+			t1 := time.Now()
+			if _, err := c.Run(context.Background(), in); err != nil {
+				b.Fatal(err)
+			}
+			raw, lib = raw+t1.Sub(t0), lib+time.Since(t1)
+		}
+		b.ReportMetric(float64(raw.Nanoseconds())/float64(b.N), "raw-ns/job")
+		b.ReportMetric(float64(lib.Nanoseconds())/float64(b.N), "wrapper-ns/job")
+		b.ReportMetric(float64(lib)/float64(raw), "ratio")
 	})
 }
 

@@ -174,8 +174,14 @@ func (c *Client) submitBody(ctx context.Context, p *payload, s *settings, l *lan
 			}
 			body = rc
 		}
-		req, err := gen.NewSubmitRequestWithBody(c.apiServer, params, "application/json", body)
-		if err == nil {
+		resp, err := c.roundTrip(ctx, a, func(ctx context.Context) (*http.Request, error) {
+			req, err := gen.NewSubmitRequestWithBodyWithContext(ctx, c.apiServer, params, "application/json", body)
+			if err != nil {
+				if rc, ok := body.(io.Closer); ok {
+					rc.Close()
+				}
+				return nil, err
+			}
 			if p.whole == nil {
 				// A streamed image: gen cannot know the length, nor make the
 				// body again (net/http does, on a connection that died unused).
@@ -184,10 +190,8 @@ func (c *Client) submitBody(ctx context.Context, p *payload, s *settings, l *lan
 			for k, vs := range s.headers {
 				req.Header[k] = vs
 			}
-		} else if rc, ok := body.(io.Closer); ok {
-			rc.Close()
-		}
-		resp, err := c.roundTrip(ctx, a, req, err)
+			return req, nil
+		})
 		if err != nil {
 			return err
 		}
@@ -244,8 +248,9 @@ func (c *Client) status(ctx context.Context, s *settings, id string, withLogs bo
 	}
 	_, err := c.do(ctx, s, op{name: "status", id: id, persist: persist, lane: l}, func(ctx context.Context, a *attempt) error {
 		c.stats.polls.Add(1)
-		req, err := gen.NewGetStatusRequest(c.apiServer, id, params)
-		resp, err := c.roundTrip(ctx, a, req, err)
+		resp, err := c.roundTrip(ctx, a, func(ctx context.Context) (*http.Request, error) {
+			return gen.NewGetStatusRequestWithContext(ctx, c.apiServer, id, params)
+		})
 		if err != nil {
 			return err
 		}
@@ -282,8 +287,9 @@ func (c *Client) Result(ctx context.Context, requestID string) (*Result, error) 
 func (c *Client) result(ctx context.Context, s *settings, id string, persist persistence, l *lane) (*Result, error) {
 	var res Result
 	_, err := c.do(ctx, s, op{name: "result", id: id, persist: persist, lane: l}, func(ctx context.Context, a *attempt) error {
-		req, err := gen.NewGetResultRequest(c.apiServer, id)
-		resp, err := c.roundTrip(ctx, a, req, err)
+		resp, err := c.roundTrip(ctx, a, func(ctx context.Context) (*http.Request, error) {
+			return gen.NewGetResultRequestWithContext(ctx, c.apiServer, id)
+		})
 		if err != nil {
 			return err
 		}
@@ -318,8 +324,9 @@ func (c *Client) Cancel(ctx context.Context, requestID string) error {
 
 func (c *Client) cancel(ctx context.Context, s *settings, id string) error {
 	_, err := c.do(ctx, s, op{name: "cancel", id: id}, func(ctx context.Context, a *attempt) error {
-		req, err := gen.NewCancelRequest(c.apiServer, id)
-		resp, err := c.roundTrip(ctx, a, req, err)
+		resp, err := c.roundTrip(ctx, a, func(ctx context.Context) (*http.Request, error) {
+			return gen.NewCancelRequestWithContext(ctx, c.apiServer, id)
+		})
 		if err != nil {
 			return err
 		}

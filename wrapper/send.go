@@ -54,6 +54,7 @@ type attempt struct {
 	progressed bool
 
 	lane     *lane           // what it sends under: its owner's, or nil (its own)
+	ctx      context.Context // the lane's context, once the attempt began
 	idle     *idleTimer      // the lane's timer: cancels the attempt when it stalls
 	body     answerBody      // the answer's body wrapper (storage)
 	sent     sentBody        // the request's body wrapper (storage)
@@ -149,22 +150,34 @@ func (a *attempt) judge(err error) {
 	a.done()
 }
 
-// send sends req as the attempt a: the request's context ends when ctx
-// does, when the attempt makes no progress for the idle limit (the cause
-// is then errIdle) or when the attempt ends.
+// begin puts the attempt a under its lane (its owner's, or one of its own
+// when it has none or that one is taken) and returns the context its
+// request is to be sent under: it ends when ctx does, when the attempt
+// makes no progress for the idle limit or when the attempt ends.
+func (c *Client) begin(ctx context.Context, a *attempt) context.Context {
+	if a.lane != nil {
+		if lctx, ok := a.lane.enter(ctx, c.set.idle); ok {
+			a.ctx, a.idle = lctx, a.lane.idle
+			return lctx
+		}
+	}
+	a.lane = new(lane)
+	a.ctx, _ = a.lane.enter(ctx, c.set.idle)
+	a.idle = a.lane.idle
+	return a.ctx
+}
+
+// send sends req as the attempt a, which begins here unless it has: the
+// request goes under the attempt's context (the cause is errIdle when the
+// idle limit ended it), taking it unless it was built for it.
 func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http.Response, error) {
 	via := a.via
+	if a.ctx == nil {
+		c.begin(ctx, a)
+	}
+	ctx = a.ctx
 	a.started = true
 	a.parties.Store(1) // the verdict; the body is the other
-	lctx, ok := ctx, false
-	if a.lane != nil {
-		lctx, ok = a.lane.enter(ctx, c.set.idle)
-	}
-	if !ok {
-		a.lane = new(lane)
-		lctx, _ = a.lane.enter(ctx, c.set.idle)
-	}
-	ctx, a.idle = lctx, a.lane.idle
 	if via.auth {
 		c.authorize(req)
 	} else {
@@ -175,7 +188,9 @@ func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http
 		a.obsCtx = o.StartRequest(ctx, req, RequestInfo{Op: a.op, RequestID: a.id, Resend: a.resend})
 		a.obs = o
 	}
-	req = req.WithContext(ctx)
+	if req.Context() != ctx { // ctx is a *cancelCtx: the comparison cannot panic
+		req = req.WithContext(ctx)
+	}
 	if req.Body != nil && req.Body != http.NoBody {
 		a.sent = sentBody{ReadCloser: req.Body, idle: a.idle}
 		req.Body = &a.sent
@@ -223,12 +238,14 @@ func checkAnswer(a *attempt, resp *http.Response) error {
 	return err
 }
 
-// roundTrip sends the API request gen built (berr is the builder's error)
-// as the attempt a, through the funnel: it returns a 2xx answer for gen's
-// parser to read.
-func (c *Client) roundTrip(ctx context.Context, a *attempt, req *http.Request, berr error) (*http.Response, error) {
-	if berr != nil {
-		return nil, fmt.Errorf("fluxi2i: %s%s: building the request: %w", a.op, ofID(a.id), berr)
+// roundTrip begins the attempt a, builds its API request with build (one
+// of gen's builders, for the attempt's context) and sends it through the
+// funnel: it returns a 2xx answer for gen's parser to read.
+func (c *Client) roundTrip(ctx context.Context, a *attempt, build func(context.Context) (*http.Request, error)) (*http.Response, error) {
+	req, err := build(c.begin(ctx, a))
+	if err != nil {
+		a.release(true) // nothing was sent
+		return nil, fmt.Errorf("fluxi2i: %s%s: building the request: %w", a.op, ofID(a.id), err)
 	}
 	resp, err := c.send(ctx, a, req)
 	if err != nil {

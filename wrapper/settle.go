@@ -228,8 +228,9 @@ func (c *Client) searchHistory(ctx context.Context, s *settings, ls *lostSubmit)
 		var date time.Time
 		_, err := c.do(ctx, s, op{name: "history"}, func(ctx context.Context, a *attempt) error {
 			sent := time.Now()
-			req, err := gen.NewListRequestsByEndpointRequest(c.histServer, &params)
-			resp, err := c.roundTrip(ctx, a, req, err)
+			resp, err := c.roundTrip(ctx, a, func(ctx context.Context) (*http.Request, error) {
+				return gen.NewListRequestsByEndpointRequestWithContext(ctx, c.histServer, &params)
+			})
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"time"
 
 	"github.com/fluxi2i/fluxi2i/gen"
@@ -61,12 +62,14 @@ func (w *watcher) stream(ctx context.Context, a *attempt) error {
 		params.Logs = &v
 	}
 	c.stats.streams.Add(1)
-	req, err := gen.NewStreamStatusRequest(c.apiServer, w.id, params)
-	if err == nil {
-		req.Header.Set("Accept", "text/event-stream")
-		req.Header.Set("Cache-Control", "no-cache")
-	}
-	resp, err := c.roundTrip(ctx, a, req, err)
+	resp, err := c.roundTrip(ctx, a, func(ctx context.Context) (*http.Request, error) {
+		req, err := gen.NewStreamStatusRequestWithContext(ctx, c.apiServer, w.id, params)
+		if err == nil {
+			req.Header.Set("Accept", "text/event-stream")
+			req.Header.Set("Cache-Control", "no-cache")
+		}
+		return req, err
+	})
 	if err != nil {
 		return err
 	}
