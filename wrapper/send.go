@@ -20,14 +20,16 @@ import (
 // stream, image downloads and the proxy's forwards. Each is one attempt,
 // whose state is an *attempt value owned by whoever makes it (the retry
 // loop, do, for all but the proxy's forwards): no state travels in the
-// context. send hands back the answer whatever its status, with a body
-// whose Close ends the attempt's transport (gen's parsers close it when
-// they have read it); a failure to send ends it at once. The Observer
-// hears of the attempt when its body is closed and its owner has judged
-// it (judge): a parsed answer that proves undecodable is a failure there
-// too. checkAnswer is the funnel:
-// a non-2xx answer becomes an *APIError. gen builds every API request
-// (its New…Request builders, from the spec) and parses every answer (its
+// context. An attempt sends under a lane (a context and an idle timer):
+// its own, or the one its owner lends the calls of a job (begin). send
+// hands back the answer whatever its status, with a body whose Close ends
+// the attempt's transport (gen's parsers close it when they have read
+// it); a failure to send ends it at once. The Observer hears of the
+// attempt when its body is closed and its owner has judged it (judge): a
+// parsed answer that proves undecodable is a failure there too.
+// checkAnswer is the funnel: a non-2xx answer becomes an *APIError. gen
+// builds every API request (its New…RequestWithContext builders, from the
+// spec, for the attempt's context) and parses every answer (its
 // Parse…Response parsers); roundTrip joins the two for an API call.
 
 // route is where an attempt's request goes, and how.
