@@ -83,7 +83,8 @@ func (a *attempt) release(clean bool) {
 // and one timer (made again only after an attempt that did not end
 // cleanly: a failure, a stall, an answer abandoned before its end). Every
 // attempt of a shared lane sends under its owner's context; the owner
-// ends the lane when it returns.
+// ends the lane when it returns, and a polling wait ends it before each
+// pause, so that a job waiting for its next poll holds none of it.
 type lane struct {
 	shared bool
 	busy   atomic.Bool     // an attempt is sending under it

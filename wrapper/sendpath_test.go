@@ -426,3 +426,47 @@ func TestAJobAllocatesLittleMoreThanTheFloor(t *testing.T) {
 	t.Logf("allocations a job: floor %.0f, client %.0f", floor, client)
 	assert.LessOrEqual(t, client, floor+16, "the client's allocations beyond the floor's")
 }
+
+// A polling wait holds nothing of its lane while it pauses between polls:
+// the context of the poll before a pause has ended by the time the next
+// poll goes out, under a context of its own (a job that waits minutes for
+// its turn holds no context or timer meanwhile).
+func TestAPollingWaitHoldsNoContextWhileItPauses(t *testing.T) {
+	clearEnv(t)
+	srv := queuetest.NewServer(queuetest.QueueTime(30*time.Millisecond), queuetest.RunTime(0), queuetest.WithContract(spectest.Contract()))
+	defer srv.Close()
+	type sent struct {
+		ctx        context.Context
+		prevEnded  bool // the previous request's context had ended when this one went out
+		isStatusOf bool
+	}
+	var mu sync.Mutex
+	var reqs []sent
+	hc := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+		mu.Lock()
+		s := sent{ctx: r.Context(), isStatusOf: strings.HasSuffix(r.URL.Path, "/status")}
+		if n := len(reqs); n > 0 {
+			s.prevEnded = reqs[n-1].ctx.Err() != nil
+		}
+		reqs = append(reqs, s)
+		mu.Unlock()
+		return srv.Client().Transport.RoundTrip(r)
+	})}
+	c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc),
+		wrapper.WithStatusMode(wrapper.StatusPoll), wrapper.WithPollInterval(5*time.Millisecond, 5*time.Millisecond))
+	require.NoError(t, err)
+	_, err = c.Run(context.Background(), input())
+	require.NoError(t, err)
+	mu.Lock()
+	defer mu.Unlock()
+	polls := 0
+	for i := 1; i < len(reqs); i++ {
+		if reqs[i].isStatusOf && reqs[i-1].isStatusOf {
+			polls++
+			assert.True(t, reqs[i].prevEnded, "request %d: the poll before the pause ended its context", i)
+			assert.True(t, reqs[i].ctx != reqs[i-1].ctx, "request %d: a fresh context after the pause", i)
+		}
+	}
+	assert.Greater(t, polls, 1, "the job was polled through its queue time")
+	assert.True(t, reqs[0].ctx == reqs[1].ctx, "the submit and the first poll, with no pause between them, share one")
+}

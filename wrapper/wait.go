@@ -216,6 +216,9 @@ func (w *watcher) poll(ctx context.Context) error {
 			delay = min(delay*3/2, w.s.pollMax)
 		}
 		wait = max(wait, w.s.pollFirst)
+		if w.lane != nil {
+			w.lane.end() // nothing of it is held while the job waits: the next poll makes it again
+		}
 		if err := sleep(ctx, wait); err != nil {
 			return err
 		}
