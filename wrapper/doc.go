@@ -88,7 +88,9 @@
 // the backoff); the attempt's state is a value that loop owns. An attempt
 // sends under a context and an idle timer of its own, or under the ones a
 // job's Run or Wait lends its calls (their lane), shared by one request
-// after another until one does not end cleanly. gen builds
+// after another while each ends cleanly (its answer, an error answer
+// included, read to its end, its request body closed by the transport),
+// and given back before each pause of a polling wait. gen builds
 // every API request from the spec and parses every answer; a non-2xx
 // answer becomes an *APIError in one place before a parser sees it. The
 // status stream is an attempt like any other: in StatusStream a broken

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,24 +68,29 @@ type attempt struct {
 }
 
 // release ends the attempt's use of its lane, once. A clean end (the
-// answer read to its end) leaves a shared lane as it is, for the next
+// answer read to its end, and the request's body, if any, closed by the
+// transport: it reads no more of it) leaves a shared lane for the next
 // attempt; any other end, or the end of a lane of its own, stops the
-// lane's timer and ends its context, which aborts what is still in flight.
+// lane's timer and ends its context, which aborts what is still in
+// flight (an upload the server answered before it was done, say).
 func (a *attempt) release(clean bool) {
 	if a.released.CompareAndSwap(false, true) {
-		a.lane.leave(clean)
+		a.lane.leave(clean && (a.sent.ReadCloser == nil || a.sent.closed.Load()))
 	}
 }
 
 // lane is the context and idle timer that attempts send under, one at a
 // time. An attempt has one of its own, made for it and ended with it,
-// unless its owner lends it one: Run lends the one of its job to its
-// submit, status and result calls, whose attempts then share one context
-// and one timer (made again only after an attempt that did not end
-// cleanly: a failure, a stall, an answer abandoned before its end). Every
-// attempt of a shared lane sends under its owner's context; the owner
-// ends the lane when it returns, and a polling wait ends it before each
-// pause, so that a job waiting for its next poll holds none of it.
+// unless its owner lends it one: Run and Wait lend the one of their job to
+// its submit, status, stream and result calls, whose attempts then share
+// one context and one timer. It is made again after an attempt that did
+// not end cleanly (a failure to send, a stall, an answer left before its
+// end, a request body the transport had not closed); an attempt that
+// failed on an answer read to its end (an error answer, an undecodable
+// one) leaves it as it is. Every attempt of a shared lane sends under its
+// owner's context; the owner ends the lane when it returns, and a polling
+// wait ends it before each pause, so that a job waiting for its next poll
+// holds none of it.
 type lane struct {
 	shared bool
 	busy   atomic.Bool     // an attempt is sending under it
@@ -99,10 +105,10 @@ func (l *lane) enter(ctx context.Context, d time.Duration) (context.Context, boo
 	if !l.busy.CompareAndSwap(false, true) {
 		return nil, false
 	}
-	if l.idle != nil {
-		l.idle.rearm(d)
+	if l.idle != nil && l.idle.rearm(d) && l.ctx.Err() == nil {
 		return l.ctx, true
 	}
+	l.end() // none yet, or its context is gone
 	var cancel context.CancelFunc
 	l.ctx, cancel = context.WithCancel(ctx)
 	l.idle = &idleTimer{d: d, cancel: cancel}
@@ -111,22 +117,19 @@ func (l *lane) enter(ctx context.Context, d time.Duration) (context.Context, boo
 }
 
 // leave ends an attempt under l: clean keeps a shared lane's context for
-// the next attempt, with its timer stopped (one that fired meanwhile ends
+// the next attempt, with its timer paused (one that fired meanwhile ends
 // the lane: its context is gone).
 func (l *lane) leave(clean bool) {
-	if clean && l.shared && l.idle.t.Stop() {
-		l.busy.Store(false)
-		return
+	if !clean || !l.shared || l.idle == nil || !l.idle.pause() {
+		l.end()
 	}
-	l.end()
 	l.busy.Store(false)
 }
 
 // end stops the lane's timer and ends its context.
 func (l *lane) end() {
 	if l.idle != nil {
-		l.idle.t.Stop()
-		l.idle.cancel()
+		l.idle.end()
 		l.idle = nil
 	}
 }
@@ -140,8 +143,10 @@ func (a *attempt) done() {
 }
 
 // judge is the owner's verdict on the attempt: err is its failure (nil: it
-// succeeded). A failed attempt's transport is released at once; a
-// successful one's, when its body is closed (OpenImage hands it over).
+// succeeded). A failed attempt's transport is released at once, unless its
+// answer was read to its end and closed already (an error answer: it left
+// its lane cleanly then); a successful one's, when its body is closed
+// (OpenImage hands it over).
 func (a *attempt) judge(err error) {
 	if !a.started {
 		return
@@ -195,7 +200,7 @@ func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http
 		req = req.WithContext(ctx)
 	}
 	if req.Body != nil && req.Body != http.NoBody {
-		a.sent = sentBody{ReadCloser: req.Body, idle: a.idle}
+		a.sent.ReadCloser, a.sent.idle = req.Body, a.idle
 		req.Body = &a.sent
 	}
 	resp, err := via.hc.Do(req)
@@ -308,19 +313,19 @@ func (p permanent) Unwrap() error { return p.error }
 // limit (WithIdleTimeout); it is retried like any timeout.
 var errIdle = errors.New("no progress within the idle limit")
 
-// idleTimer cancels an attempt that makes no progress for d.
+// idleTimer cancels an attempt that makes no progress for d. Between two
+// attempts of a shared lane it is paused: what the last one's transport
+// still does (a read of a body) no longer arms it. Once ended it never
+// arms again.
 type idleTimer struct {
-	d      time.Duration
 	t      *time.Timer
-	fired  atomic.Bool
-	fixed  bool // deadline was set: progress no longer resets it
 	cancel context.CancelFunc
-}
-
-// rearm starts the stopped timer again, for d from now.
-func (i *idleTimer) rearm(d time.Duration) {
-	i.d, i.fixed = d, false
-	i.t.Reset(d)
+	fired  atomic.Bool
+	mu     sync.Mutex // what follows, and the arming of t
+	d      time.Duration
+	fixed  bool // deadline was set: progress no longer resets it
+	paused bool // between two attempts
+	ended  bool
 }
 
 func (i *idleTimer) fire() {
@@ -328,23 +333,61 @@ func (i *idleTimer) fire() {
 	i.cancel() // fired tells the idle limit from the caller's cancel
 }
 
+// reset is progress: the attempt has d again.
 func (i *idleTimer) reset() {
-	if !i.fixed {
+	i.mu.Lock()
+	if !i.fixed && !i.paused && !i.ended {
 		i.t.Reset(i.d)
 	}
+	i.mu.Unlock()
 }
 
 // deadline makes the attempt end d from now, whatever it reads meanwhile.
 func (i *idleTimer) deadline(d time.Duration) {
-	i.fixed = true
+	i.mu.Lock()
+	if !i.paused && !i.ended {
+		i.fixed = true
+		i.t.Reset(d)
+	}
+	i.mu.Unlock()
+}
+
+// pause stops the timer after a clean end; false when it had fired.
+func (i *idleTimer) pause() bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.paused = true
+	return i.t.Stop() && !i.fired.Load()
+}
+
+// rearm starts the paused timer again, for d from now, for the next
+// attempt; false when it has fired or ended.
+func (i *idleTimer) rearm(d time.Duration) bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.ended || i.fired.Load() {
+		return false
+	}
+	i.d, i.fixed, i.paused = d, false, false
 	i.t.Reset(d)
+	return true
+}
+
+// end stops the timer for good and ends the context.
+func (i *idleTimer) end() {
+	i.mu.Lock()
+	i.ended = true
+	i.t.Stop()
+	i.mu.Unlock()
+	i.cancel()
 }
 
 // sentBody is a request body: every read that moves bytes resets the idle
-// timer.
+// timer; closed tells that the transport is done with it.
 type sentBody struct {
 	io.ReadCloser
-	idle *idleTimer
+	idle   *idleTimer
+	closed atomic.Bool
 }
 
 func (b *sentBody) Read(p []byte) (int, error) {
@@ -353,6 +396,11 @@ func (b *sentBody) Read(p []byte) (int, error) {
 		b.idle.reset()
 	}
 	return n, err
+}
+
+func (b *sentBody) Close() error {
+	b.closed.Store(true)
+	return b.ReadCloser.Close()
 }
 
 // answerBody is an answer's body: every read that moves bytes resets the

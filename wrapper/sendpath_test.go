@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fluxi2i/fluxi2i/gen"
+	"github.com/fluxi2i/fluxi2i/internal/specvalidate"
 	"github.com/fluxi2i/fluxi2i/wrapper"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest"
 	"github.com/fluxi2i/fluxi2i/wrapper/queuetest/spectest"
@@ -469,4 +470,73 @@ func TestAPollingWaitHoldsNoContextWhileItPauses(t *testing.T) {
 	}
 	assert.Greater(t, polls, 1, "the job was polled through its queue time")
 	assert.True(t, reqs[0].ctx == reqs[1].ctx, "the submit and the first poll, with no pause between them, share one")
+}
+
+// A transport may go on reading a request's body after it handed back the
+// answer (HTTP/2 does; HTTP/1 does for a while after an early answer). A
+// submit answered 503 before its upload is done does not end cleanly: its
+// lane ends (the upload is aborted), and the reads still to come cannot
+// arm the timer the next attempt uses. The lane used to be kept: those
+// reads re-armed its paused timer, which fired during the backoff, and the
+// retry went out under an ended context, taken for a submit that may have
+// queued its job (at most once: given up as unknown).
+func TestALateBodyReadDoesNotEndTheNextSubmit(t *testing.T) {
+	clearEnv(t)
+	synctest.Test(t, func(t *testing.T) {
+		srv := spectest.NewPipeServer(t, queuetest.QueueTime(0), queuetest.RunTime(0))
+		v := specvalidate.MustLoad()
+		next := spectest.Client(t, srv).Transport
+		var mu sync.Mutex
+		var submits []error // each submit's context error when it reached the transport
+		var violations []error
+		var late sync.WaitGroup
+		hc := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+			mu.Lock()
+			first := len(submits) == 0
+			if r.Method == http.MethodPost {
+				submits = append(submits, r.Context().Err())
+			}
+			mu.Unlock()
+			if !first || r.Method != http.MethodPost {
+				return next.RoundTrip(r)
+			}
+			const answer = `{"detail":"busy"}`
+			late.Go(func() { // the transport, still sending the body after the answer came
+				defer r.Body.Close()
+				var body []byte
+				b := make([]byte, 1)
+				for {
+					time.Sleep(5 * time.Millisecond)
+					n, err := r.Body.Read(b)
+					body = append(body, b[:n]...)
+					if err != nil {
+						break
+					}
+				}
+				in, err := v.Request(context.Background(), r, body)
+				if err == nil {
+					err = v.Response(context.Background(), in, http.StatusServiceUnavailable, http.Header{"Content-Type": {"application/json"}}, []byte(answer))
+				}
+				mu.Lock()
+				violations = append(violations, err)
+				mu.Unlock()
+			})
+			return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{"Content-Type": {"application/json"}},
+				Body: io.NopCloser(strings.NewReader(answer)), ContentLength: int64(len(answer)), Request: r}, nil
+		})}
+		c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc), wrapper.WithEnvironment(nil),
+			wrapper.WithStatusMode(wrapper.StatusPoll), wrapper.WithAtMostOnce(), wrapper.WithIdleTimeout(100*time.Millisecond),
+			wrapper.WithBackoff(func(int) time.Duration { return 3 * time.Second }))
+		require.NoError(t, err)
+		_, err = c.Run(context.Background(), input())
+		require.NoError(t, err, "a submit answered 503 and retried is not taken for one that may have queued its job")
+		late.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		require.Len(t, submits, 2)
+		assert.NoError(t, submits[1], "the retry goes out under a live context")
+		for _, err := range violations {
+			assert.NoError(t, err, "the first submit and its 503 keep to the spec")
+		}
+	})
 }
