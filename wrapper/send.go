@@ -56,15 +56,16 @@ type attempt struct {
 	// failed (a status stream's events): the retry budget starts afresh.
 	progressed bool
 
-	lane     *lane           // what it sends under: its owner's, or nil (its own)
-	ctx      context.Context // the lane's context, once the attempt began
-	idle     *idleTimer      // the lane's timer: cancels the attempt when it stalls
-	body     answerBody      // the answer's body wrapper (storage)
-	sent     sentBody        // the request's body wrapper (storage)
-	released atomic.Bool     // the attempt left its lane
-	parties  atomic.Int32    // the verdict, and the answer's body while open
-	obs      Observer        // set once the observer saw the request start
-	obsCtx   context.Context // what StartRequest returned
+	lane     *lane                    // what it sends under: its owner's, or nil (its own)
+	ctx      context.Context          // the lane's context, once the attempt began
+	idle     *idleTimer               // the lane's timer: cancels the attempt when it stalls
+	body     answerBody               // the answer's body wrapper (storage)
+	sent     sentBody                 // the request's body wrapper (storage)
+	replay   atomic.Pointer[sentBody] // the body's latest replay (GetBody), if any
+	released atomic.Bool              // the attempt left its lane
+	parties  atomic.Int32             // the verdict, and the answer's body while open
+	obs      Observer                 // set once the observer saw the request start
+	obsCtx   context.Context          // what StartRequest returned
 }
 
 // release ends the attempt's use of its lane, once. A clean end (the
@@ -75,7 +76,11 @@ type attempt struct {
 // flight (an upload the server answered before it was done, say).
 func (a *attempt) release(clean bool) {
 	if a.released.CompareAndSwap(false, true) {
-		a.lane.leave(clean && (a.sent.ReadCloser == nil || a.sent.closed.Load()))
+		sent := &a.sent
+		if r := a.replay.Load(); r != nil {
+			sent = r
+		}
+		a.lane.leave(clean && (sent.ReadCloser == nil || sent.closed.Load()))
 	}
 }
 
@@ -202,6 +207,20 @@ func (c *Client) send(ctx context.Context, a *attempt, req *http.Request) (*http
 	if req.Body != nil && req.Body != http.NoBody {
 		a.sent.ReadCloser, a.sent.idle = req.Body, a.idle
 		req.Body = &a.sent
+		if again := req.GetBody; again != nil {
+			// net/http sends the body again on a connection that died
+			// unused, after a GOAWAY or a redirect: those reads are
+			// progress too, and the transport is done with the latest.
+			req.GetBody = func() (io.ReadCloser, error) {
+				rc, err := again()
+				if err != nil || rc == nil || rc == http.NoBody {
+					return rc, err
+				}
+				b := &sentBody{ReadCloser: rc, idle: a.idle}
+				a.replay.Store(b)
+				return b, nil
+			}
+		}
 	}
 	resp, err := via.hc.Do(req)
 	if err != nil {

@@ -540,3 +540,50 @@ func TestALateBodyReadDoesNotEndTheNextSubmit(t *testing.T) {
 		}
 	})
 }
+
+// A body net/http sends again (Request.GetBody: a connection that died
+// unused, a GOAWAY, a redirect) is progress like the first: an upload
+// replayed that way and longer than the idle limit, moving all along, is
+// not cut as a stall. Its reads used to go unseen, and the submit failed
+// as one that may have queued its job. Found by a review (not caused by
+// the lane: e6d6cdf failed it too).
+func TestAReplayedBodyIsProgress(t *testing.T) {
+	clearEnv(t)
+	synctest.Test(t, func(t *testing.T) {
+		srv := spectest.NewPipeServer(t, queuetest.QueueTime(0), queuetest.RunTime(0))
+		next := spectest.Client(t, srv).Transport
+		first := true
+		hc := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+			if r.Method != http.MethodPost || !first {
+				return next.RoundTrip(r)
+			}
+			first = false
+			r.Body.Close() // the transport gives up the first body and takes another
+			b, err := r.GetBody()
+			if err != nil {
+				return nil, err
+			}
+			buf := make([]byte, 4)
+			for { // a slow upload: 4 bytes every 20 ms, longer than the idle limit in all
+				select {
+				case <-r.Context().Done():
+					b.Close()
+					return nil, r.Context().Err()
+				case <-time.After(20 * time.Millisecond):
+				}
+				if _, err := b.Read(buf); err != nil {
+					break
+				}
+			}
+			b.Close()
+			again := r.Clone(r.Context())
+			again.Body, _ = r.GetBody()
+			return next.RoundTrip(again)
+		})}
+		c, err := wrapper.New(wrapper.WithBaseURL(srv.URL), wrapper.WithBearerToken(testToken), wrapper.WithHTTPClient(hc), wrapper.WithEnvironment(nil),
+			wrapper.WithStatusMode(wrapper.StatusPoll), wrapper.WithAtMostOnce(), wrapper.WithIdleTimeout(100*time.Millisecond))
+		require.NoError(t, err)
+		_, err = c.Run(context.Background(), input())
+		require.NoError(t, err, "a replayed upload that moves is not a stall")
+	})
+}
