@@ -28,7 +28,12 @@ func anyOrigin(u *url.URL, origins []*url.URL) bool {
 func originBound(hc *http.Client, origins ...*url.URL) *http.Client {
 	cp := *hc
 	next := hc.CheckRedirect
-	cp.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+	cp.CheckRedirect = func(req *http.Request, via []*http.Request) (err error) {
+		defer func() {
+			if err != nil && req.Body != nil {
+				req.Body.Close() // made again (GetBody) for a hop that is not made
+			}
+		}()
 		if !anyOrigin(req.URL, origins) {
 			return http.ErrUseLastResponse
 		}

@@ -90,12 +90,12 @@ func (a *attempt) release(clean bool) {
 // its submit, status, stream and result calls, whose attempts then share
 // one context and one timer. It is made again after an attempt that did
 // not end cleanly (a failure to send, a stall, an answer left before its
-// end, a request body the transport had not closed); an attempt that
-// failed on an answer read to its end (an error answer, an undecodable
-// one) leaves it as it is. Every attempt of a shared lane sends under its
-// owner's context; the owner ends the lane when it returns, and a polling
-// wait ends it before each pause, so that a job waiting for its next poll
-// holds none of it.
+// end, a request body not yet closed: the latest one net/http was given,
+// when it sent the body again); an attempt that failed on an answer read
+// to its end (an error answer, an undecodable one) leaves it as it is.
+// Every attempt of a shared lane sends under its owner's context; the
+// owner ends the lane when it returns, and a polling wait ends it before
+// each pause, so that a job waiting for its next poll holds none of it.
 type lane struct {
 	shared bool
 	busy   atomic.Bool     // an attempt is sending under it
@@ -148,10 +148,10 @@ func (a *attempt) done() {
 }
 
 // judge is the owner's verdict on the attempt: err is its failure (nil: it
-// succeeded). A failed attempt's transport is released at once, unless its
-// answer was read to its end and closed already (an error answer: it left
-// its lane cleanly then); a successful one's, when its body is closed
-// (OpenImage hands it over).
+// succeeded). A failed attempt's transport is released at once, unless it
+// left its lane already, its answer read to its end and closed (an error
+// answer, cleanly when its request body was closed too); a successful
+// one's, when its body is closed (OpenImage hands it over).
 func (a *attempt) judge(err error) {
 	if !a.started {
 		return
@@ -166,7 +166,8 @@ func (a *attempt) judge(err error) {
 // begin puts the attempt a under its lane (its owner's, or one of its own
 // when it has none or that one is taken) and returns the context its
 // request is to be sent under: it ends when ctx does, when the attempt
-// makes no progress for the idle limit or when the attempt ends.
+// makes no progress for the idle limit or when the lane ends (with the
+// attempt, unless the lane is shared and the attempt ends cleanly).
 func (c *Client) begin(ctx context.Context, a *attempt) context.Context {
 	if a.lane != nil {
 		if lctx, ok := a.lane.enter(ctx, c.set.idle); ok {
@@ -402,7 +403,8 @@ func (i *idleTimer) end() {
 }
 
 // sentBody is a request body: every read that moves bytes resets the idle
-// timer; closed tells that the transport is done with it.
+// timer; closed tells that whoever had it (the transport, or the client
+// for a redirect it does not follow) is done with it.
 type sentBody struct {
 	io.ReadCloser
 	idle   *idleTimer
