@@ -59,9 +59,6 @@ func TestALaneIsReusedOnlyAfterACleanEnd(t *testing.T) {
 // an error answer read to its end. The answer is off the spec by design
 // (a redirect), as in TestRedirectOffOriginIsNotFollowed.
 func TestARefusedRedirectClosesTheBodyMadeForIt(t *testing.T) {
-	t.Setenv("FAL_KEY", "")
-	t.Setenv("FAL_KEY_ID", "")
-	t.Setenv("FAL_KEY_SECRET", "")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Location", "http://elsewhere.invalid"+r.URL.Path)

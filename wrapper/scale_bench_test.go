@@ -241,8 +241,12 @@ func scaleRun(b *testing.B, sh scaleShape, client func(*queuetest.Server, *http.
 				// run), so that jobs complete at the shape's steady rate;
 				// with -scale.burst they start together, and so complete
 				// in waves of conc at once.
-				if !*scaleBurst && sleepCtx(ctx, time.Duration(w)*(sh.queue+sh.run)/time.Duration(conc)) != nil {
-					return
+				if !*scaleBurst {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(time.Duration(w) * (sh.queue + sh.run) / time.Duration(conc)):
+					}
 				}
 				for {
 					i := next.Add(1) - 1
@@ -403,16 +407,4 @@ func rawStreamJob(ctx context.Context, hc *http.Client, base, auth string, body 
 		return "", err
 	}
 	return q.RequestID, nil
-}
-
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -110,10 +110,10 @@ func (l *lane) enter(ctx context.Context, d time.Duration) (context.Context, boo
 	if !l.busy.CompareAndSwap(false, true) {
 		return nil, false
 	}
-	if l.idle != nil && l.idle.rearm(d) && l.ctx.Err() == nil {
-		return l.ctx, true
+	if l.idle != nil && l.idle.rearm(d) {
+		return l.ctx, true // only its timer ends its context, short of ctx itself
 	}
-	l.end() // none yet, or its context is gone
+	l.end() // none yet, or its timer fired
 	var cancel context.CancelFunc
 	l.ctx, cancel = context.WithCancel(ctx)
 	l.idle = &idleTimer{d: d, cancel: cancel}
@@ -169,14 +169,14 @@ func (a *attempt) judge(err error) {
 // makes no progress for the idle limit or when the lane ends (with the
 // attempt, unless the lane is shared and the attempt ends cleanly).
 func (c *Client) begin(ctx context.Context, a *attempt) context.Context {
+	var ok bool
 	if a.lane != nil {
-		if lctx, ok := a.lane.enter(ctx, c.set.idle); ok {
-			a.ctx, a.idle = lctx, a.lane.idle
-			return lctx
-		}
+		a.ctx, ok = a.lane.enter(ctx, c.set.idle)
 	}
-	a.lane = new(lane)
-	a.ctx, _ = a.lane.enter(ctx, c.set.idle)
+	if !ok {
+		a.lane = new(lane)
+		a.ctx, _ = a.lane.enter(ctx, c.set.idle)
+	}
 	a.idle = a.lane.idle
 	return a.ctx
 }
